@@ -1,0 +1,44 @@
+# orderflow: `make run` starts the whole system, `make test` runs the suite. Both set up
+# everything they need on a fresh machine (virtualenv, locked dependencies, services, schema).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint fmt bench services migrate seed clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+services:
+	@scripts/ensure-services.sh
+
+migrate: $(STAMP) services
+	$(BIN)/orderflow migrate
+
+seed: migrate
+	$(BIN)/orderflow seed
+
+run: seed
+	$(BIN)/orderflow api
+
+test: $(STAMP) services
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+fmt: $(STAMP)
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

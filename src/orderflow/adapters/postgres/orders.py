@@ -1,0 +1,175 @@
+"""Order, order line and timeline queries."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from orderflow.adapters.postgres import rows
+from orderflow.domain.model import Order, OrderLine, TimelineEntry
+from orderflow.domain.orders import OrderStatus
+from orderflow.domain.pricing import Quote
+
+_LINE_COLUMNS = "line_no, product_id, sku, name, unit_price, quantity, line_total"
+_TIMELINE_COLUMNS = "event_id, event_type, actor, status_after, occurred_at, data"
+
+
+@dataclass(frozen=True, slots=True)
+class NewLine:
+    product_id: uuid.UUID
+    sku: str
+    name: str
+    unit_price: int
+    quantity: int
+
+
+async def insert(
+    conn: asyncpg.Connection,
+    *,
+    order_id: uuid.UUID,
+    customer_id: uuid.UUID,
+    status: OrderStatus,
+    currency: str,
+    quote: Quote,
+    pricing: str,
+    payment_token: str | None,
+    lines: Sequence[NewLine],
+) -> Order:
+    """Insert an order and all its lines in one statement."""
+    row = await conn.fetchrow(
+        f"""
+        WITH o AS (
+            INSERT INTO orders (id, customer_id, status, currency, subtotal, discount, tax, total,
+                                pricing, payment_token)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            RETURNING {rows.ORDER_COLUMNS}
+        ), l AS (
+            INSERT INTO order_lines (order_id, line_no, product_id, sku, name, unit_price,
+                                     quantity, line_total)
+            SELECT $1, n, product_id, sku, name, unit_price, quantity, unit_price * quantity
+            FROM unnest($11::uuid[], $12::text[], $13::text[], $14::bigint[], $15::int[])
+                 WITH ORDINALITY AS t(product_id, sku, name, unit_price, quantity, n)
+        )
+        SELECT * FROM o
+        """,
+        order_id,
+        customer_id,
+        status.value,
+        currency,
+        quote.subtotal,
+        quote.discount,
+        quote.tax,
+        quote.total,
+        pricing,
+        payment_token,
+        [line.product_id for line in lines],
+        [line.sku for line in lines],
+        [line.name for line in lines],
+        [line.unit_price for line in lines],
+        [line.quantity for line in lines],
+    )
+    order_lines = [
+        OrderLine(
+            line_no=n,
+            product_id=line.product_id,
+            sku=line.sku,
+            name=line.name,
+            unit_price=line.unit_price,
+            quantity=line.quantity,
+            line_total=line.unit_price * line.quantity,
+        )
+        for n, line in enumerate(lines, start=1)
+    ]
+    return rows.order(row, order_lines)
+
+
+async def get(
+    conn: asyncpg.Connection, order_id: uuid.UUID, *, lock: bool = False, with_details: bool = True
+) -> Order | None:
+    """Load an order (with lines and timeline unless told not to); ``lock`` takes a row lock."""
+    row = await conn.fetchrow(
+        f"SELECT {rows.ORDER_COLUMNS} FROM orders WHERE id = $1" + (" FOR UPDATE" if lock else ""),
+        order_id,
+    )
+    if row is None:
+        return None
+    if not with_details:
+        return rows.order(row)
+    lines = await conn.fetch(
+        f"SELECT {_LINE_COLUMNS} FROM order_lines WHERE order_id = $1 ORDER BY line_no", order_id
+    )
+    timeline = await timeline_page(conn, order_id, after=0, limit=1000)
+    return rows.order(row, [rows.order_line(r) for r in lines], [e for _, e in timeline])
+
+
+async def timeline_page(
+    conn: asyncpg.Connection, order_id: uuid.UUID, *, after: int, limit: int
+) -> list[tuple[int, TimelineEntry]]:
+    """Timeline entries of an order after position ``after``, oldest first, with positions."""
+    records = await conn.fetch(
+        f"SELECT id, {_TIMELINE_COLUMNS} FROM order_timeline WHERE order_id = $1 AND id > $2 "
+        "ORDER BY id LIMIT $3",
+        order_id,
+        after,
+        limit,
+    )
+    return [(r["id"], rows.timeline_entry(r)) for r in records]
+
+
+async def set_status(
+    conn: asyncpg.Connection,
+    order_id: uuid.UUID,
+    status: OrderStatus,
+    *,
+    cancel_reason: str | None = None,
+) -> None:
+    """Move an order to ``status`` (the caller checked the transition under a row lock)."""
+    await conn.execute(
+        "UPDATE orders SET status = $2, cancel_reason = $3, version = version + 1, "
+        "updated_at = now() WHERE id = $1",
+        order_id,
+        status.value,
+        cancel_reason,
+    )
+
+
+async def search(
+    conn: asyncpg.Connection,
+    *,
+    customer_id: uuid.UUID | None,
+    status: OrderStatus | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[Order]:
+    """Newest first, keyset-paged: ``before`` is the (created_at, id) of the last row seen."""
+    clauses: list[str] = []
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if customer_id is not None:
+        clauses.append(f"customer_id = {arg(customer_id)}")
+    if status is not None:
+        clauses.append(f"status = {arg(status.value)}")
+    if created_from is not None:
+        clauses.append(f"created_at >= {arg(created_from)}")
+    if created_to is not None:
+        clauses.append(f"created_at < {arg(created_to)}")
+    if before is not None:
+        clauses.append(f"(created_at, id) < ({arg(before[0])}, {arg(before[1])})")
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    records = await conn.fetch(
+        f"SELECT {rows.ORDER_COLUMNS} FROM orders {where} "
+        f"ORDER BY created_at DESC, id DESC LIMIT {arg(limit)}",
+        *args,
+    )
+    return [rows.order(r) for r in records]

@@ -1,0 +1,116 @@
+"""RFC 9457 problem details: the one place errors become HTTP responses."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from orderflow.domain import errors
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://orderflow.dev/problems/"
+
+_STATUS_BY_ERROR: list[tuple[type[errors.OrderflowError], int]] = [
+    (errors.NotFound, 404),
+    (errors.Conflict, 409),  # IllegalTransition is a Conflict
+    (errors.InvalidRequest, 422),
+]
+
+log = structlog.get_logger(__name__)
+
+
+def problem(
+    status: int,
+    *,
+    code: str,
+    detail: str,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Response:
+    """A problem+json response; ``extra`` members never override the standard ones."""
+    body = {
+        **(extra or {}),
+        "type": TYPE_BASE + code,
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    return Response(
+        orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def _status_for(exc: errors.OrderflowError) -> int:
+    for cls, status in _STATUS_BY_ERROR:
+        if isinstance(exc, cls):
+            return status
+    return 400
+
+
+async def _domain_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.OrderflowError)
+    return problem(
+        _status_for(exc), code=exc.code, title=exc.title, detail=exc.detail, extra=exc.extra
+    )
+
+
+def _jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        out.append(
+            {
+                "loc": [str(part) for part in err.get("loc", ())],
+                "msg": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+        )
+    return out
+
+
+async def _validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    found = _jsonable_errors(exc)
+    if any(err["type"] == "json_invalid" for err in found):
+        return problem(
+            400,
+            code="malformed-json",
+            title="Malformed JSON",
+            detail="the request body is not valid JSON",
+        )
+    summary = "; ".join(f"{'.'.join(e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in found)
+    return problem(
+        422,
+        code="validation-error",
+        title="Invalid request",
+        detail=summary or "the request is invalid",
+        extra={"errors": found},
+    )
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "-")
+    return problem(
+        exc.status_code, code=code, detail=str(exc.detail), headers=dict(exc.headers or {})
+    )
+
+
+async def _unexpected(_request: Request, exc: Exception) -> Response:
+    log.error("unhandled_error", exc_info=exc)
+    return problem(500, code="internal-error", detail="an unexpected error occurred; it was logged")
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into problem+json."""
+    app.add_exception_handler(errors.OrderflowError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,30 @@
+"""Customer endpoints."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, status
+
+from orderflow.entrypoints.api.deps import Pool
+from orderflow.entrypoints.api.schemas import CustomerIn, CustomerOut
+from orderflow.service import customers
+
+router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CustomerOut,
+    summary="Register a customer",
+)
+async def create_customer(body: CustomerIn, pool: Pool) -> CustomerOut:
+    found = await customers.create_customer(pool, email=str(body.email), name=body.name)
+    return CustomerOut(id=found.id, email=found.email, name=found.name, created_at=found.created_at)
+
+
+@router.get("/{customer_id}", response_model=CustomerOut, summary="One customer")
+async def get_customer(customer_id: uuid.UUID, pool: Pool) -> CustomerOut:
+    found = await customers.get_customer(pool, customer_id=customer_id)
+    return CustomerOut(id=found.id, email=found.email, name=found.name, created_at=found.created_at)

@@ -1,0 +1,46 @@
+"""Liveness, readiness and metrics endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from orderflow.entrypoints.api.deps import State
+from orderflow.entrypoints.api.problems import problem
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Dependencies are reachable",
+    responses={503: {"description": "a dependency is down"}},
+)
+async def readyz(state: State) -> Response:
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(2):
+            await state.pool.fetchval("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:  # any failure means not ready
+        checks["database"] = f"down: {type(exc).__name__}"
+    if all(v == "ok" for v in checks.values()):
+        return Response(
+            orjson.dumps({"status": "ready", "checks": checks}), media_type="application/json"
+        )
+    return problem(
+        503, code="not-ready", detail="a dependency is unreachable", extra={"checks": checks}
+    )
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,113 @@
+"""Order endpoints."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from orderflow.domain.errors import InvalidRequest
+from orderflow.domain.orders import OrderStatus
+from orderflow.entrypoints.api.deps import Pool, State
+from orderflow.entrypoints.api.schemas import (
+    CancelIn,
+    OrderIn,
+    OrderOut,
+    OrderPage,
+    OrderSummary,
+    TimelineOut,
+    TimelinePage,
+)
+from orderflow.observability.metrics import ORDERS_PLACED
+from orderflow.service import ordering
+
+router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrderOut,
+    summary="Place an order",
+    description="Prices are computed server-side from the catalogue. The order, its "
+    "lines and its `order.created` event are stored in one transaction.",
+)
+async def place_order(body: OrderIn, state: State) -> OrderOut:
+    if body.customer_id is None:
+        raise InvalidRequest("customer_id is required")
+    order = await ordering.place_order(
+        state.pool,
+        customer_id=body.customer_id,
+        lines=[ordering.LineRequest(line.product_id, line.quantity) for line in body.lines],
+        payment_token=body.payment_token,
+        pricing=state.pricing,
+    )
+    ORDERS_PLACED.inc()
+    return OrderOut.of(order)
+
+
+@router.get("", response_model=OrderPage, summary="List orders, newest first")
+async def list_orders(
+    pool: Pool,
+    status_: Annotated[OrderStatus | None, Query(alias="status")] = None,
+    customer_id: uuid.UUID | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> OrderPage:
+    page = await ordering.list_orders(
+        pool,
+        customer_id=customer_id,
+        status=status_,
+        created_from=created_from,
+        created_to=created_to,
+        cursor=cursor,
+        limit=limit,
+    )
+    return OrderPage(
+        items=[
+            OrderSummary(**{f: getattr(o, f) for f in OrderSummary.model_fields})
+            for o in page.items
+        ],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/{order_id}", response_model=OrderOut, summary="One order with its lines and timeline")
+async def get_order(order_id: uuid.UUID, pool: Pool) -> OrderOut:
+    return OrderOut.of(await ordering.get_order(pool, order_id=order_id))
+
+
+@router.get(
+    "/{order_id}/events",
+    response_model=TimelinePage,
+    summary="Page through an order's timeline, oldest first",
+)
+async def order_events(
+    order_id: uuid.UUID,
+    pool: Pool,
+    cursor: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> TimelinePage:
+    page = await ordering.order_timeline(pool, order_id=order_id, after=cursor, limit=limit)
+    return TimelinePage(
+        items=[
+            TimelineOut(**{f: getattr(t, f) for f in TimelineOut.model_fields}) for t in page.items
+        ],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.post(
+    "/{order_id}/cancel",
+    response_model=OrderOut,
+    summary="Cancel an order that has not shipped",
+    description="Allowed until the order ships; 409 afterwards. Writes "
+    "`order.cancelled`; refunds and stock release follow from it.",
+)
+async def cancel_order(order_id: uuid.UUID, pool: Pool, body: CancelIn | None = None) -> OrderOut:
+    reason = body.reason if body else "customer_request"
+    return OrderOut.of(await ordering.cancel_order(pool, order_id=order_id, reason=reason))

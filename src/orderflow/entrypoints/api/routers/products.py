@@ -1,0 +1,96 @@
+"""Catalogue endpoints."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response, status
+
+from orderflow.entrypoints.api.deps import Pool, State
+from orderflow.entrypoints.api.schemas import (
+    MAX_MONEY,
+    ProductIn,
+    ProductOut,
+    ProductPage,
+    ProductPatch,
+)
+from orderflow.service import catalogue
+
+router = APIRouter(prefix="/api/v1/products", tags=["products"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ProductOut,
+    summary="Add a product to the catalogue",
+)
+async def create_product(body: ProductIn, state: State) -> ProductOut:
+    product = await catalogue.create_product(
+        state.pool,
+        sku=body.sku,
+        name=body.name,
+        price=body.price,
+        stock=body.stock,
+        currency=body.currency or state.settings.currency,
+        description=body.description,
+    )
+    return ProductOut.of(product)
+
+
+@router.get("", response_model=ProductPage, summary="Search and page through the catalogue")
+async def list_products(
+    pool: Pool,
+    q: Annotated[str | None, Query(max_length=100, description="text in name or SKU")] = None,
+    min_price: Annotated[int | None, Query(ge=0, le=MAX_MONEY)] = None,
+    max_price: Annotated[int | None, Query(ge=0, le=MAX_MONEY)] = None,
+    in_stock: Annotated[bool | None, Query(description="true: stock > 0, false: sold out")] = None,
+    sort: Literal["name", "price", "created_at", "stock"] = "name",
+    order: Literal["asc", "desc"] = "asc",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> ProductPage:
+    page = await catalogue.list_products(
+        pool,
+        min_price=min_price,
+        max_price=max_price,
+        in_stock=in_stock,
+        text=q,
+        sort=sort,
+        descending=order == "desc",
+        limit=limit,
+        offset=offset,
+    )
+    return ProductPage(
+        items=[ProductOut.of(p) for p in page.items],
+        total=page.total or 0,
+        next_offset=int(page.next_cursor) if page.next_cursor else None,
+    )
+
+
+@router.get("/{product_id}", response_model=ProductOut, summary="One product")
+async def get_product(product_id: uuid.UUID, pool: Pool) -> ProductOut:
+    return ProductOut.of(await catalogue.get_product(pool, product_id=product_id))
+
+
+@router.patch(
+    "/{product_id}",
+    response_model=ProductOut,
+    summary="Change a product's name, price, stock or description",
+)
+async def update_product(product_id: uuid.UUID, body: ProductPatch, pool: Pool) -> ProductOut:
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    return ProductOut.of(
+        await catalogue.update_product(pool, product_id=product_id, changes=changes)
+    )
+
+
+@router.delete(
+    "/{product_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove a product (409 while orders reference it)",
+)
+async def delete_product(product_id: uuid.UUID, pool: Pool) -> Response:
+    await catalogue.delete_product(pool, product_id=product_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,230 @@
+"""Order use cases of the API: place, read, list, cancel."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from orderflow.adapters.postgres import orders, products
+from orderflow.adapters.postgres.uow import UnitOfWork, unit_of_work
+from orderflow.domain import events as ev
+from orderflow.domain.errors import (
+    CurrencyMismatch,
+    DuplicateProducts,
+    InvalidRequest,
+    NotFound,
+    UnknownProducts,
+)
+from orderflow.domain.model import Order, Page, TimelineEntry
+from orderflow.domain.orders import OrderStatus, initial_status, next_status
+from orderflow.domain.pricing import PricedLine, PricingStrategy
+
+
+@dataclass(frozen=True, slots=True)
+class LineRequest:
+    product_id: uuid.UUID
+    quantity: int
+
+
+def _check_lines(lines: Sequence[LineRequest]) -> None:
+    if not lines:
+        raise InvalidRequest("an order needs at least one line")
+    counts = Counter(line.product_id for line in lines)
+    duplicated = sorted(str(pid) for pid, n in counts.items() if n > 1)
+    if duplicated:
+        raise DuplicateProducts(
+            f"each product may appear on one line only; repeated: {', '.join(duplicated)}",
+            product_ids=duplicated,
+        )
+
+
+async def place_order(
+    pool: asyncpg.Pool,
+    *,
+    customer_id: uuid.UUID,
+    lines: Sequence[LineRequest],
+    payment_token: str | None,
+    pricing: PricingStrategy,
+    actor: str = "customer",
+) -> Order:
+    """Price and store an order with its ``order.created`` event, in one transaction."""
+    _check_lines(lines)
+    async with unit_of_work(pool) as uow:
+        # Prices are read inside the order's transaction: the charged price is the stored one.
+        catalogue = await products.get_many(uow.conn, [line.product_id for line in lines])
+        missing = [str(line.product_id) for line in lines if line.product_id not in catalogue]
+        if missing:
+            raise UnknownProducts(f"unknown products: {', '.join(missing)}", product_ids=missing)
+        currencies = {catalogue[line.product_id].currency for line in lines}
+        if len(currencies) > 1:
+            raise CurrencyMismatch(f"products are priced in several currencies: {currencies}")
+        new_lines = [
+            orders.NewLine(
+                product_id=p.id, sku=p.sku, name=p.name, unit_price=p.price, quantity=line.quantity
+            )
+            for line in lines
+            for p in (catalogue[line.product_id],)
+        ]
+        quote = pricing.quote([PricedLine(nl.unit_price, nl.quantity) for nl in new_lines])
+        status = initial_status(has_payment_method=payment_token is not None)
+        order_id = uuid.uuid4()
+        try:
+            order = await orders.insert(
+                uow.conn,
+                order_id=order_id,
+                customer_id=customer_id,
+                status=status,
+                currency=currencies.pop(),
+                quote=quote,
+                pricing=pricing.name,
+                payment_token=payment_token,
+                lines=new_lines,
+            )
+        except asyncpg.ForeignKeyViolationError as exc:
+            if "customer" in (exc.constraint_name or ""):
+                raise InvalidRequest(f"customer {customer_id} does not exist") from None
+            raise UnknownProducts("a product of this order was just deleted") from None
+        placed = ev.OrderPlaced(
+            customer_id=customer_id,
+            lines=[
+                ev.Line(
+                    product_id=nl.product_id,
+                    sku=nl.sku,
+                    quantity=nl.quantity,
+                    unit_price=nl.unit_price,
+                )
+                for nl in new_lines
+            ],
+            subtotal=quote.subtotal,
+            discount=quote.discount,
+            tax=quote.tax,
+            total=quote.total,
+            currency=order.currency,
+            has_payment_method=payment_token is not None,
+        )
+        envelope = ev.Envelope.wrap(placed, order_id=order_id, actor=actor)
+        uow.emit(envelope, status_after=status)
+    return _with_timeline(order, envelope, status)
+
+
+def _with_timeline(order: Order, envelope: ev.Envelope, status: OrderStatus) -> Order:
+    entry = TimelineEntry(
+        event=envelope.type,
+        at=envelope.occurred_at,
+        actor=envelope.actor,
+        status=status,
+        event_id=envelope.event_id,
+        data=envelope.payload,
+    )
+    return Order(
+        **{f: getattr(order, f) for f in order.__slots__ if f != "timeline"}, timeline=[entry]
+    )
+
+
+async def get_order(
+    pool: asyncpg.Pool, *, order_id: uuid.UUID, owner: uuid.UUID | None = None
+) -> Order:
+    """One order with lines and timeline; ``owner`` hides other customers' orders."""
+    async with pool.acquire() as conn:
+        found = await orders.get(conn, order_id)
+    if found is None or (owner is not None and found.customer_id != owner):
+        raise NotFound(f"order {order_id} does not exist")
+    return found
+
+
+async def order_timeline(
+    pool: asyncpg.Pool,
+    *,
+    order_id: uuid.UUID,
+    after: int,
+    limit: int,
+    owner: uuid.UUID | None = None,
+) -> Page[TimelineEntry]:
+    """A page of an order's timeline, oldest first."""
+    async with pool.acquire() as conn:
+        found = await orders.get(conn, order_id, with_details=False)
+        if found is None or (owner is not None and found.customer_id != owner):
+            raise NotFound(f"order {order_id} does not exist")
+        page = await orders.timeline_page(conn, order_id, after=after, limit=limit)
+    cursor = str(page[-1][0]) if len(page) == limit else None
+    return Page(items=[entry for _, entry in page], next_cursor=cursor)
+
+
+def encode_cursor(created_at: datetime, order_id: uuid.UUID) -> str:
+    """An opaque keyset cursor for order listings."""
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{order_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """Undo ``encode_cursor``; raises InvalidRequest on garbage."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode()).decode()
+        at, _, oid = raw.partition("|")
+        return datetime.fromisoformat(at), uuid.UUID(oid)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("the cursor is not one this API issued") from None
+
+
+async def list_orders(
+    pool: asyncpg.Pool,
+    *,
+    customer_id: uuid.UUID | None = None,
+    status: OrderStatus | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page[Order]:
+    """Orders newest first, filtered, keyset-paged."""
+    before = decode_cursor(cursor) if cursor else None
+    async with pool.acquire() as conn:
+        found = await orders.search(
+            conn,
+            customer_id=customer_id,
+            status=status,
+            created_from=created_from,
+            created_to=created_to,
+            before=before,
+            limit=limit,
+        )
+    next_cursor = encode_cursor(found[-1].created_at, found[-1].id) if len(found) == limit else None
+    return Page(items=found, next_cursor=next_cursor)
+
+
+async def cancel(
+    uow: UnitOfWork, *, order: Order, reason: str, actor: str, cause: ev.Envelope | None = None
+) -> ev.Envelope:
+    """Cancel a locked order inside ``uow``; compensation reacts to the event."""
+    status = next_status(order.status, ev.OrderCancelled.TYPE)
+    await orders.set_status(uow.conn, order.id, status, cancel_reason=reason)
+    cancelled = ev.OrderCancelled(reason=reason, previous_status=order.status.value)
+    envelope = (
+        cause.follow(cancelled, actor=actor)
+        if cause
+        else ev.Envelope.wrap(cancelled, order_id=order.id, actor=actor)
+    )
+    uow.emit(envelope, status_after=status)
+    return envelope
+
+
+async def cancel_order(
+    pool: asyncpg.Pool,
+    *,
+    order_id: uuid.UUID,
+    reason: str,
+    actor: str = "customer",
+    owner: uuid.UUID | None = None,
+) -> Order:
+    """Cancel an order that has not shipped yet; raises IllegalTransition otherwise."""
+    async with unit_of_work(pool) as uow:
+        order = await orders.get(uow.conn, order_id, lock=True, with_details=False)
+        if order is None or (owner is not None and order.customer_id != owner):
+            raise NotFound(f"order {order_id} does not exist")
+        await cancel(uow, order=order, reason=reason, actor=actor)
+    return await get_order(pool, order_id=order_id)

@@ -1,0 +1,96 @@
+"""Process configuration, read from ``ORDERFLOW_*`` environment variables."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class PricingName(StrEnum):
+    STANDARD = "standard"
+    TAXED = "taxed"
+    DISCOUNT = "discount"
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced, safe to log."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+class Settings(BaseSettings):
+    """Every knob of every process. Defaults suit a developer machine."""
+
+    model_config = SettingsConfigDict(env_prefix="ORDERFLOW_", env_file=".env", extra="ignore")
+
+    environment: Environment = Environment.DEVELOPMENT
+    log_level: str = "INFO"
+    log_json: bool | None = None  # None: JSON in production, readable in development
+
+    # Connections. SecretStr so that a password in a URL is never printed by accident.
+    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/orderflow")
+    rabbitmq_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    db_pool_min: int = Field(default=2, ge=1)
+    db_pool_max: int = Field(default=20, ge=1)
+    db_command_timeout_s: float = Field(default=10.0, gt=0)
+
+    # Naming, so that test runs and deployments can share a broker without colliding.
+    exchange: str = "orderflow.events"
+    queue_prefix: str = "orderflow"
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # Pricing
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    pricing_strategy: PricingName = PricingName.STANDARD
+    tax_rate_bp: int = Field(default=2000, ge=0, le=10000, description="basis points: 2000 = 20 %")
+    discount_threshold: int = Field(default=10000, ge=0, description="minor units")
+    discount_rate_bp: int = Field(default=1000, ge=0, le=10000)
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def json_logs(self) -> bool:
+        """Whether logs are rendered as JSON lines."""
+        if self.log_json is not None:
+            return self.log_json
+        return self.environment is Environment.PRODUCTION
+
+    def dsn(self) -> str:
+        """The PostgreSQL DSN, for drivers."""
+        return self.database_url.get_secret_value()
+
+    def safe_summary(self) -> dict[str, str]:
+        """Connection targets with passwords masked, for start-up logs."""
+        return {
+            "database": redact_url(self.dsn()),
+            "rabbitmq": redact_url(self.rabbitmq_url.get_secret_value()),
+            "redis": redact_url(self.redis_url.get_secret_value()),
+            "environment": self.environment.value,
+        }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

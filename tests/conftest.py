@@ -1,0 +1,101 @@
+"""Shared test set-up: every run gets its own PostgreSQL database and its own broker names.
+
+Tests use the real services. When one is down they fail with a message that says how to
+start it; they are never skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+from orderflow.adapters.postgres.database import (
+    create_pool,
+    drop_database,
+    ensure_database,
+    with_database,
+)
+from orderflow.settings import Settings
+
+RUN_ID = uuid.uuid4().hex[:10]
+
+START_HINTS = {
+    "PostgreSQL": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+    "RabbitMQ": "rabbitmq-server -detached",
+    "Redis": 'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" '
+    "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log",
+}
+
+
+def require_service(name: str, url: str, default_port: int) -> None:
+    """Fail the test run loudly if ``name`` does not answer on ``url``."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or default_port
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError as exc:
+        pytest.fail(
+            f"{name} is not reachable at {host}:{port} ({exc}). Start it with: "
+            f"{START_HINTS[name]}  (or run `make test`, which starts it)",
+            pytrace=False,
+        )
+
+
+def _base_settings() -> Settings:
+    return Settings(environment="test", log_level="WARNING")  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return RUN_ID
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    """Settings for this run: its own database and its own exchange and queue names."""
+    base = _base_settings()
+    require_service("PostgreSQL", base.dsn(), 5432)
+    dsn = with_database(base.dsn(), f"orderflow_test_{RUN_ID}")
+    return base.model_copy(
+        update={
+            "database_url": type(base.database_url)(dsn),
+            "exchange": f"orderflow.test.{RUN_ID}",
+            "queue_prefix": f"orderflow.test.{RUN_ID}",
+        }
+    )
+
+
+async def migrate(dsn: str, revision: str = "head", *, down: bool = False) -> None:
+    """Run Alembic against ``dsn`` (in a thread: Alembic runs its own event loop)."""
+    from alembic import command
+
+    from orderflow.entrypoints.cli import alembic_config
+
+    config = alembic_config(dsn)
+    action = command.downgrade if down else command.upgrade
+    await asyncio.to_thread(action, config, revision)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+async def database(settings: Settings) -> AsyncIterator[str]:
+    """A fresh database at the head revision, dropped at the end of the run."""
+    dsn = settings.dsn()
+    await ensure_database(dsn)
+    await migrate(dsn)
+    yield dsn
+    if not os.environ.get("ORDERFLOW_KEEP_TEST_DB"):
+        await drop_database(dsn)
+
+
+@pytest.fixture(scope="session")
+async def pool(settings: Settings, database: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(settings, min_size=1, max_size=10)
+    yield pool
+    await pool.close()

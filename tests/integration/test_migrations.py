@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import asyncpg
+
+from orderflow.adapters.postgres.database import drop_database, ensure_database, with_database
+from orderflow.settings import Settings
+from tests.conftest import RUN_ID, migrate
+
+TABLES = {
+    "customers",
+    "api_keys",
+    "products",
+    "orders",
+    "order_lines",
+    "payments",
+    "payment_transactions",
+    "stock_movements",
+    "order_timeline",
+    "outbox",
+    "inbox",
+    "idempotency_keys",
+    "notifications",
+}
+
+
+async def _tables(dsn: str) -> set[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename <> 'alembic_version'"
+        )
+    finally:
+        await conn.close()
+    return {r["tablename"] for r in rows}
+
+
+async def test_empty_database_migrates_to_head_and_back_down(settings: Settings) -> None:
+    dsn = with_database(settings.dsn(), f"orderflow_migr_{RUN_ID}")
+    await ensure_database(dsn)
+    try:
+        await migrate(dsn)
+        assert await _tables(dsn) == TABLES
+        await migrate(dsn, "base", down=True)
+        assert await _tables(dsn) == set()
+        await migrate(dsn)  # and up again: the downgrade left nothing behind
+        assert await _tables(dsn) == TABLES
+    finally:
+        await drop_database(dsn)
+
+
+async def test_schema_refuses_negative_stock_and_float_money(pool: asyncpg.Pool) -> None:
+    money_types = await pool.fetch(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'public' AND data_type IN ('real', 'double precision')"
+    )
+    assert money_types == []
+    async with pool.acquire() as conn:
+        try:
+            await conn.execute(
+                "INSERT INTO products (id, sku, name, price, currency, stock) "
+                "VALUES (gen_random_uuid(), 'NEG', 'n', 1, 'EUR', -1)"
+            )
+        except asyncpg.CheckViolationError:
+            pass
+        else:
+            raise AssertionError("negative stock was accepted")
