@@ -1,0 +1,92 @@
+"""The handler registry: which saga step handles which event, and the contract handlers keep.
+
+A handler is a plain async function. The worker runtime, for each delivery: validates the
+envelope, opens one transaction, skips the delivery if the inbox already holds (event id,
+handler name), runs the handler, writes the inbox row and the events the handler emitted to
+the outbox in that same transaction, commits, then acks.
+
+A step that must call the outside world (the payment gateway) does so in ``prepare``, which
+runs before the transaction opens; ``prepare`` must be idempotent (it is retried on
+redelivery) and its result is handed to ``handle``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from orderflow.adapters.postgres.uow import UnitOfWork
+from orderflow.domain.events import Envelope, Event
+
+
+class TransientError(Exception):
+    """A failure worth retrying later (a timeout, a partner that is down)."""
+
+
+class PermanentError(Exception):
+    """A failure no retry will fix (invalid data); the message goes to the dead letters."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message as a handler sees it."""
+
+    envelope: Envelope
+    event: Event
+    attempt: int = 1  # 1 for the first delivery, counted across retry queues
+
+
+HandleFn = Callable[[Delivery, UnitOfWork, Any], Awaitable[None]]
+PrepareFn = Callable[[Delivery], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    """A named consumer: its own queue, its own inbox rows, the events it subscribes to."""
+
+    name: str
+    event_types: tuple[str, ...]
+    handle: HandleFn
+    prepare: PrepareFn | None = None
+
+
+class Registry:
+    """Handlers by name and by event type."""
+
+    def __init__(self, specs: Iterable[HandlerSpec] = ()) -> None:
+        self._by_name: dict[str, HandlerSpec] = {}
+        for spec in specs:
+            self.add(spec)
+
+    def add(self, spec: HandlerSpec) -> None:
+        """Register ``spec``; names are unique."""
+        if spec.name in self._by_name:
+            raise ValueError(f"handler {spec.name!r} registered twice")
+        self._by_name[spec.name] = spec
+
+    def get(self, name: str) -> HandlerSpec:
+        """The handler called ``name``."""
+        return self._by_name[name]
+
+    @property
+    def names(self) -> list[str]:
+        """Every handler name, sorted."""
+        return sorted(self._by_name)
+
+    def select(self, names: Iterable[str] | None) -> Registry:
+        """A registry with only the named handlers (all when ``names`` is None)."""
+        if names is None:
+            return self
+        wanted = list(names)
+        unknown = sorted(set(wanted) - set(self._by_name))
+        if unknown:
+            raise KeyError(f"unknown handlers: {', '.join(unknown)}")
+        return Registry(self._by_name[n] for n in wanted)
+
+    def subscribers(self, event_type: str) -> list[HandlerSpec]:
+        """The handlers that receive ``event_type``."""
+        return [s for s in self._by_name.values() if event_type in s.event_types]
+
+    def __iter__(self) -> Iterator[HandlerSpec]:
+        return iter(self._by_name.values())
