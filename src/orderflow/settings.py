@@ -64,6 +64,16 @@ class Settings(BaseSettings):
     discount_threshold: int = Field(default=10000, ge=0, description="minor units")
     discount_rate_bp: int = Field(default=1000, ge=0, le=10000)
 
+    # Saga
+    payment_timeout_s: float = Field(default=5.0, gt=0)
+    payment_slow_delay_s: float = Field(default=1.0, ge=0, description="pm_slow latency")
+    payment_latency_ms: int = Field(default=0, ge=0, description="simulated gateway latency")
+    payment_failure_rate: float = Field(default=0.0, ge=0, le=1,
+                                        description="share of transient gateway failures")
+    unpaid_order_ttl_s: float = Field(default=1800, gt=0)
+    autopilot: bool = False
+    autopilot_delay_s: float = Field(default=0.0, ge=0)
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:

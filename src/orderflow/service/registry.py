@@ -28,6 +28,15 @@ class PermanentError(Exception):
     """A failure no retry will fix (invalid data); the message goes to the dead letters."""
 
 
+class Defer(Exception):
+    """Not yet: redeliver this message after ``delay_s`` seconds (through the broker's delay
+    queues, never by sleeping). Not a failure: it does not count as an attempt."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(f"deferred for {delay_s} s")
+        self.delay_s = delay_s
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One message as a handler sees it."""
