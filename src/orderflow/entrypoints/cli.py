@@ -84,5 +84,17 @@ def seed(
         typer.echo(line)
 
 
+@app.command()
+def docs(
+    path: Annotated[Path, typer.Argument(help="Markdown file with generated blocks")] = Path(
+        "docs/order-lifecycle.md"
+    ),
+) -> None:
+    """Regenerate the generated blocks of a doc (the lifecycle diagram)."""
+    from orderflow.entrypoints.docsgen import regenerate
+
+    typer.echo(f"{path}: {'updated' if regenerate(path) else 'up to date'}")
+
+
 if __name__ == "__main__":
     app()

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
+from orderflow.adapters.notifications import LogSender
+from orderflow.adapters.payments.simulator import SimulatedGateway
+from orderflow.service import fulfilment, inventory, notifications, payments
+from orderflow.service.ports import NotificationSender, PaymentGateway
 from orderflow.service.registry import Registry
 from orderflow.settings import Settings
+
+
+def simulated_gateway(settings: Settings) -> SimulatedGateway:
+    """The payment simulator configured by the settings."""
+    return SimulatedGateway(
+        slow_delay_s=settings.payment_slow_delay_s,
+        latency_s=settings.payment_latency_ms / 1000,
+        failure_rate=settings.payment_failure_rate,
+    )
 
 
 @dataclass
@@ -16,8 +29,19 @@ class Deps:
 
     settings: Settings
     pool: asyncpg.Pool
+    gateway: PaymentGateway | None = None
+    sender: NotificationSender = field(default_factory=LogSender)
 
 
 def build_registry(deps: Deps) -> Registry:
-    """Every saga handler, bound to ``deps``. (The saga issue fills this in.)"""
-    return Registry()
+    """Every saga handler bound to ``deps``; the autopilot's when the settings enable it."""
+    settings = deps.settings
+    gateway = deps.gateway or simulated_gateway(settings)
+    specs = [
+        *payments.handlers(deps.pool, gateway, timeout_s=settings.payment_timeout_s),
+        *inventory.handlers(),
+        *notifications.handlers(deps.sender),
+    ]
+    if settings.autopilot:
+        specs += fulfilment.autopilot_handlers(delay_s=settings.autopilot_delay_s)
+    return Registry(specs)

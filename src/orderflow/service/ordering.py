@@ -12,7 +12,7 @@ from datetime import datetime
 import asyncpg
 
 from orderflow.adapters.postgres import orders, products
-from orderflow.adapters.postgres.uow import UnitOfWork, unit_of_work
+from orderflow.adapters.postgres.uow import unit_of_work
 from orderflow.domain import events as ev
 from orderflow.domain.errors import (
     CurrencyMismatch,
@@ -22,8 +22,9 @@ from orderflow.domain.errors import (
     UnknownProducts,
 )
 from orderflow.domain.model import Order, Page, TimelineEntry
-from orderflow.domain.orders import OrderStatus, initial_status, next_status
+from orderflow.domain.orders import OrderStatus, initial_status
 from orderflow.domain.pricing import PricedLine, PricingStrategy
+from orderflow.service.transitions import advance, lock_order
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,22 +198,6 @@ async def list_orders(
     return Page(items=found, next_cursor=next_cursor)
 
 
-async def cancel(
-    uow: UnitOfWork, *, order: Order, reason: str, actor: str, cause: ev.Envelope | None = None
-) -> ev.Envelope:
-    """Cancel a locked order inside ``uow``; compensation reacts to the event."""
-    status = next_status(order.status, ev.OrderCancelled.TYPE)
-    await orders.set_status(uow.conn, order.id, status, cancel_reason=reason)
-    cancelled = ev.OrderCancelled(reason=reason, previous_status=order.status.value)
-    envelope = (
-        cause.follow(cancelled, actor=actor)
-        if cause
-        else ev.Envelope.wrap(cancelled, order_id=order.id, actor=actor)
-    )
-    uow.emit(envelope, status_after=status)
-    return envelope
-
-
 async def cancel_order(
     pool: asyncpg.Pool,
     *,
@@ -221,10 +206,12 @@ async def cancel_order(
     actor: str = "customer",
     owner: uuid.UUID | None = None,
 ) -> Order:
-    """Cancel an order that has not shipped yet; raises IllegalTransition otherwise."""
+    """Cancel an order that has not shipped yet; raises IllegalTransition otherwise.
+
+    Compensation (refund, stock release) reacts to the ``order.cancelled`` event.
+    """
     async with unit_of_work(pool) as uow:
-        order = await orders.get(uow.conn, order_id, lock=True, with_details=False)
-        if order is None or (owner is not None and order.customer_id != owner):
-            raise NotFound(f"order {order_id} does not exist")
-        await cancel(uow, order=order, reason=reason, actor=actor)
+        order = await lock_order(uow, order_id, owner=owner)
+        cancelled = ev.OrderCancelled(reason=reason, previous_status=order.status.value)
+        await advance(uow, order, cancelled, actor=actor, cancel_reason=reason)
     return await get_order(pool, order_id=order_id)

@@ -127,6 +127,28 @@ class OrderIn(Strict):
     )
 
 
+class PayIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"payment_token": "pm_approve"}]}
+    )
+    payment_token: PaymentToken
+
+
+class ShipIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"carrier": "DHL", "tracking_number": "JD0146000035"}]},
+    )
+    carrier: Name
+    tracking_number: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{4,40}$")] | None = (
+        Field(default=None, description="generated when omitted")
+    )
+
+
+class DeliverIn(Strict):
+    carrier: Name | None = Field(default=None, description="defaults to the shipping carrier")
+
+
 class CancelIn(Strict):
     reason: Annotated[str, StringConstraints(min_length=1, max_length=200)] = "customer_request"
 

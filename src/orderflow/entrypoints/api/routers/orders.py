@@ -13,15 +13,18 @@ from orderflow.domain.orders import OrderStatus
 from orderflow.entrypoints.api.deps import Pool, State
 from orderflow.entrypoints.api.schemas import (
     CancelIn,
+    DeliverIn,
     OrderIn,
     OrderOut,
     OrderPage,
     OrderSummary,
+    PayIn,
+    ShipIn,
     TimelineOut,
     TimelinePage,
 )
 from orderflow.observability.metrics import ORDERS_PLACED
-from orderflow.service import ordering
+from orderflow.service import fulfilment, ordering, payments
 
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
 
@@ -111,3 +114,59 @@ async def order_events(
 async def cancel_order(order_id: uuid.UUID, pool: Pool, body: CancelIn | None = None) -> OrderOut:
     reason = body.reason if body else "customer_request"
     return OrderOut.of(await ordering.cancel_order(pool, order_id=order_id, reason=reason))
+
+
+@router.post(
+    "/{order_id}/pay",
+    response_model=OrderOut,
+    summary="Pay, or pay again after a declined payment",
+    description="Starts a payment with the given method for an order that awaits "
+    "payment (no method given at creation, or the last one was declined); 409 in any "
+    "other status.",
+)
+async def pay_order(order_id: uuid.UUID, body: PayIn, pool: Pool) -> OrderOut:
+    return OrderOut.of(await payments.pay_order(pool, order_id=order_id, token=body.payment_token))
+
+
+@router.post(
+    "/{order_id}/prepare",
+    response_model=OrderOut,
+    tags=["fulfilment"],
+    summary="Warehouse: the order is packed and ready to ship",
+    description="Allowed once stock is reserved (status `reserved`); 409 otherwise.",
+)
+async def prepare_order(order_id: uuid.UUID, pool: Pool) -> OrderOut:
+    return OrderOut.of(await fulfilment.prepare_order(pool, order_id=order_id, actor="staff"))
+
+
+@router.post(
+    "/{order_id}/ship",
+    response_model=OrderOut,
+    tags=["fulfilment"],
+    summary="Carrier: the parcel was picked up",
+    description="Allowed once prepared; records carrier and tracking number.",
+)
+async def ship_order(order_id: uuid.UUID, body: ShipIn, pool: Pool) -> OrderOut:
+    return OrderOut.of(
+        await fulfilment.ship_order(
+            pool,
+            order_id=order_id,
+            carrier=body.carrier,
+            tracking=body.tracking_number,
+            actor="staff",
+        )
+    )
+
+
+@router.post(
+    "/{order_id}/deliver",
+    response_model=OrderOut,
+    tags=["fulfilment"],
+    summary="Carrier: delivery confirmed",
+    description="Allowed once shipped.",
+)
+async def deliver_order(order_id: uuid.UUID, pool: Pool, body: DeliverIn | None = None) -> OrderOut:
+    carrier = body.carrier if body and body.carrier else "carrier"
+    return OrderOut.of(
+        await fulfilment.deliver_order(pool, order_id=order_id, carrier=carrier, actor="staff")
+    )

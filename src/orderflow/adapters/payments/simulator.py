@@ -1,0 +1,68 @@
+"""A payment gateway simulator, driven by the payment token (see DESIGN.md).
+
+``pm_approve`` succeeds, ``pm_decline`` is declined, ``pm_flaky`` fails transiently on its first
+two attempts and then succeeds, ``pm_slow`` succeeds after ``slow_delay_s``. Any other token is
+declined. A latency and a random transient failure rate can be added for load runs. Results
+are remembered by idempotency key, as a real provider does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from dataclasses import dataclass, field
+
+from orderflow.service.ports import ChargeResult
+from orderflow.service.registry import TransientError
+
+
+class GatewayUnavailable(TransientError):
+    """The simulated provider is (pretending to be) down."""
+
+
+@dataclass
+class SimulatedGateway:
+    slow_delay_s: float = 1.0
+    latency_s: float = 0.0
+    failure_rate: float = 0.0
+    flaky_failures: int = 2
+    _charges: dict[str, ChargeResult] = field(default_factory=dict)
+    _refunds: dict[str, str] = field(default_factory=dict)
+
+    async def _call(self) -> None:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if self.failure_rate and random.random() < self.failure_rate:
+            raise GatewayUnavailable("simulated provider outage")
+
+    async def charge(
+        self, *, idempotency_key: str, token: str, amount: int, currency: str, attempt: int
+    ) -> ChargeResult:
+        """Capture or decline according to the token."""
+        if (known := self._charges.get(idempotency_key)) is not None:
+            return known
+        await self._call()
+        if token == "pm_flaky" and attempt <= self.flaky_failures:
+            raise GatewayUnavailable(f"pm_flaky: transient failure on attempt {attempt}")
+        if token == "pm_slow":
+            await asyncio.sleep(self.slow_delay_s)
+        if token in {"pm_approve", "pm_flaky", "pm_slow"}:
+            result = ChargeResult(captured=True, reference=f"ch_{uuid.uuid4().hex[:20]}")
+        elif token == "pm_decline":
+            result = ChargeResult(captured=False, decline_reason="card_declined")
+        else:
+            result = ChargeResult(captured=False, decline_reason="unknown_payment_method")
+        self._charges[idempotency_key] = result
+        return result
+
+    async def refund(
+        self, *, idempotency_key: str, reference: str, amount: int, currency: str
+    ) -> str:
+        """Refund a capture; always succeeds unless the simulated outage hits."""
+        if (known := self._refunds.get(idempotency_key)) is not None:
+            return known
+        await self._call()
+        ref = f"re_{uuid.uuid4().hex[:20]}"
+        self._refunds[idempotency_key] = ref
+        return ref

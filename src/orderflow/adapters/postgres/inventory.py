@@ -1,0 +1,84 @@
+"""Stock reservation and release. Rows are locked in product-id order so that concurrent
+orders cannot deadlock (invariant 4)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+
+@dataclass(frozen=True, slots=True)
+class Want:
+    product_id: uuid.UUID
+    requested: int
+    available: int
+
+
+async def lock_for_order(conn: asyncpg.Connection, order_id: uuid.UUID) -> list[Want]:
+    """Lock the products of an order (in id order) and report wanted vs available stock."""
+    rows = await conn.fetch(
+        """
+        SELECT p.id AS product_id, l.quantity AS requested, p.stock AS available
+        FROM order_lines l JOIN products p ON p.id = l.product_id
+        WHERE l.order_id = $1
+        ORDER BY p.id
+        FOR UPDATE OF p
+        """,
+        order_id,
+    )
+    return [Want(**dict(r)) for r in rows]
+
+
+async def reserve(conn: asyncpg.Connection, order_id: uuid.UUID, wants: list[Want]) -> None:
+    """Take the stock for every line and record a 'reserve' movement each (rows are locked)."""
+    await conn.execute(
+        """
+        WITH w AS (SELECT * FROM unnest($2::uuid[], $3::int[]) AS t(product_id, quantity)),
+        u AS (
+            UPDATE products p SET stock = p.stock - w.quantity, updated_at = now()
+            FROM w WHERE p.id = w.product_id
+        )
+        INSERT INTO stock_movements (product_id, order_id, kind, quantity)
+        SELECT product_id, $1, 'reserve', -quantity FROM w
+        """,
+        order_id,
+        [w.product_id for w in wants],
+        [w.requested for w in wants],
+    )
+
+
+async def release(conn: asyncpg.Connection, order_id: uuid.UUID) -> list[tuple[uuid.UUID, int]]:
+    """Return an order's reserved stock once; returns what went back (product, quantity)."""
+    held = await conn.fetch(
+        """
+        SELECT p.id AS product_id, -r.quantity AS quantity
+        FROM stock_movements r JOIN products p ON p.id = r.product_id
+        WHERE r.order_id = $1 AND r.kind = 'reserve'
+          AND NOT EXISTS (SELECT 1 FROM stock_movements x
+                          WHERE x.order_id = $1 AND x.product_id = r.product_id
+                            AND x.kind = 'release')
+        ORDER BY p.id
+        FOR UPDATE OF p
+        """,
+        order_id,
+    )
+    if not held:
+        return []
+    ids, quantities = [r["product_id"] for r in held], [r["quantity"] for r in held]
+    await conn.execute(
+        """
+        WITH w AS (SELECT * FROM unnest($2::uuid[], $3::int[]) AS t(product_id, quantity)),
+        u AS (
+            UPDATE products p SET stock = p.stock + w.quantity, updated_at = now()
+            FROM w WHERE p.id = w.product_id
+        )
+        INSERT INTO stock_movements (product_id, order_id, kind, quantity)
+        SELECT product_id, $1, 'release', quantity FROM w
+        """,
+        order_id,
+        ids,
+        quantities,
+    )
+    return list(zip(ids, quantities, strict=True))

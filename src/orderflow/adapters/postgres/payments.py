@@ -1,0 +1,108 @@
+"""Payment attempts and the payment transaction history."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    id: uuid.UUID
+    order_id: uuid.UUID
+    attempt: int
+    payment_token: str
+    amount: int
+    currency: str
+    status: str
+    gateway_reference: str | None
+
+
+_COLUMNS = "id, order_id, attempt, payment_token, amount, currency, status, gateway_reference"
+
+
+async def order_token(conn: asyncpg.Connection, order_id: uuid.UUID) -> str | None:
+    """The payment method stored on the order."""
+    token: str | None = await conn.fetchval(
+        "SELECT payment_token FROM orders WHERE id = $1", order_id
+    )
+    return token
+
+
+async def insert(
+    conn: asyncpg.Connection, *, order_id: uuid.UUID, token: str, amount: int, currency: str
+) -> Payment:
+    """Register the next payment attempt of an order (the order row is locked by the caller)."""
+    row = await conn.fetchrow(
+        f"""
+        WITH o AS (UPDATE orders SET payment_token = $3 WHERE id = $2)
+        INSERT INTO payments (id, order_id, attempt, payment_token, amount, currency, status)
+        SELECT $1, $2, coalesce(max(attempt), 0) + 1, $3, $4, $5, 'pending'
+        FROM payments WHERE order_id = $2
+        RETURNING {_COLUMNS}
+        """,
+        uuid.uuid4(),
+        order_id,
+        token,
+        amount,
+        currency,
+    )
+    return Payment(**dict(row))
+
+
+async def get(
+    conn: asyncpg.Connection | asyncpg.Pool, payment_id: uuid.UUID, *, lock: bool = False
+) -> Payment | None:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM payments WHERE id = $1" + (" FOR UPDATE" if lock else ""),
+        payment_id,
+    )
+    return Payment(**dict(row)) if row else None
+
+
+async def captured(
+    conn: asyncpg.Connection | asyncpg.Pool, order_id: uuid.UUID, *, lock: bool = False
+) -> Payment | None:
+    """The order's captured (not yet refunded) payment, if any."""
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM payments WHERE order_id = $1 AND status = 'captured'"
+        + (" FOR UPDATE" if lock else ""),
+        order_id,
+    )
+    return Payment(**dict(row)) if row else None
+
+
+async def settle(
+    conn: asyncpg.Connection,
+    payment: Payment,
+    *,
+    status: str,
+    kind: str,
+    idempotency_key: str,
+    reference: str | None,
+    detail: str = "",
+) -> None:
+    """Move a payment to ``status`` and append the matching history row, in one statement."""
+    await conn.execute(
+        """
+        WITH p AS (
+            UPDATE payments SET status = $2, gateway_reference = coalesce($6, gateway_reference),
+                   updated_at = now()
+            WHERE id = $1
+        )
+        INSERT INTO payment_transactions (payment_id, order_id, kind, amount, currency,
+                                          idempotency_key, gateway_reference, detail)
+        VALUES ($1, $3, $4, $5, $7, $8, $6, $9)
+        """,
+        payment.id,
+        status,
+        payment.order_id,
+        kind,
+        payment.amount,
+        reference,
+        payment.currency,
+        idempotency_key,
+        detail,
+    )

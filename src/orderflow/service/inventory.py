@@ -1,0 +1,62 @@
+"""Inventory steps of the saga: reserve every line of a paid order, release on cancellation."""
+
+from __future__ import annotations
+
+from orderflow.adapters.postgres import inventory
+from orderflow.adapters.postgres.uow import UnitOfWork
+from orderflow.domain import events as ev
+from orderflow.domain.orders import CancelReason
+from orderflow.domain.orders import OrderStatus as S
+from orderflow.service.registry import Delivery, HandlerSpec
+from orderflow.service.transitions import advance, annotate, lock_order
+
+ACTOR = "inventory"
+
+
+async def reserve(d: Delivery, uow: UnitOfWork, _: object) -> None:
+    """order.paid: reserve all lines or none; a shortage cancels the order (then refunded)."""
+    assert d.envelope.order_id is not None
+    order = await lock_order(uow, d.envelope.order_id)
+    if order.status is not S.PAID:  # cancelled meanwhile, or already handled
+        return
+    wants = await inventory.lock_for_order(uow.conn, order.id)
+    shortages = [
+        ev.Shortage(product_id=w.product_id, requested=w.requested, available=w.available)
+        for w in wants
+        if w.available < w.requested
+    ]
+    if shortages:
+        annotate(
+            uow, order, ev.InventoryInsufficient(shortages=shortages), actor=ACTOR, cause=d.envelope
+        )
+        reason = CancelReason.OUT_OF_STOCK.value
+        cancelled = ev.OrderCancelled(reason=reason, previous_status=order.status.value)
+        await advance(uow, order, cancelled, actor=ACTOR, cause=d.envelope, cancel_reason=reason)
+        return
+    await inventory.reserve(uow.conn, order.id, wants)
+    checked = ev.InventoryChecked(
+        reservations=[ev.Reservation(product_id=w.product_id, quantity=w.requested) for w in wants]
+    )
+    await advance(uow, order, checked, actor=ACTOR, cause=d.envelope)
+
+
+async def release(d: Delivery, uow: UnitOfWork, _: object) -> None:
+    """order.cancelled: put the stock a cancelled order held back on the shelf, once."""
+    assert d.envelope.order_id is not None
+    order = await lock_order(uow, d.envelope.order_id)
+    if order.status is not S.CANCELLED:
+        return
+    released = await inventory.release(uow.conn, order.id)
+    if released:
+        event = ev.InventoryReleased(
+            reservations=[ev.Reservation(product_id=pid, quantity=qty) for pid, qty in released]
+        )
+        annotate(uow, order, event, actor="compensation", cause=d.envelope)
+
+
+def handlers() -> list[HandlerSpec]:
+    """The inventory handlers."""
+    return [
+        HandlerSpec("inventory.reserve", (ev.OrderPaid.TYPE,), reserve),
+        HandlerSpec("compensation.release", (ev.OrderCancelled.TYPE,), release),
+    ]

@@ -1,0 +1,208 @@
+"""Payment steps of the saga: start a payment, charge it, mark the order paid, refund."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+
+from orderflow.adapters.postgres import payments
+from orderflow.adapters.postgres.uow import UnitOfWork, unit_of_work
+from orderflow.domain import events as ev
+from orderflow.domain.model import Order
+from orderflow.domain.orders import OrderStatus as S
+from orderflow.service.ordering import get_order
+from orderflow.service.ports import ChargeResult, PaymentGateway
+from orderflow.service.registry import Delivery, HandlerSpec, TransientError
+from orderflow.service.transitions import advance, annotate, lock_order, publish
+
+ACTOR = "payments"
+
+
+def charge_key(payment_id: uuid.UUID) -> str:
+    """Idempotency key of the (single) charge of a payment attempt."""
+    return f"charge:{payment_id}"
+
+
+def refund_key(payment_id: uuid.UUID) -> str:
+    """Idempotency key of the (single) refund of a payment."""
+    return f"refund:{payment_id}"
+
+
+async def start_payment(
+    uow: UnitOfWork, order: Order, *, token: str, actor: str, cause: ev.Envelope | None = None
+) -> None:
+    """Register a payment attempt for a locked order and announce ``payment.initiated``."""
+    payment = await payments.insert(
+        uow.conn, order_id=order.id, token=token, amount=order.total, currency=order.currency
+    )
+    initiated = ev.PaymentInitiated(
+        payment_id=payment.id,
+        attempt=payment.attempt,
+        amount=payment.amount,
+        currency=payment.currency,
+    )
+    await advance(uow, order, initiated, actor=actor, cause=cause)
+
+
+async def pay_order(
+    pool: asyncpg.Pool, *, order_id: uuid.UUID, token: str, owner: uuid.UUID | None = None
+) -> Order:
+    """Pay (or pay again after a decline) with another payment method."""
+    async with unit_of_work(pool) as uow:
+        order = await lock_order(uow, order_id, owner=owner)
+        await start_payment(uow, order, token=token, actor="customer")
+    return await get_order(pool, order_id=order_id)
+
+
+def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -> list[HandlerSpec]:
+    """The payment handlers, bound to ``gateway``; ``pool`` serves their reads before a
+    transaction opens."""
+
+    async def initiate(d: Delivery, uow: UnitOfWork, _: object) -> None:
+        """order.created: charge the payment method the order came with."""
+        assert d.envelope.order_id is not None
+        order = await lock_order(uow, d.envelope.order_id)
+        if order.status is not S.CREATED:  # no payment method, or cancelled meanwhile
+            return
+        token = await payments.order_token(uow.conn, order.id)
+        assert token is not None
+        await start_payment(uow, order, token=token, actor=ACTOR, cause=d.envelope)
+
+    async def call_gateway(d: Delivery) -> ChargeResult | None:
+        """Outside any transaction: ask the gateway, with a timeout, idempotently."""
+        event = d.event
+        assert isinstance(event, ev.PaymentInitiated)
+        payment = await payments.get(pool, event.payment_id)
+        if payment is None or payment.status != "pending":
+            return None
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await gateway.charge(
+                    idempotency_key=charge_key(payment.id),
+                    token=payment.payment_token,
+                    amount=payment.amount,
+                    currency=payment.currency,
+                    attempt=d.attempt,
+                )
+        except TimeoutError:
+            raise TransientError(f"payment gateway did not answer within {timeout_s} s") from None
+
+    async def record_charge(d: Delivery, uow: UnitOfWork, result: object) -> None:
+        """payment.initiated: record the gateway's answer and announce it."""
+        if not isinstance(result, ChargeResult):
+            return
+        assert d.envelope.order_id is not None
+        event = d.event
+        assert isinstance(event, ev.PaymentInitiated)
+        order = await lock_order(uow, d.envelope.order_id)
+        payment = await payments.get(uow.conn, event.payment_id, lock=True)
+        if payment is None or payment.status != "pending":
+            return
+        if result.captured:
+            await payments.settle(
+                uow.conn,
+                payment,
+                status="captured",
+                kind="charge",
+                idempotency_key=charge_key(payment.id),
+                reference=result.reference,
+            )
+            processed = ev.PaymentProcessed(
+                payment_id=payment.id,
+                amount=payment.amount,
+                currency=payment.currency,
+                gateway_reference=result.reference,
+            )
+            # On a cancelled order this still lands on the timeline; compensation refunds it.
+            annotate(uow, order, processed, actor=ACTOR, cause=d.envelope)
+            return
+        await payments.settle(
+            uow.conn,
+            payment,
+            status="declined",
+            kind="decline",
+            idempotency_key=charge_key(payment.id),
+            reference=None,
+            detail=result.decline_reason,
+        )
+        failed = ev.PaymentFailed(payment_id=payment.id, reason=result.decline_reason)
+        if order.status is S.PAYMENT_PENDING:
+            await advance(uow, order, failed, actor=ACTOR, cause=d.envelope)
+        else:
+            publish(uow, order, failed, actor=ACTOR, cause=d.envelope)
+
+    async def mark_paid(d: Delivery, uow: UnitOfWork, _: object) -> None:
+        """payment.processed: the order is paid (unless it was cancelled meanwhile)."""
+        assert d.envelope.order_id is not None
+        event = d.event
+        assert isinstance(event, ev.PaymentProcessed)
+        order = await lock_order(uow, d.envelope.order_id)
+        if order.status is S.PAYMENT_PENDING:
+            paid = ev.OrderPaid(
+                payment_id=event.payment_id, amount=event.amount, currency=event.currency
+            )
+            await advance(uow, order, paid, actor="orders", cause=d.envelope)
+
+    async def call_refund(d: Delivery) -> tuple[uuid.UUID, str] | None:
+        """Outside any transaction: refund a cancelled order's capture, idempotently."""
+        assert d.envelope.order_id is not None
+        status = await pool.fetchval("SELECT status FROM orders WHERE id = $1", d.envelope.order_id)
+        if status != S.CANCELLED.value:
+            return None
+        payment = await payments.captured(pool, d.envelope.order_id)
+        if payment is None or payment.gateway_reference is None:
+            return None
+        try:
+            async with asyncio.timeout(timeout_s):
+                ref = await gateway.refund(
+                    idempotency_key=refund_key(payment.id),
+                    reference=payment.gateway_reference,
+                    amount=payment.amount,
+                    currency=payment.currency,
+                )
+        except TimeoutError:
+            raise TransientError("payment gateway did not answer the refund") from None
+        return payment.id, ref
+
+    async def record_refund(d: Delivery, uow: UnitOfWork, result: object) -> None:
+        """order.cancelled / payment.processed: record the refund of a cancelled order."""
+        if not isinstance(result, tuple):
+            return
+        payment_id: uuid.UUID = result[0]
+        reference: str = result[1]
+        assert d.envelope.order_id is not None
+        order = await lock_order(uow, d.envelope.order_id)
+        payment = await payments.get(uow.conn, payment_id, lock=True)
+        if payment is None or payment.status != "captured":
+            return
+        await payments.settle(
+            uow.conn,
+            payment,
+            status="refunded",
+            kind="refund",
+            idempotency_key=refund_key(payment.id),
+            reference=reference,
+        )
+        refunded = ev.PaymentRefunded(
+            payment_id=payment.id,
+            amount=payment.amount,
+            currency=payment.currency,
+            reason=order.cancel_reason or "cancelled",
+        )
+        annotate(uow, order, refunded, actor="compensation", cause=d.envelope)
+
+    return [
+        HandlerSpec("payments.initiate", (ev.OrderPlaced.TYPE,), initiate),
+        HandlerSpec(
+            "payments.charge", (ev.PaymentInitiated.TYPE,), record_charge, prepare=call_gateway
+        ),
+        HandlerSpec("orders.mark_paid", (ev.PaymentProcessed.TYPE,), mark_paid),
+        HandlerSpec(
+            "compensation.refund",
+            (ev.OrderCancelled.TYPE, ev.PaymentProcessed.TYPE),
+            record_refund,
+            prepare=call_refund,
+        ),
+    ]

@@ -1,0 +1,61 @@
+"""Moving an order along the state machine and recording why, inside a unit of work."""
+
+from __future__ import annotations
+
+import uuid
+
+from orderflow.adapters.postgres import orders
+from orderflow.adapters.postgres.uow import UnitOfWork
+from orderflow.domain.errors import NotFound
+from orderflow.domain.events import Envelope, Event
+from orderflow.domain.model import Order
+from orderflow.domain.orders import OrderStatus, next_status
+
+
+async def lock_order(
+    uow: UnitOfWork, order_id: uuid.UUID, *, owner: uuid.UUID | None = None
+) -> Order:
+    """The order, row-locked until the unit of work ends; NotFound if absent or not owned."""
+    order = await orders.get(uow.conn, order_id, lock=True, with_details=False)
+    if order is None or (owner is not None and order.customer_id != owner):
+        raise NotFound(f"order {order_id} does not exist")
+    return order
+
+
+def _envelope(order: Order, event: Event, cause: Envelope | None, actor: str) -> Envelope:
+    if cause is not None:
+        return cause.follow(event, actor=actor)
+    return Envelope.wrap(event, order_id=order.id, actor=actor)
+
+
+async def advance(
+    uow: UnitOfWork,
+    order: Order,
+    event: Event,
+    *,
+    actor: str,
+    cause: Envelope | None = None,
+    cancel_reason: str | None = None,
+) -> OrderStatus:
+    """Apply ``event`` to a locked order: new status, timeline entry, outbox row.
+
+    Raises ``IllegalTransition`` when the state machine has no such edge.
+    """
+    status = next_status(order.status, event.TYPE)
+    await orders.set_status(uow.conn, order.id, status, cancel_reason=cancel_reason)
+    uow.emit(_envelope(order, event, cause, actor), status_after=status)
+    return status
+
+
+def annotate(
+    uow: UnitOfWork, order: Order, event: Event, *, actor: str, cause: Envelope | None = None
+) -> None:
+    """Record ``event`` on the order's timeline and the outbox without changing its status."""
+    uow.emit(_envelope(order, event, cause, actor), status_after=order.status)
+
+
+def publish(
+    uow: UnitOfWork, order: Order, event: Event, *, actor: str, cause: Envelope | None = None
+) -> None:
+    """Send ``event`` through the outbox only (it does not belong on the order's timeline)."""
+    uow.emit(_envelope(order, event, cause, actor))
