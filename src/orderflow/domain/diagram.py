@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from orderflow.domain.events import catalogue
 from orderflow.domain.orders import TERMINAL, TRANSITIONS, OrderStatus, initial_status
 
 # Events that annotate the timeline without moving the order, and what triggers them.
@@ -35,4 +36,15 @@ def compensation_table() -> str:
     """A Markdown table of the compensations that follow a failure or a cancellation."""
     rows = ["| when | condition | then |", "|---|---|---|"]
     rows += [f"| `{when}` | {cond} | `{then}` |" for when, cond, then in COMPENSATIONS]
+    return "\n".join(rows) + "\n"
+
+
+def event_table() -> str:
+    """A Markdown table of the event catalogue (types, versions, descriptions, fields)."""
+    rows = ["| event | version | meaning | payload fields |", "|---|---|---|---|"]
+    for entry in catalogue():
+        fields = ", ".join(f"`{f}`" for f in entry["schema"].get("properties", {}))
+        rows.append(
+            f"| `{entry['type']}` | {entry['version']} | {entry['description']} | {fields} |"
+        )
     return "\n".join(rows) + "\n"

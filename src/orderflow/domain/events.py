@@ -191,6 +191,19 @@ HAPPY_PATH: Final = (
 )
 
 
+def catalogue() -> list[dict[str, Any]]:
+    """Every event type with its version, description and payload JSON schema."""
+    return [
+        {
+            "type": name,
+            "version": model.VERSION,
+            "description": (model.__doc__ or "").strip(),
+            "schema": model.model_json_schema(),
+        }
+        for name, model in EVENT_TYPES.items()
+    ]
+
+
 class UnknownEventType(ValueError):
     """An envelope names an event type this version does not know."""
 

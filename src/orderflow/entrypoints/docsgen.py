@@ -6,11 +6,12 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from orderflow.domain.diagram import compensation_table, lifecycle_mermaid
+from orderflow.domain.diagram import compensation_table, event_table, lifecycle_mermaid
 
 GENERATORS: dict[str, Callable[[], str]] = {
     "lifecycle": lambda: f"```mermaid\n{lifecycle_mermaid()}```\n",
     "compensations": compensation_table,
+    "events": event_table,
 }
 
 _BLOCK = re.compile(

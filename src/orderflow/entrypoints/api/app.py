@@ -13,7 +13,7 @@ from orderflow.adapters.postgres.database import create_pool
 from orderflow.entrypoints.api import problems
 from orderflow.entrypoints.api.deps import AppState, build_pricing
 from orderflow.entrypoints.api.middleware import BodyLimitMiddleware, MetricsMiddleware
-from orderflow.entrypoints.api.routers import customers, health, orders, products
+from orderflow.entrypoints.api.routers import customers, events, health, orders, products
 from orderflow.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for router in (products.router, customers.router, orders.router, health.router):
+    for router in (products.router, customers.router, orders.router, events.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
