@@ -31,12 +31,12 @@ def build_pricing(settings: Settings) -> PricingStrategy:
     )
 
 
-def _state(request: Request) -> AppState:
+async def _state(request: Request) -> AppState:
     state: AppState = request.app.state.orderflow
     return state
 
 
-def _pool(request: Request) -> asyncpg.Pool:
+async def _pool(request: Request) -> asyncpg.Pool:
     return _state(request).pool
 
 
