@@ -31,13 +31,15 @@ def build_pricing(settings: Settings) -> PricingStrategy:
     )
 
 
+# Dependencies are coroutines: FastAPI would run plain functions in its thread pool.
 async def _state(request: Request) -> AppState:
     state: AppState = request.app.state.orderflow
     return state
 
 
 async def _pool(request: Request) -> asyncpg.Pool:
-    return _state(request).pool
+    pool: asyncpg.Pool = request.app.state.orderflow.pool
+    return pool
 
 
 State = Annotated[AppState, Depends(_state)]
