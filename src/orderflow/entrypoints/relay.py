@@ -69,7 +69,9 @@ class Relay:
                         )
                         log.info("relay_connected", exchange=self.names.exchange)
                         backoff.reset()
-                        await self._pump(exchange, stop, functools.partial(_is_closed, connection))
+                        await self._pump(
+                            exchange, stop, functools.partial(_is_closed, connection, channel)
+                        )
                 except (BrokerLost, OSError, aio_pika.exceptions.AMQPError) as exc:
                     log.warning("relay_broker_lost", error=repr(exc))
                     await backoff.wait(stop)
@@ -189,8 +191,11 @@ class Relay:
                 await task
 
 
-def _is_closed(connection: aio_pika.abc.AbstractConnection) -> bool:
-    return bool(connection.is_closed)
+def _is_closed(
+    connection: aio_pika.abc.AbstractConnection, channel: aio_pika.abc.AbstractChannel
+) -> bool:
+    # A broker stopping may close the channel before the connection notices.
+    return bool(connection.is_closed or channel.is_closed)
 
 
 async def run_relay(settings: Settings, *, metrics_port: int | None = None) -> None:

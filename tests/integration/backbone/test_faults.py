@@ -1,0 +1,168 @@
+"""Fault injection: processes killed mid-flight, the broker restarted under load.
+
+Slow by nature (marked ``fault``), never skipped. A test that stops RabbitMQ starts it again in
+``finally`` and waits until it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+import pytest
+from prometheus_client import REGISTRY
+
+from orderflow.adapters.rabbitmq.topology import Names
+from orderflow.settings import Settings
+from tests.backbone_app import make_registry
+from tests.integration.backbone.helpers import (
+    all_applied_once,
+    applied_counts,
+    emit,
+    eventually,
+    queue_counts,
+    running,
+    spawn,
+)
+
+pytestmark = pytest.mark.fault
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    proc.wait(10)
+
+
+async def test_relay_killed_after_publishing_before_marking_is_applied_once(
+    bb_settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    marker = tmp_path / "published"
+    async with running(bb_settings, pool, make_registry(["alpha"]), relays=0):
+        ids = await emit(pool, ["ok"] * 5)
+        relay = spawn(bb_settings, "relay", "--stall-marker", str(marker))
+        try:
+            await eventually(_exists(marker))
+            # The broker confirmed the batch and the handler applied it ...
+            await eventually(lambda: all_applied_once(pool, "alpha", ids))
+        finally:
+            _kill(relay)  # ... and the relay dies before marking it published.
+        unmarked = await pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE event_id = ANY($1) AND published_at IS NULL", ids
+        )
+        assert unmarked == 5
+        before = _duplicates("alpha")
+        async with running(bb_settings, pool, make_registry([]), workers=0):
+            await eventually(lambda: _all_published(pool, ids))
+            await eventually(lambda: _true(_duplicates("alpha") >= before + 5))
+    assert await applied_counts(pool, "alpha") == dict.fromkeys(ids, 1)
+
+
+async def test_worker_killed_mid_handler_is_redelivered_and_applied_once(
+    bb_settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    async with running(bb_settings, pool, make_registry(["slow"]), workers=0):
+        worker = spawn(bb_settings, "worker", "--handlers", "slow", BACKBONE_MARKERS=str(tmp_path))
+        try:
+            await eventually(lambda: _consumers(bb_settings, "slow", 1))
+            [event_id] = await emit(pool, ["slow:2000"])
+            await eventually(_exists(tmp_path / f"slow.{event_id}.started"))
+        finally:
+            _kill(worker)  # SIGKILL in the middle of the handler's transaction
+        assert await applied_counts(pool, "slow") == {}
+        async with running(bb_settings, pool, make_registry(["slow"]), relays=0):
+            await eventually(lambda: all_applied_once(pool, "slow", [event_id]))
+
+
+async def test_sigterm_lets_the_worker_finish_in_flight_work_and_exit_promptly(
+    bb_settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    async with running(bb_settings, pool, make_registry(["slow"]), workers=0):
+        worker = spawn(bb_settings, "worker", "--handlers", "slow", BACKBONE_MARKERS=str(tmp_path))
+        try:
+            await eventually(lambda: _consumers(bb_settings, "slow", 1))
+            [event_id] = await emit(pool, ["slow:500"])
+            await eventually(_exists(tmp_path / f"slow.{event_id}.started"))
+            worker.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            code = await asyncio.to_thread(worker.wait, 15)
+            assert time.monotonic() - started < bb_settings.worker_shutdown_timeout_s + 2
+        finally:
+            _kill(worker)
+    assert code == 0
+    assert await applied_counts(pool, "slow") == {event_id: 1}
+
+
+async def test_broker_restart_under_load_loses_nothing_and_every_worker_consumes_again(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    registry = make_registry(["alpha", "beta"])
+    ids: list[uuid.UUID] = []
+    async with running(bb_settings, pool, registry, workers=2, relays=2):
+
+        async def load() -> None:
+            for _ in range(40):
+                ids.extend(await emit(pool, ["ok"] * 10))
+                await asyncio.sleep(0.05)
+
+        producer = asyncio.create_task(load())
+        await asyncio.sleep(0.5)
+        try:
+            await _rabbitmqctl("stop_app")
+            await asyncio.sleep(1.0)  # events keep committing while the broker is away
+        finally:
+            await _rabbitmqctl("start_app")
+            await _rabbitmqctl("await_startup")
+        await producer
+        for handler in ("alpha", "beta"):
+            await eventually(lambda h=handler: all_applied_once(pool, h, ids), timeout=60)
+            await eventually(lambda h=handler: _consumers(bb_settings, h, 2), timeout=30)
+    assert len(ids) == 400
+
+
+async def _rabbitmqctl(*args: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+
+
+def _exists(path: Path) -> Callable[[], Awaitable[bool]]:
+    async def exists() -> bool:
+        return path.exists()
+
+    return exists
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def _duplicates(handler: str) -> float:
+    labels = {"handler": handler, "outcome": "duplicate"}
+    return REGISTRY.get_sample_value("orderflow_events_consumed_total", labels) or 0.0
+
+
+async def _all_published(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> bool:
+    n = await pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE event_id = ANY($1) AND published_at IS NULL", ids
+    )
+    return bool(n == 0)
+
+
+async def _consumers(settings: Settings, handler: str, n: int) -> bool:
+    queue = Names.from_settings(settings).handler(handler).work
+    try:
+        _, consumers = await queue_counts(settings, queue)
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return False  # not declared yet
+    return consumers == n
