@@ -72,9 +72,7 @@ async def test_worker_killed_mid_handler_is_redelivered_and_applied_once(
     async with running(bb_settings, pool, make_registry(["slow"]), workers=0):
         worker = spawn(bb_settings, "worker", "--handlers", "slow", BACKBONE_MARKERS=str(tmp_path))
         try:
-            await eventually(lambda: _consumers(bb_settings, "slow", 1))
-            [event_id] = await emit(pool, ["slow:2000"])
-            await eventually(_exists(tmp_path / f"slow.{event_id}.started"))
+            event_id = await _slow_event_started(bb_settings, pool, tmp_path, ms=2000)
         finally:
             _kill(worker)  # SIGKILL in the middle of the handler's transaction
         assert await applied_counts(pool, "slow") == {}
@@ -88,9 +86,7 @@ async def test_sigterm_lets_the_worker_finish_in_flight_work_and_exit_promptly(
     async with running(bb_settings, pool, make_registry(["slow"]), workers=0):
         worker = spawn(bb_settings, "worker", "--handlers", "slow", BACKBONE_MARKERS=str(tmp_path))
         try:
-            await eventually(lambda: _consumers(bb_settings, "slow", 1))
-            [event_id] = await emit(pool, ["slow:500"])
-            await eventually(_exists(tmp_path / f"slow.{event_id}.started"))
+            event_id = await _slow_event_started(bb_settings, pool, tmp_path, ms=500)
             worker.send_signal(signal.SIGTERM)
             started = time.monotonic()
             code = await asyncio.to_thread(worker.wait, 15)
@@ -126,6 +122,16 @@ async def test_broker_restart_under_load_loses_nothing_and_every_worker_consumes
             await eventually(lambda h=handler: all_applied_once(pool, h, ids), timeout=60)
             await eventually(lambda h=handler: _consumers(bb_settings, h, 2), timeout=30)
     assert len(ids) == 400
+
+
+async def _slow_event_started(
+    settings: Settings, pool: asyncpg.Pool, markers: Path, *, ms: int
+) -> uuid.UUID:
+    """Once the spawned worker consumes, emit a slow event and wait until its handler runs."""
+    await eventually(lambda: _consumers(settings, "slow", 1))
+    [event_id] = await emit(pool, [f"slow:{ms}"])
+    await eventually(_exists(markers / f"slow.{event_id}.started"))
+    return event_id
 
 
 async def _rabbitmqctl(*args: str) -> None:
