@@ -25,7 +25,7 @@ from orderflow.adapters.postgres.database import create_pool
 from orderflow.adapters.postgres.uow import UnitOfWork
 from orderflow.domain.events import OrderDelivered
 from orderflow.entrypoints.relay import Relay
-from orderflow.entrypoints.runtime import install_stop_signals
+from orderflow.entrypoints.runtime import install_stop_signals, run
 from orderflow.entrypoints.worker import Worker
 from orderflow.service.registry import (
     Defer,
@@ -118,4 +118,4 @@ async def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1:]))
+    run(main(sys.argv[1:]))
