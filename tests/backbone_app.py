@@ -1,10 +1,11 @@
 """Test-only handlers and process entry for the event-backbone tests.
 
 The handlers read their behaviour from the ``carrier`` field of an ``order.delivered`` event:
-``ok``, ``slow:MS``, ``flaky:N`` (transient failure on the first N attempts), ``poison``
-(always transient), ``bug`` (a permanent failure), ``bug-once`` (permanent the first time
-this process sees it), ``defer:MS`` (deferred once). Every application is recorded in
-``backbone_applied``, which has no unique key: a double application would show.
+``ok``, ``slow:MS``, ``crash`` (the process exits), ``flaky:N`` (transient failure on the
+first N attempts), ``poison`` (always transient), ``bug`` (a permanent failure), ``bug-once``
+(permanent the first time this process sees it), ``defer:MS`` (deferred once). Every
+application is recorded in ``backbone_applied``, which has no unique key: a double
+application would show.
 
 Run as a process (the kill tests): ``python -m tests.backbone_app worker --handlers a,b`` or
 ``python -m tests.backbone_app relay [--stall-marker PATH]``; settings come from the
@@ -66,6 +67,8 @@ def make_handle(name: str) -> HandleFn:
             await asyncio.sleep(int(arg) / 1000)
         elif kind == "flaky" and delivery.attempt <= int(arg):
             raise TransientError(f"flaky attempt {delivery.attempt}")
+        elif kind == "crash":
+            os._exit(3)  # the process dies mid-delivery, every time
         elif kind == "poison":
             raise TransientError("poison")
         elif kind == "bug" or (kind == "bug-once" and first_time):

@@ -101,6 +101,7 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
         "ORDERFLOW_RELAY_POLL_INTERVAL_S": str(settings.relay_poll_interval_s),
         "ORDERFLOW_RECONNECT_MAX_BACKOFF_S": str(settings.reconnect_max_backoff_s),
         "ORDERFLOW_WORKER_SHUTDOWN_TIMEOUT_S": str(settings.worker_shutdown_timeout_s),
+        "ORDERFLOW_DELIVERY_LIMIT": str(settings.delivery_limit),
     }
     env.update(extra)
     return env

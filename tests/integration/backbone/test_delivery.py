@@ -9,6 +9,7 @@ import aio_pika
 import asyncpg
 from prometheus_client import REGISTRY
 
+from orderflow.adapters.postgres import outbox
 from orderflow.adapters.rabbitmq.topology import ATTEMPT, Names
 from orderflow.entrypoints.dead_letters import process
 from orderflow.settings import Settings
@@ -200,3 +201,21 @@ async def test_unroutable_event_is_not_marked_published(
 async def test_attempt_header_name_is_stable() -> None:
     # Dead letters already in a broker carry this header; renaming it would lose their count.
     assert ATTEMPT == "x-orderflow-attempt"
+
+
+async def test_published_rows_past_retention_are_pruned_and_others_kept(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    old, recent, pending = await emit(pool, ["ok", "ok", "ok"])
+    await pool.execute(
+        "UPDATE outbox SET published_at = now() - interval '4 days' WHERE event_id = $1", old
+    )
+    await pool.execute("UPDATE outbox SET published_at = now() WHERE event_id = $1", recent)
+
+    await outbox.prune(pool, older_than_s=3 * 86400, batch=1)
+
+    left = await pool.fetch(
+        "SELECT event_id FROM outbox WHERE event_id = ANY($1)", [old, recent, pending]
+    )
+    assert {r["event_id"] for r in left} == {recent, pending}
+    await pool.execute("UPDATE outbox SET published_at = now() WHERE event_id = $1", pending)

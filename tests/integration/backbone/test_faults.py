@@ -21,6 +21,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from orderflow.adapters.rabbitmq.topology import Names
+from orderflow.entrypoints.dead_letters import process
 from orderflow.settings import Settings
 from tests.backbone_app import make_registry
 from tests.integration.backbone.helpers import (
@@ -78,6 +79,27 @@ async def test_worker_killed_mid_handler_is_redelivered_and_applied_once(
         assert await applied_counts(pool, "slow") == {}
         async with running(bb_settings, pool, make_registry(["slow"]), relays=0):
             await eventually(lambda: all_applied_once(pool, "slow", [event_id]))
+
+
+async def test_message_that_keeps_crashing_its_worker_ends_in_the_dead_letters(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    settings = bb_settings.model_copy(update={"delivery_limit": 2})
+    names = Names.from_settings(settings)
+    async with running(settings, pool, make_registry(["slow"]), workers=0):
+        [event_id] = await emit(pool, ["crash"])
+        for _ in range(8):
+            worker = spawn(settings, "worker", "--handlers", "slow")
+            try:
+                code = await asyncio.to_thread(worker.wait, 20)
+            finally:
+                _kill(worker)
+            assert code == 3  # it died on the message
+            if (await queue_counts(settings, names.dead_letters))[0]:
+                break
+    [letter] = await process(settings, action="list")
+    assert (letter.message_id, letter.handler) == (str(event_id), "slow")
+    assert letter.error.startswith("broker: delivery_limit")
 
 
 async def test_sigterm_lets_the_worker_finish_in_flight_work_and_exit_promptly(
