@@ -194,3 +194,29 @@ async def _consumers(settings: Settings, handler: str, n: int) -> bool:
     except aio_pika.exceptions.ChannelNotFoundEntity:
         return False  # not declared yet
     return consumers == n
+
+
+async def test_database_connections_dropped_under_load_lose_nothing(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    # No polling to fall back on: the relay must re-open its LISTEN connection.
+    settings = bb_settings.model_copy(update={"relay_poll_interval_s": 60.0})
+    ids: list[uuid.UUID] = []
+    async with running(settings, pool, make_registry(["alpha"]), workers=1, relays=1):
+        for round_ in range(3):
+            ids += await emit(pool, ["ok"] * 100)
+            await asyncio.sleep(0.05 * round_)
+            # Every other session on this database dies: the relay's LISTEN connection, its
+            # pool, the worker's pool (what a PostgreSQL restart or failover does to them).
+            killer = await asyncpg.connect(bb_settings.dsn())
+            try:
+                await killer.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            finally:
+                await killer.close()
+        await eventually(lambda: all_applied_once(pool, "alpha", ids), timeout=30)
+        await asyncio.sleep(0.5)
+        last = await emit(pool, ["ok"])
+        await eventually(lambda: all_applied_once(pool, "alpha", last), timeout=5)
