@@ -68,8 +68,9 @@ class Settings(BaseSettings):
     payment_timeout_s: float = Field(default=5.0, gt=0)
     payment_slow_delay_s: float = Field(default=1.0, ge=0, description="pm_slow latency")
     payment_latency_ms: int = Field(default=0, ge=0, description="simulated gateway latency")
-    payment_failure_rate: float = Field(default=0.0, ge=0, le=1,
-                                        description="share of transient gateway failures")
+    payment_failure_rate: float = Field(
+        default=0.0, ge=0, le=1, description="share of transient gateway failures"
+    )
     unpaid_order_ttl_s: float = Field(default=1800, gt=0)
     autopilot: bool = False
     autopilot_delay_s: float = Field(default=0.0, ge=0)

@@ -13,9 +13,7 @@ import asyncpg
 from orderflow.adapters.postgres.uow import unit_of_work
 from orderflow.service.registry import Delivery, HandlerSpec
 
-_CLAIM = (
-    "INSERT INTO inbox (event_id, handler) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1"
-)
+_CLAIM = "INSERT INTO inbox (event_id, handler) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1"
 _SEEN = "SELECT 1 FROM inbox WHERE event_id = $1 AND handler = $2"
 
 
