@@ -22,7 +22,7 @@ from orderflow.adapters.postgres.database import (
     ensure_database,
     with_database,
 )
-from orderflow.settings import Settings
+from orderflow.settings import DEFAULT_RATE_LIMITS, Settings
 
 RUN_ID = uuid.uuid4().hex[:10]
 
@@ -62,12 +62,17 @@ def settings() -> Settings:
     """Settings for this run: its own database and its own exchange and queue names."""
     base = _base_settings()
     require_service("PostgreSQL", base.dsn(), 5432)
+    require_service("Redis", base.redis_url.get_secret_value(), 6379)
     dsn = with_database(base.dsn(), f"orderflow_test_{RUN_ID}")
     return base.model_copy(
         update={
             "database_url": type(base.database_url)(dsn),
             "exchange": f"orderflow.test.{RUN_ID}",
             "queue_prefix": f"orderflow.test.{RUN_ID}",
+            # Redis keys of this run only; limits the shared client never reaches (the
+            # limiter's own tests build apps with small ones).
+            "redis_key_prefix": f"orderflow:test:{RUN_ID}",
+            "rate_limits": dict.fromkeys(DEFAULT_RATE_LIMITS, "100000/1"),
         }
     )
 

@@ -21,6 +21,7 @@ from orderflow.domain.errors import (
     NotFound,
     UnknownProducts,
 )
+from orderflow.domain.idempotency import IdempotentRequest
 from orderflow.domain.model import Order, Page, TimelineEntry
 from orderflow.domain.orders import OrderStatus, initial_status, next_status
 from orderflow.domain.pricing import PricedLine, PricingStrategy
@@ -52,10 +53,11 @@ async def place_order(
     payment_token: str | None,
     pricing: PricingStrategy,
     actor: str = "customer",
+    idempotency: IdempotentRequest | None = None,
 ) -> Order:
     """Price and store an order with its ``order.created`` event, in one transaction."""
     _check_lines(lines)
-    async with unit_of_work(pool) as uow:
+    async with unit_of_work(pool, idempotency=idempotency) as uow:
         # Prices are read inside the order's transaction: the charged price is the stored one.
         catalogue = await products.get_many(uow.conn, [line.product_id for line in lines])
         missing = [str(line.product_id) for line in lines if line.product_id not in catalogue]
@@ -110,7 +112,9 @@ async def place_order(
         )
         envelope = ev.Envelope.wrap(placed, order_id=order_id, actor=actor)
         uow.emit(envelope, status_after=status)
-    return _with_timeline(order, envelope, status)
+        result = _with_timeline(order, envelope, status)
+        uow.complete(result)
+    return result
 
 
 def _with_timeline(order: Order, envelope: ev.Envelope, status: OrderStatus) -> Order:
@@ -220,11 +224,18 @@ async def cancel_order(
     reason: str,
     actor: str = "customer",
     owner: uuid.UUID | None = None,
+    idempotency: IdempotentRequest | None = None,
 ) -> Order:
     """Cancel an order that has not shipped yet; raises IllegalTransition otherwise."""
-    async with unit_of_work(pool) as uow:
+    async with unit_of_work(pool, idempotency=idempotency) as uow:
         order = await orders.get(uow.conn, order_id, lock=True, with_details=False)
         if order is None or (owner is not None and order.customer_id != owner):
             raise NotFound(f"order {order_id} does not exist")
         await cancel(uow, order=order, reason=reason, actor=actor)
-    return await get_order(pool, order_id=order_id)
+        # Read back inside the transaction: the answer (recorded when idempotent) is the
+        # order exactly as this transaction leaves it.
+        await uow.flush()
+        result = await orders.get(uow.conn, order_id)
+        assert result is not None
+        uow.complete(result)
+    return result

@@ -21,6 +21,8 @@ _STATUS_BY_ERROR: list[tuple[type[errors.OrderflowError], int]] = [
     (errors.NotFound, 404),
     (errors.Conflict, 409),  # IllegalTransition is a Conflict
     (errors.InvalidRequest, 422),
+    (errors.Unauthenticated, 401),
+    (errors.Forbidden, 403),
 ]
 
 log = structlog.get_logger(__name__)
@@ -57,8 +59,14 @@ def _status_for(exc: errors.OrderflowError) -> int:
 
 async def _domain_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.OrderflowError)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.Unauthenticated) else None
     return problem(
-        _status_for(exc), code=exc.code, title=exc.title, detail=exc.detail, extra=exc.extra
+        _status_for(exc),
+        code=exc.code,
+        title=exc.title,
+        detail=exc.detail,
+        extra=exc.extra,
+        headers=headers,
     )
 
 

@@ -32,6 +32,7 @@ async def readyz(state: State) -> Response:
         checks["database"] = "ok"
     except Exception as exc:  # any failure means not ready
         checks["database"] = f"down: {type(exc).__name__}"
+    checks["redis"] = "ok" if await state.redis.ping() else "down"
     if all(v == "ok" for v in checks.values()):
         return Response(
             orjson.dumps({"status": "ready", "checks": checks}), media_type="application/json"
