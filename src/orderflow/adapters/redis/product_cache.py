@@ -20,7 +20,8 @@ _TOMBSTONE_TTL_S = 30
 
 
 def _encode(product: Product) -> bytes:
-    return orjson.dumps(product)
+    # default=str: asyncpg hands out its own UUID type, which orjson does not know.
+    return orjson.dumps(product, default=str)
 
 
 def _decode(raw: bytes | str) -> Product:
@@ -62,10 +63,9 @@ class RedisProductCache:
         """Fill the cache after a miss, unless the product changed meanwhile."""
         if not self._link.available:
             return
+        value = _encode(product)
         try:
-            await self._link.client.set(
-                self._key(product.id), _encode(product), ex=self._ttl, nx=True
-            )
+            await self._link.client.set(self._key(product.id), value, ex=self._ttl, nx=True)
         except Exception as exc:
             self._link.failed("product_cache_put", exc)
 
