@@ -22,7 +22,7 @@ class PricingName(StrEnum):
 
 
 # Route groups of the rate limiter: reads, writes, order actions, failed key look-ups.
-DEFAULT_RATE_LIMITS = {"read": "100/1", "write": "20/1", "orders": "50/1", "auth": "10/1"}
+DEFAULT_RATE_LIMITS = {"read": "100/1", "write": "20/1", "orders": "50/1", "auth": "20/1"}
 
 
 def parse_rate(spec: str) -> tuple[int, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -181,3 +182,17 @@ async def test_openapi_documents_the_bearer_scheme(client: httpx.AsyncClient) ->
     assert "security" not in spec["paths"]["/api/v1/products"]["get"]
     params = spec["paths"]["/api/v1/orders"]["post"]["parameters"]
     assert any(p["name"] == "Idempotency-Key" for p in params)
+
+
+async def test_concurrent_first_uses_of_a_key_share_one_lookup(pool: asyncpg.Pool) -> None:
+    token = await bearer(pool, Role.ADMIN)
+    verifier = KeyVerifier(pool, ttl_s=5, max_entries=10)
+    lookups = 0
+
+    async def count() -> None:
+        nonlocal lookups
+        lookups += 1
+
+    found = await asyncio.gather(*(verifier.verify(token, before_lookup=count) for _ in range(20)))
+    assert all(p is not None and p.role is Role.ADMIN for p in found)
+    assert lookups == 1

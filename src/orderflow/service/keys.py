@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -72,6 +73,7 @@ class KeyVerifier:
 
     Within the TTL a key costs one SHA-256 and a dict look-up; a revocation is seen once the
     cached row expires, so ``ttl_s`` is the bound on how long a revoked key keeps working.
+    Concurrent misses for one prefix share a single database look-up.
     """
 
     def __init__(
@@ -87,24 +89,22 @@ class KeyVerifier:
         self._max = max_entries
         self._clock = clock
         self._cache: dict[str, _Cached] = {}
+        self._loading: dict[str, asyncio.Future[_Cached]] = {}
 
-    def cached(self, token: str) -> bool:
-        """Whether ``token``'s prefix is answered from memory (no database trip)."""
-        prefix = key_prefix(token)
-        entry = self._cache.get(prefix) if prefix else None
-        return entry is not None and entry.expires > self._clock()
+    async def verify(
+        self, token: str, *, before_lookup: Callable[[], Awaitable[None]] | None = None
+    ) -> Principal | None:
+        """The principal a key stands for, or None if it is malformed, unknown or revoked.
 
-    async def verify(self, token: str) -> Principal | None:
-        """The principal a key stands for, or None if it is malformed, unknown or revoked."""
+        ``before_lookup`` runs only when a database trip is about to be made (and may raise
+        to prevent it): the hook for limiting look-ups of unknown keys.
+        """
         prefix = key_prefix(token)
         if prefix is None:
             return None
-        now = self._clock()
         entry = self._cache.get(prefix)
-        if entry is None or entry.expires <= now:
-            row = await api_keys.by_prefix(self._pool, prefix)
-            entry = _Cached(row=row, expires=now + self._ttl)
-            self._remember(prefix, entry)
+        if entry is None or entry.expires <= self._clock():
+            entry = await self._load(prefix, before_lookup)
         row = entry.row
         if row is None or row.revoked_at is not None or not same_key(token, row.key_hash):
             return None
@@ -113,6 +113,27 @@ class KeyVerifier:
     def forget(self, prefix: str) -> None:
         """Drop a cached key, e.g. right after revoking it in this process."""
         self._cache.pop(prefix, None)
+
+    async def _load(
+        self, prefix: str, before_lookup: Callable[[], Awaitable[None]] | None
+    ) -> _Cached:
+        loading = self._loading.get(prefix)
+        if loading is None:
+            loading = asyncio.ensure_future(self._fetch(prefix, before_lookup))
+            self._loading[prefix] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(prefix, None))
+        # shield: one caller giving up (a client went away) does not fail the others
+        return await asyncio.shield(loading)
+
+    async def _fetch(
+        self, prefix: str, before_lookup: Callable[[], Awaitable[None]] | None
+    ) -> _Cached:
+        if before_lookup is not None:
+            await before_lookup()
+        row = await api_keys.by_prefix(self._pool, prefix)
+        entry = _Cached(row=row, expires=self._clock() + self._ttl)
+        self._remember(prefix, entry)
+        return entry
 
     def _remember(self, prefix: str, entry: _Cached) -> None:
         self._cache.pop(prefix, None)

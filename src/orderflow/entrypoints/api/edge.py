@@ -7,12 +7,15 @@ later, in the route dependencies of ``deps.py``; this layer only establishes ide
 
 from __future__ import annotations
 
+import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orderflow.adapters.redis.ratelimit import Decision
 from orderflow.entrypoints.api.deps import AppState
 from orderflow.entrypoints.api.problems import problem
 from orderflow.observability.metrics import RATE_LIMIT_DECISIONS
+
+log = structlog.get_logger(__name__)
 
 # Operators' endpoints: never authenticated, never limited (probes must not be throttled).
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -26,6 +29,12 @@ def route_group(method: str, path: str) -> str:
     if path.startswith("/api/v1/orders"):
         return "orders"
     return "write"
+
+
+class _LookupsExhausted(Exception):
+    def __init__(self, decision: Decision) -> None:
+        super().__init__("key look-ups exhausted")
+        self.decision = decision
 
 
 class EdgeMiddleware:
@@ -51,13 +60,24 @@ class EdgeMiddleware:
             if scheme.lower() != "bearer" or not token:
                 await _refuse_key(scope, receive, send, "use Authorization: Bearer <key>")
                 return
-            if not state.keys.cached(token):
-                # A database trip: bound how often one address can cause them.
+
+            async def limit_lookups() -> None:
+                # A database trip is coming: bound how often one address can cause them.
                 decision = await _decide(state, "auth", identity)
                 if decision is not None and not decision.allowed:
-                    await _too_many(state, "auth", decision, scope, receive, send)
-                    return
-            principal = await state.keys.verify(token)
+                    raise _LookupsExhausted(decision)
+
+            try:
+                principal = await state.keys.verify(token, before_lookup=limit_lookups)
+            except _LookupsExhausted as exhausted:
+                await _too_many(state, "auth", exhausted.decision, scope, receive, send)
+                return
+            except Exception as exc:  # the database is down or slow: no guessing, no 500
+                log.warning("key_lookup_failed", error=repr(exc))
+                await problem(
+                    503, code="auth-unavailable", detail="API keys cannot be checked right now"
+                )(scope, receive, send)
+                return
             if principal is None:
                 await _refuse_key(scope, receive, send, "the API key is unknown or revoked")
                 return
