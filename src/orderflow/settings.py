@@ -25,6 +25,7 @@ class PricingName(StrEnum):
 DEFAULT_RATE_LIMITS = {"read": "100/1", "write": "20/1", "orders": "50/1", "auth": "20/1"}
 
 
+@lru_cache(maxsize=64)
 def parse_rate(spec: str) -> tuple[int, float]:
     """``"100/60"`` -> (100, 60.0): that many requests per that many seconds."""
     count, sep, seconds = spec.partition("/")

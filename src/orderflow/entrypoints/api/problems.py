@@ -27,6 +27,29 @@ _STATUS_BY_ERROR: list[tuple[type[errors.OrderflowError], int]] = [
 
 log = structlog.get_logger(__name__)
 
+_PROBLEM_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+    "required": ["type", "title", "status", "detail"],
+}
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM_JSON: {"schema": _PROBLEM_SCHEMA}}}
+
+
+# The answers of the edge, documented on every API router (OpenAPI).
+EDGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _documented("No API key where one is needed, or a malformed, unknown or revoked key"),
+    403: _documented("The key's role may not do this"),
+    429: _documented("Rate limit exceeded; see Retry-After and the RateLimit headers"),
+}
+
 
 def problem(
     status: int,

@@ -13,6 +13,7 @@ from orderflow.domain.errors import Forbidden, InvalidRequest
 from orderflow.domain.orders import OrderStatus
 from orderflow.entrypoints.api.deps import OrderActor, Pool, Reader, State
 from orderflow.entrypoints.api.idempotency import IdempotencyKey
+from orderflow.entrypoints.api.problems import EDGE_RESPONSES
 from orderflow.entrypoints.api.schemas import (
     CancelIn,
     OrderIn,
@@ -25,7 +26,7 @@ from orderflow.entrypoints.api.schemas import (
 from orderflow.observability.metrics import ORDERS_PLACED
 from orderflow.service import ordering
 
-router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
+router = APIRouter(prefix="/api/v1/orders", tags=["orders"], responses=EDGE_RESPONSES)
 
 
 @router.post(

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 
 from orderflow.entrypoints.api.deps import Admin, Pool, State
+from orderflow.entrypoints.api.problems import EDGE_RESPONSES
 from orderflow.entrypoints.api.schemas import (
     MAX_MONEY,
     ProductIn,
@@ -17,7 +18,7 @@ from orderflow.entrypoints.api.schemas import (
 )
 from orderflow.service import catalogue
 
-router = APIRouter(prefix="/api/v1/products", tags=["products"])
+router = APIRouter(prefix="/api/v1/products", tags=["products"], responses=EDGE_RESPONSES)
 
 
 @router.post(
