@@ -44,13 +44,16 @@ def build_pricing(settings: Settings) -> PricingStrategy:
     )
 
 
-def _state(request: Request) -> AppState:
+# Dependencies are ``async def`` even when they do not await: FastAPI runs a plain ``def``
+# dependency in a worker thread, a hand-off that costs more than the dependency itself.
+async def _state(request: Request) -> AppState:
     state: AppState = request.app.state.orderflow
     return state
 
 
-def _pool(request: Request) -> asyncpg.Pool:
-    return _state(request).pool
+async def _pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.orderflow.pool
+    return pool
 
 
 State = Annotated[AppState, Depends(_state)]
@@ -74,7 +77,7 @@ def caller(request: Request) -> Principal | None:
 
 
 def _require(*roles: Role) -> Callable[..., Principal]:
-    def dependency(
+    async def dependency(
         request: Request,
         _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
