@@ -7,14 +7,17 @@ start it; they are never skipped.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
 from orderflow.adapters.postgres.database import (
     create_pool,
@@ -22,7 +25,7 @@ from orderflow.adapters.postgres.database import (
     ensure_database,
     with_database,
 )
-from orderflow.settings import Settings
+from orderflow.settings import DEFAULT_RATE_LIMITS, Settings
 
 RUN_ID = uuid.uuid4().hex[:10]
 
@@ -52,6 +55,20 @@ def _base_settings() -> Settings:
     return Settings(environment="test", log_level="WARNING")  # type: ignore[arg-type]
 
 
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that gives a child process exactly these settings."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for name, value in settings:
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, dict):
+            value = json.dumps(value)
+        env[f"ORDERFLOW_{name.upper()}"] = str(value)
+    return {**env, **extra}
+
+
 @pytest.fixture(scope="session")
 def run_id() -> str:
     return RUN_ID
@@ -62,12 +79,19 @@ def settings() -> Settings:
     """Settings for this run: its own database and its own exchange and queue names."""
     base = _base_settings()
     require_service("PostgreSQL", base.dsn(), 5432)
+    require_service("Redis", base.redis_url.get_secret_value(), 6379)
     dsn = with_database(base.dsn(), f"orderflow_test_{RUN_ID}")
     return base.model_copy(
         update={
             "database_url": type(base.database_url)(dsn),
             "exchange": f"orderflow.test.{RUN_ID}",
             "queue_prefix": f"orderflow.test.{RUN_ID}",
+            # Redis keys of this run only; limits the shared client never reaches (the
+            # limiter's own tests build apps with small ones).
+            "redis_key_prefix": f"orderflow:test:{RUN_ID}",
+            # The broker deletes this run's queues once unused for 15 minutes.
+            "queue_expires_ms": 15 * 60 * 1000,
+            "rate_limits": dict.fromkeys(DEFAULT_RATE_LIMITS, "100000/1"),
         }
     )
 

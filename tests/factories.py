@@ -52,3 +52,11 @@ async def place_order(
     response = await client.post("/api/v1/orders", json=body)
     assert response.status_code == expect, response.text
     return dict(response.json())
+
+
+async def make_customer_with_key(
+    client: httpx.AsyncClient, client_for: Any
+) -> tuple[dict[str, Any], httpx.AsyncClient]:
+    """A new customer (created by the admin ``client``) and a client holding their own key."""
+    customer = await make_customer(client)
+    return customer, await client_for("customer", customer["id"])

@@ -21,6 +21,23 @@ class PricingName(StrEnum):
     DISCOUNT = "discount"
 
 
+# Route groups of the rate limiter: reads, writes, order actions, failed key look-ups.
+DEFAULT_RATE_LIMITS = {"read": "100/1", "write": "20/1", "orders": "50/1", "auth": "20/1"}
+
+
+@lru_cache(maxsize=64)
+def parse_rate(spec: str) -> tuple[int, float]:
+    """``"100/60"`` -> (100, 60.0): that many requests per that many seconds."""
+    count, sep, seconds = spec.partition("/")
+    try:
+        parsed = int(count), float(seconds)
+    except ValueError:
+        raise ValueError(f"a rate limit is '<requests>/<seconds>', not {spec!r}") from None
+    if not sep or parsed[0] < 1 or parsed[1] <= 0:
+        raise ValueError(f"a rate limit is '<requests>/<seconds>', not {spec!r}")
+    return parsed
+
+
 def redact_url(url: str) -> str:
     """Return ``url`` with any password replaced, safe to log."""
     scheme, sep, rest = url.partition("://")
@@ -90,6 +107,46 @@ class Settings(BaseSettings):
     worker_shutdown_timeout_s: float = Field(default=10.0, gt=0)
     reconnect_max_backoff_s: float = Field(default=5.0, gt=0)
     broker_check_ttl_s: float = Field(default=2.0, ge=0, description="/readyz cache")
+    queue_expires_ms: int | None = Field(
+        default=None, ge=1000, description="x-expires on every queue; for test runs only"
+    )
+    # --- Edge (issue 6): authentication, rate limiting, idempotency keys, product cache ---
+    # Every Redis key this process writes starts with this prefix (tests use one per run).
+    redis_key_prefix: str = Field(default="orderflow", pattern=r"^[A-Za-z0-9:._-]{1,64}$")
+    redis_timeout_s: float = Field(default=0.25, gt=0, description="connect and socket timeout")
+    redis_max_connections: int = Field(default=64, ge=1)
+    redis_cooldown_s: float = Field(
+        default=1.0, ge=0, description="after a Redis failure, skip Redis for this long"
+    )
+    auth_cache_ttl_s: float = Field(
+        default=5.0, ge=0, description="a revoked key keeps working at most this long"
+    )
+    auth_cache_size: int = Field(default=10_000, ge=1)
+    rate_limit_enabled: bool = True
+    # Per route group, "<requests>/<seconds>" per API key (or per client address without one);
+    # GCRA, so a full quota may be spent in a burst. Set some or all as JSON in
+    # ORDERFLOW_RATE_LIMITS, e.g. '{"orders": "5000/1"}'.
+    rate_limits: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
+    idempotency_ttl_s: float = Field(default=24 * 3600, gt=0)
+    idempotency_wait_s: float = Field(
+        default=5.0, gt=0, description="a duplicate waits this long for the first, then 409"
+    )
+    idempotency_prune_interval_s: float = Field(default=300, gt=0)
+    product_cache_ttl_s: int = Field(default=60, ge=1, description="backstop; writes invalidate")
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _known_groups(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = set(value) - set(DEFAULT_RATE_LIMITS)
+        if unknown:
+            raise ValueError(f"unknown rate-limit groups {sorted(unknown)}")
+        for spec in value.values():
+            parse_rate(spec)
+        return {**DEFAULT_RATE_LIMITS, **value}
+
+    def rate_limit(self, group: str) -> tuple[int, float]:
+        """(requests, seconds) allowed for ``group``."""
+        return parse_rate(self.rate_limits[group])
 
     @field_validator("log_level")
     @classmethod

@@ -13,10 +13,22 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 
+import asyncpg
 import httpx
 import pytest
+from pydantic import SecretStr
 
+from orderflow.adapters.postgres.database import (
+    create_pool,
+    database_name,
+    drop_database,
+    ensure_database,
+    with_database,
+)
+from orderflow.domain.access import Role
 from orderflow.settings import Settings
+from tests.conftest import child_env, migrate
+from tests.integration.conftest import bearer
 
 AUTOPILOT_DELAY_S = 0.4
 UNPAID_TTL_S = 4
@@ -28,25 +40,54 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def process_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """Environment for a child process of this test run."""
-    return {
-        **os.environ,
-        "ORDERFLOW_ENVIRONMENT": "test",
-        "ORDERFLOW_DATABASE_URL": settings.dsn(),
-        "ORDERFLOW_EXCHANGE": settings.exchange,
-        "ORDERFLOW_QUEUE_PREFIX": settings.queue_prefix,
-        "ORDERFLOW_PAYMENT_SLOW_DELAY_S": "0.2",
-        "ORDERFLOW_LOG_LEVEL": "WARNING",
-        "ORDERFLOW_UNPAID_ORDER_TTL_S": str(UNPAID_TTL_S),
-        "ORDERFLOW_EXPIRY_SWEEP_INTERVAL_S": "0.5",
-        **extra,
-    }
+def process_env(settings: Settings) -> dict[str, str]:
+    """Environment for the system under test: this run's settings, plus e2e tuning."""
+    return child_env(
+        settings,
+        ORDERFLOW_PAYMENT_SLOW_DELAY_S="0.2",
+        ORDERFLOW_LOG_LEVEL="WARNING",
+        ORDERFLOW_UNPAID_ORDER_TTL_S=str(UNPAID_TTL_S),
+        ORDERFLOW_EXPIRY_SWEEP_INTERVAL_S="0.5",
+        # The tests poll and burst far above a client's fair share; the limiter has its tests.
+        ORDERFLOW_RATE_LIMITS='{"read": "100000/1", "write": "10000/1", "orders": "10000/1"}',
+    )
+
+
+@pytest.fixture(scope="session")
+def e2e_settings(settings: Settings) -> Settings:
+    """This run's settings with a database and queues of their own: the running system must
+    not see (or process) the rows other tests write."""
+    dsn = with_database(settings.dsn(), f"{database_name(settings.dsn())}_e2e")
+    return settings.model_copy(
+        update={
+            "database_url": SecretStr(dsn),
+            "exchange": f"{settings.exchange}.e2e",
+            "queue_prefix": f"{settings.queue_prefix}.e2e",
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+async def e2e_database(e2e_settings: Settings) -> AsyncIterator[str]:
+    dsn = e2e_settings.dsn()
+    await ensure_database(dsn)
+    await migrate(dsn)
+    yield dsn
+    if not os.environ.get("ORDERFLOW_KEEP_TEST_DB"):
+        await drop_database(dsn)
+
+
+@pytest.fixture(scope="session")
+async def pool(e2e_settings: Settings, e2e_database: str) -> AsyncIterator[asyncpg.Pool]:
+    """The e2e database (overrides the shared test database for these tests)."""
+    pool = await create_pool(e2e_settings, min_size=1, max_size=5)
+    yield pool
+    await pool.close()
 
 
 @pytest.fixture(scope="session")
 def system(
-    settings: Settings, database: str, tmp_path_factory: pytest.TempPathFactory
+    e2e_settings: Settings, e2e_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """``orderflow up`` on a free port; yields the base URL; stopped with SIGTERM."""
     port = free_port()
@@ -65,7 +106,7 @@ def system(
                 "--metrics-port",
                 "0",
             ],
-            env=process_env(settings),
+            env=process_env(e2e_settings),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -96,8 +137,10 @@ def system(
 
 
 @pytest.fixture
-async def http(system: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=system, timeout=10) as client:
+async def http(system: str, pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the running system, holding an admin key."""
+    headers = {"Authorization": f"Bearer {await bearer(pool, Role.ADMIN)}"}
+    async with httpx.AsyncClient(base_url=system, timeout=10, headers=headers) as client:
         yield client
 
 

@@ -1,20 +1,80 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
+import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 
+from orderflow.domain.access import Role
 from orderflow.entrypoints.api.app import create_app
+from orderflow.service import keys
 from orderflow.settings import Settings
+
+ClientFor = Callable[..., Awaitable[httpx.AsyncClient]]
+
+
+async def bearer(pool: asyncpg.Pool, role: Role | str, customer_id: str | None = None) -> str:
+    """A fresh API key for ``role`` (a customer key needs ``customer_id``)."""
+    issued = await keys.create_key(
+        pool,
+        role=Role(role),
+        customer_id=uuid.UUID(customer_id) if customer_id else None,
+        label="test",
+    )
+    return issued.token
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncTransport]:
+    """The app's lifespan, and a transport that talks to it in-process."""
+    async with LifespanManager(app) as manager:
+        yield httpx.ASGITransport(app=manager.app)
 
 
 @pytest.fixture(scope="session")
-async def client(settings: Settings, database: str) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client talking to the app in-process, with its lifespan run."""
-    app = create_app(settings)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield http
+async def api_transport(settings: Settings, database: str) -> AsyncIterator[httpx.AsyncTransport]:
+    async with running(create_app(settings)) as transport:
+        yield transport
+
+
+@pytest.fixture(scope="session")
+async def client_for(
+    api_transport: httpx.AsyncTransport, pool: asyncpg.Pool
+) -> AsyncIterator[ClientFor]:
+    """``await client_for(role, customer_id=None)``: a client holding a fresh key for ``role``;
+    ``await client_for(None)`` sends no key at all."""
+    opened: list[httpx.AsyncClient] = []
+
+    async def make(role: Role | str | None, customer_id: str | None = None) -> httpx.AsyncClient:
+        headers = {}
+        if role is not None:
+            headers["Authorization"] = f"Bearer {await bearer(pool, role, customer_id)}"
+        http = httpx.AsyncClient(transport=api_transport, base_url="http://test", headers=headers)
+        opened.append(http)
+        return http
+
+    yield make
+    for http in opened:
+        await http.aclose()
+
+
+@pytest.fixture
+def app_settings(settings: Settings) -> Callable[..., Settings]:
+    """``app_settings(**overrides)``: this run's settings with a Redis prefix of their own."""
+
+    def make(**overrides: object) -> Settings:
+        prefix = f"{settings.redis_key_prefix}:{uuid.uuid4().hex[:8]}"
+        return settings.model_copy(update={"redis_key_prefix": prefix, **overrides})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+async def client(client_for: ClientFor) -> httpx.AsyncClient:
+    """An HTTP client talking to the app in-process, authenticated as an admin."""
+    return await client_for(Role.ADMIN)

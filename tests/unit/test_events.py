@@ -58,3 +58,14 @@ def test_every_event_type_publishes_a_json_schema() -> None:
     for name, model in EVENT_TYPES.items():
         schema = model.model_json_schema()
         assert schema["type"] == "object", name
+
+
+def test_every_event_type_has_a_subscribed_handler() -> None:
+    # The relay refuses to mark an unroutable event published: each type needs a queue.
+    from orderflow.service.bootstrap import Deps, build_registry
+    from orderflow.settings import Settings
+
+    settings = Settings(autopilot=True)
+    registry = build_registry(Deps(settings=settings, pool=None))  # type: ignore[arg-type]
+    orphans = [t for t in EVENT_TYPES if not registry.subscribers(t)]
+    assert orphans == []

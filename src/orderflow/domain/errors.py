@@ -64,3 +64,31 @@ class CurrencyMismatch(InvalidRequest):
 
     code = "currency-mismatch"
     title = "Currency mismatch"
+
+
+class Unauthenticated(OrderflowError):
+    """No valid credentials were presented for an endpoint that needs them."""
+
+    code = "unauthenticated"
+    title = "Authentication required"
+
+
+class Forbidden(OrderflowError):
+    """The caller is known but its role may not do this."""
+
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class IdempotencyKeyReused(InvalidRequest):
+    """An ``Idempotency-Key`` was sent again with a different request."""
+
+    code = "idempotency-key-reused"
+    title = "Idempotency key reused"
+
+
+class RequestInFlight(Conflict):
+    """A request with the same ``Idempotency-Key`` is still being processed."""
+
+    code = "request-in-flight"
+    title = "Request in flight"

@@ -9,10 +9,12 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from orderflow.entrypoints import keys_cli
 from orderflow.observability.logging import configure_logging
 from orderflow.settings import get_settings
 
 app = typer.Typer(help="orderflow: event-driven order processing.", no_args_is_help=True)
+app.add_typer(keys_cli.app, name="keys")
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -78,12 +80,13 @@ def migrate(
 def seed(
     products: Annotated[int, typer.Option(min=0, help="number of demo products")] = 20,
 ) -> None:
-    """Load a demo catalogue and a demo customer (idempotent)."""
+    """Load a demo catalogue and customer (idempotent); print fresh demo API keys."""
     from orderflow.service.demo import seed_demo
 
     settings = get_settings()
     configure_logging(settings, process="seed")
     summary = asyncio.run(seed_demo(settings, products=products))
+    summary += keys_cli.demo_keys()  # fresh each time: keys are stored hashed
     for line in summary:
         typer.echo(line)
 

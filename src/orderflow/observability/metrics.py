@@ -50,3 +50,15 @@ EVENT_LAG_SECONDS = Histogram(
     ["handler"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
 )
+# --- Edge (issue 6): rate limiting, product cache, Redis health ---
+RATE_LIMIT_DECISIONS = Counter(
+    "orderflow_rate_limit_decisions_total", "Rate-limit decisions", ["group", "decision"]
+)
+RATE_LIMIT_FAIL_OPEN = Counter(
+    "orderflow_rate_limit_fail_open_total",
+    "Requests let through unchecked because Redis was unreachable",
+)
+PRODUCT_CACHE = Counter(
+    "orderflow_product_cache_total", "Product cache look-ups", ["result"]
+)  # result: hit | miss | error
+REDIS_ERRORS = Counter("orderflow_redis_errors_total", "Failed Redis calls", ["operation"])

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
 from orderflow.adapters.postgres import products
 from orderflow.domain.errors import Conflict, NotFound
 from orderflow.domain.model import Page, Product
+
+
+class ProductCache(Protocol):
+    """A read-through cache of products by id; it may forget anything at any time."""
+
+    async def get(self, product_id: uuid.UUID) -> Product | None: ...
+
+    async def put(self, product: Product) -> None: ...
+
+    async def invalidate(self, product_id: uuid.UUID) -> None: ...
 
 
 async def create_product(
@@ -39,17 +49,27 @@ async def create_product(
             raise Conflict(f"a product with SKU {sku!r} already exists", sku=sku) from None
 
 
-async def get_product(pool: asyncpg.Pool, *, product_id: uuid.UUID) -> Product:
-    """One product by id."""
+async def get_product(
+    pool: asyncpg.Pool, *, product_id: uuid.UUID, cache: ProductCache | None = None
+) -> Product:
+    """One product by id, from the cache when it has it."""
+    if cache is not None and (cached := await cache.get(product_id)) is not None:
+        return cached
     async with pool.acquire() as conn:
         found = await products.get(conn, product_id)
     if found is None:
         raise NotFound(f"product {product_id} does not exist")
+    if cache is not None:
+        await cache.put(found)
     return found
 
 
 async def update_product(
-    pool: asyncpg.Pool, *, product_id: uuid.UUID, changes: dict[str, Any]
+    pool: asyncpg.Pool,
+    *,
+    product_id: uuid.UUID,
+    changes: dict[str, Any],
+    cache: ProductCache | None = None,
 ) -> Product:
     """Change some fields of a product; stock changes are recorded as movements."""
     if not changes:
@@ -59,12 +79,16 @@ async def update_product(
             updated = await products.update(conn, product_id, changes)
         except asyncpg.UniqueViolationError:
             raise Conflict(f"a product with SKU {changes.get('sku')!r} already exists") from None
+    if cache is not None:
+        await cache.invalidate(product_id)
     if updated is None:
         raise NotFound(f"product {product_id} does not exist")
     return updated
 
 
-async def delete_product(pool: asyncpg.Pool, *, product_id: uuid.UUID) -> None:
+async def delete_product(
+    pool: asyncpg.Pool, *, product_id: uuid.UUID, cache: ProductCache | None = None
+) -> None:
     """Remove a product that no order references."""
     async with pool.acquire() as conn, conn.transaction():
         try:
@@ -74,6 +98,8 @@ async def delete_product(pool: asyncpg.Pool, *, product_id: uuid.UUID) -> None:
                 f"product {product_id} is referenced by orders and cannot be deleted",
                 product_id=str(product_id),
             ) from None
+    if cache is not None:
+        await cache.invalidate(product_id)
     if not deleted:
         raise NotFound(f"product {product_id} does not exist")
 

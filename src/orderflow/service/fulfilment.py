@@ -7,13 +7,12 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from orderflow.adapters.postgres.uow import UnitOfWork, unit_of_work
+from orderflow.adapters.postgres.uow import UnitOfWork
 from orderflow.domain import events as ev
 from orderflow.domain.model import Order
 from orderflow.domain.orders import OrderStatus as S
-from orderflow.service.ordering import get_order
 from orderflow.service.registry import Defer, Delivery, HandlerSpec
-from orderflow.service.transitions import advance, lock_order
+from orderflow.service.transitions import act_on_order, advance, lock_order
 
 AUTOPILOT = "autopilot"
 AUTOPILOT_CARRIER = "SimCarrier"
@@ -25,10 +24,10 @@ def tracking_number() -> str:
 
 
 async def _act(pool: asyncpg.Pool, order_id: uuid.UUID, event: ev.Event, actor: str) -> Order:
-    async with unit_of_work(pool) as uow:
-        order = await lock_order(uow, order_id)
+    async def step(uow: UnitOfWork, order: Order) -> None:
         await advance(uow, order, event, actor=actor)
-    return await get_order(pool, order_id=order_id)
+
+    return await act_on_order(pool, order_id=order_id, action=step)
 
 
 async def prepare_order(pool: asyncpg.Pool, *, order_id: uuid.UUID, actor: str) -> Order:

@@ -10,7 +10,8 @@ from orderflow.domain import events as ev
 from orderflow.service.ports import Notification, NotificationSender
 from orderflow.service.registry import Delivery, HandlerSpec
 
-# event type -> (recipient, subject) pairs
+# event type -> (recipient, subject) pairs. Every event type must have a subscriber somewhere:
+# the relay treats an unroutable event as an error (a test checks the registry covers all).
 RECIPIENTS: Final = MappingProxyType(
     {
         ev.OrderPlaced.TYPE: (("customer", "We received your order"),),
@@ -23,6 +24,7 @@ RECIPIENTS: Final = MappingProxyType(
         ev.OrderDelivered.TYPE: (("customer", "Your order was delivered"),),
         ev.OrderCancelled.TYPE: (("customer", "Your order was cancelled"),),
         ev.PaymentRefunded.TYPE: (("customer", "Your payment was refunded"),),
+        ev.InventoryReleased.TYPE: (("warehouse", "Reserved stock returned to the shelf"),),
     }
 )
 

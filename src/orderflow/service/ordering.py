@@ -12,7 +12,7 @@ from datetime import datetime
 import asyncpg
 
 from orderflow.adapters.postgres import orders, products
-from orderflow.adapters.postgres.uow import unit_of_work
+from orderflow.adapters.postgres.uow import UnitOfWork, unit_of_work
 from orderflow.domain import events as ev
 from orderflow.domain.errors import (
     CurrencyMismatch,
@@ -21,10 +21,11 @@ from orderflow.domain.errors import (
     NotFound,
     UnknownProducts,
 )
+from orderflow.domain.idempotency import IdempotentRequest
 from orderflow.domain.model import Order, Page, TimelineEntry
 from orderflow.domain.orders import OrderStatus, initial_status
 from orderflow.domain.pricing import PricedLine, PricingStrategy
-from orderflow.service.transitions import advance, lock_order
+from orderflow.service.transitions import act_on_order, advance
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +54,11 @@ async def place_order(
     payment_token: str | None,
     pricing: PricingStrategy,
     actor: str = "customer",
+    idempotency: IdempotentRequest | None = None,
 ) -> Order:
     """Price and store an order with its ``order.created`` event, in one transaction."""
     _check_lines(lines)
-    async with unit_of_work(pool) as uow:
+    async with unit_of_work(pool, idempotency=idempotency) as uow:
         # Prices are read inside the order's transaction: the charged price is the stored one.
         catalogue = await products.get_many(uow.conn, [line.product_id for line in lines])
         missing = [str(line.product_id) for line in lines if line.product_id not in catalogue]
@@ -111,7 +113,9 @@ async def place_order(
         )
         envelope = ev.Envelope.wrap(placed, order_id=order_id, actor=actor)
         uow.emit(envelope, status_after=status)
-    return _with_timeline(order, envelope, status)
+        result = _with_timeline(order, envelope, status)
+        uow.complete(result)
+    return result
 
 
 def _with_timeline(order: Order, envelope: ev.Envelope, status: OrderStatus) -> Order:
@@ -205,13 +209,17 @@ async def cancel_order(
     reason: str,
     actor: str = "customer",
     owner: uuid.UUID | None = None,
+    idempotency: IdempotentRequest | None = None,
 ) -> Order:
     """Cancel an order that has not shipped yet; raises IllegalTransition otherwise.
 
     Compensation (refund, stock release) reacts to the ``order.cancelled`` event.
     """
-    async with unit_of_work(pool) as uow:
-        order = await lock_order(uow, order_id, owner=owner)
+
+    async def cancel(uow: UnitOfWork, order: Order) -> None:
         cancelled = ev.OrderCancelled(reason=reason, previous_status=order.status.value)
         await advance(uow, order, cancelled, actor=actor, cancel_reason=reason)
-    return await get_order(pool, order_id=order_id)
+
+    return await act_on_order(
+        pool, order_id=order_id, action=cancel, owner=owner, idempotency=idempotency
+    )

@@ -8,14 +8,14 @@ import uuid
 import asyncpg
 
 from orderflow.adapters.postgres import payments
-from orderflow.adapters.postgres.uow import UnitOfWork, unit_of_work
+from orderflow.adapters.postgres.uow import UnitOfWork
 from orderflow.domain import events as ev
+from orderflow.domain.idempotency import IdempotentRequest
 from orderflow.domain.model import Order
 from orderflow.domain.orders import OrderStatus as S
-from orderflow.service.ordering import get_order
 from orderflow.service.ports import ChargeResult, PaymentGateway
 from orderflow.service.registry import Delivery, HandlerSpec, TransientError
-from orderflow.service.transitions import advance, annotate, lock_order, publish
+from orderflow.service.transitions import act_on_order, advance, annotate, lock_order, publish
 
 ACTOR = "payments"
 
@@ -47,13 +47,21 @@ async def start_payment(
 
 
 async def pay_order(
-    pool: asyncpg.Pool, *, order_id: uuid.UUID, token: str, owner: uuid.UUID | None = None
+    pool: asyncpg.Pool,
+    *,
+    order_id: uuid.UUID,
+    token: str,
+    owner: uuid.UUID | None = None,
+    idempotency: IdempotentRequest | None = None,
 ) -> Order:
     """Pay (or pay again after a decline) with another payment method."""
-    async with unit_of_work(pool) as uow:
-        order = await lock_order(uow, order_id, owner=owner)
+
+    async def pay(uow: UnitOfWork, order: Order) -> None:
         await start_payment(uow, order, token=token, actor="customer")
-    return await get_order(pool, order_id=order_id)
+
+    return await act_on_order(
+        pool, order_id=order_id, action=pay, owner=owner, idempotency=idempotency
+    )
 
 
 def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -> list[HandlerSpec]:

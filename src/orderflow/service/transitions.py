@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
+
+import asyncpg
 
 from orderflow.adapters.postgres import orders
-from orderflow.adapters.postgres.uow import UnitOfWork
+from orderflow.adapters.postgres.uow import UnitOfWork, unit_of_work
 from orderflow.domain.errors import NotFound
 from orderflow.domain.events import Envelope, Event
+from orderflow.domain.idempotency import IdempotentRequest
 from orderflow.domain.model import Order
 from orderflow.domain.orders import OrderStatus, next_status
 
@@ -59,3 +63,26 @@ def publish(
 ) -> None:
     """Send ``event`` through the outbox only (it does not belong on the order's timeline)."""
     uow.emit(_envelope(order, event, cause, actor))
+
+
+async def act_on_order(
+    pool: asyncpg.Pool,
+    *,
+    order_id: uuid.UUID,
+    action: Callable[[UnitOfWork, Order], Awaitable[object]],
+    owner: uuid.UUID | None = None,
+    idempotency: IdempotentRequest | None = None,
+) -> Order:
+    """Lock an order, run ``action`` on it and return the order as the transaction leaves it.
+
+    The one path for every request that moves an order (pay, cancel, prepare, ship, deliver);
+    with ``idempotency`` the answer is recorded in the same transaction.
+    """
+    async with unit_of_work(pool, idempotency=idempotency) as uow:
+        order = await lock_order(uow, order_id, owner=owner)
+        await action(uow, order)
+        await uow.flush()
+        result = await orders.get(uow.conn, order_id)
+        assert result is not None
+        uow.complete(result)
+    return result

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from orderflow.entrypoints.relay import Relay
 from orderflow.entrypoints.worker import Worker
 from orderflow.service.registry import Registry
 from orderflow.settings import Settings
+from tests.conftest import child_env
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -87,22 +87,7 @@ async def running(
 
 def process_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment that gives a child process the same settings as this test."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "ORDERFLOW_ENVIRONMENT": "test",
-        "ORDERFLOW_LOG_LEVEL": "WARNING",
-        "ORDERFLOW_DATABASE_URL": settings.dsn(),
-        "ORDERFLOW_RABBITMQ_URL": settings.rabbitmq_url.get_secret_value(),
-        "ORDERFLOW_EXCHANGE": settings.exchange,
-        "ORDERFLOW_QUEUE_PREFIX": settings.queue_prefix,
-        "ORDERFLOW_RETRY_BASE_DELAY_MS": str(settings.retry_base_delay_ms),
-        "ORDERFLOW_RETRY_MAX_ATTEMPTS": str(settings.retry_max_attempts),
-        "ORDERFLOW_RELAY_POLL_INTERVAL_S": str(settings.relay_poll_interval_s),
-        "ORDERFLOW_RECONNECT_MAX_BACKOFF_S": str(settings.reconnect_max_backoff_s),
-        "ORDERFLOW_WORKER_SHUTDOWN_TIMEOUT_S": str(settings.worker_shutdown_timeout_s),
-        "ORDERFLOW_DELIVERY_LIMIT": str(settings.delivery_limit),
-    }
+    env = child_env(settings)
     env.update(extra)
     return env
 

@@ -58,6 +58,7 @@ class Names:
     prefix: str
     dead_letters: str
     delays_ms: tuple[int, ...]
+    expires_ms: int | None = None  # delete queues unused this long (test runs set it)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Names:
@@ -66,6 +67,7 @@ class Names:
             prefix=settings.queue_prefix,
             dead_letters=f"{settings.queue_prefix}.dead-letters",
             delays_ms=tuple(retry_delays_ms(settings)),
+            expires_ms=settings.queue_expires_ms,
         )
 
     def handler(self, name: str) -> HandlerQueues:
@@ -104,7 +106,12 @@ async def declare_topology(
     exchange = await channel.declare_exchange(
         names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
     )
-    quorum: dict[str, Any] = {"x-queue-type": "quorum"}
+    expires: dict[str, Any] = {"x-expires": names.expires_ms} if names.expires_ms else {}
+    quorum: dict[str, Any] = {"x-queue-type": "quorum", **expires}
+    # Retry and delay queues only hold messages for their TTL; classic durable queues are a
+    # fraction of a quorum queue's cost (each quorum queue is a Raft group), so the work
+    # queues and the dead letters are quorum and the waiting rooms are classic.
+    waiting: dict[str, Any] = {"x-queue-type": "classic", **expires}
     await channel.declare_queue(names.dead_letters, durable=True, arguments=quorum)
     for handler, event_types in bindings.items():
         queues = names.handler(handler)
@@ -124,17 +131,12 @@ async def declare_topology(
             await channel.declare_queue(
                 retry,
                 durable=True,
-                arguments={
-                    **quorum,
-                    **_AT_LEAST_ONCE_DLX,
-                    **_back_to(queues.work),
-                    "x-message-ttl": ttl_ms,
-                },
+                arguments={**waiting, **_back_to(queues.work), "x-message-ttl": ttl_ms},
             )
         await channel.declare_queue(
             queues.delay,
             durable=True,
-            arguments={**quorum, **_AT_LEAST_ONCE_DLX, **_back_to(queues.work)},
+            arguments={**waiting, **_back_to(queues.work)},
         )
         for event_type in event_types:
             await work.bind(exchange, routing_key=event_type)

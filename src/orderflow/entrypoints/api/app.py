@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,12 +11,18 @@ import structlog
 from fastapi import FastAPI
 
 from orderflow import __version__
+from orderflow.adapters.postgres import idempotency as idempotency_records
 from orderflow.adapters.postgres.database import create_pool
 from orderflow.adapters.rabbitmq.probe import BrokerProbe
-from orderflow.entrypoints.api import problems
+from orderflow.adapters.redis.client import create_redis
+from orderflow.adapters.redis.product_cache import RedisProductCache
+from orderflow.adapters.redis.ratelimit import RateLimiter
+from orderflow.entrypoints.api import idempotency, problems
 from orderflow.entrypoints.api.deps import AppState, build_pricing
+from orderflow.entrypoints.api.edge import EdgeMiddleware
 from orderflow.entrypoints.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from orderflow.entrypoints.api.routers import customers, events, health, orders, products
+from orderflow.service.keys import KeyVerifier
 from orderflow.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
@@ -22,7 +30,22 @@ log = structlog.get_logger(__name__)
 DESCRIPTION = """
 Real-time order processing. Money is an integer of minor units (`1250` = 12.50) beside a
 `currency` code. Errors are RFC 9457 `application/problem+json`.
+
+Authenticate with `Authorization: Bearer <key>` (keys come from `orderflow keys create`).
+Catalogue reads, `/healthz`, `/readyz` and `/metrics` are public; every response carries the
+`RateLimit-Policy` and `RateLimit` headers; `POST /orders` and `/cancel` accept an
+`Idempotency-Key`. See docs/security.md.
 """
+
+
+async def _prune_idempotency_keys(state: AppState) -> None:
+    """Housekeeping: delete expired idempotency records now and then (any replica may)."""
+    while True:
+        await asyncio.sleep(state.settings.idempotency_prune_interval_s)
+        try:
+            await idempotency_records.prune(state.pool)
+        except Exception as exc:  # best effort: expired records are ignored anyway
+            log.warning("idempotency_prune_failed", error=repr(exc))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,14 +58,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         broker = BrokerProbe(
             settings.rabbitmq_url.get_secret_value(), ttl_s=settings.broker_check_ttl_s
         )
-        app.state.orderflow = AppState(
-            settings=settings, pool=pool, pricing=build_pricing(settings), broker=broker
+        redis = create_redis(settings)  # connects lazily: a Redis outage never blocks start-up
+        state = AppState(
+            settings=settings,
+            pool=pool,
+            pricing=build_pricing(settings),
+            redis=redis,
+            keys=KeyVerifier(
+                pool, ttl_s=settings.auth_cache_ttl_s, max_entries=settings.auth_cache_size
+            ),
+            limiter=RateLimiter(redis),
+            product_cache=RedisProductCache(redis, ttl_s=settings.product_cache_ttl_s),
+            broker=broker,
         )
+        app.state.orderflow = state
+        pruner = asyncio.create_task(_prune_idempotency_keys(state))
         log.info("api_started", **settings.safe_summary())
         try:
             yield
         finally:
             await broker.close()
+            pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruner
+            await redis.close()
             await pool.close()
 
     app = FastAPI(
@@ -52,8 +91,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    idempotency.install(app)
     for router in (products.router, customers.router, orders.router, events.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(EdgeMiddleware)  # outside the body limit: refuse before reading bodies
     app.add_middleware(MetricsMiddleware)
     return app

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 import asyncpg
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from orderflow.adapters.rabbitmq.probe import BrokerProbe
+from orderflow.adapters.redis.client import RedisLink
+from orderflow.adapters.redis.product_cache import RedisProductCache
+from orderflow.adapters.redis.ratelimit import RateLimiter
+from orderflow.domain.access import Principal, Role
+from orderflow.domain.errors import Forbidden, Unauthenticated
 from orderflow.domain.pricing import PricingStrategy, make_strategy
+from orderflow.service.keys import KeyVerifier
 from orderflow.settings import Settings
 
 
@@ -20,6 +28,11 @@ class AppState:
     settings: Settings
     pool: asyncpg.Pool
     pricing: PricingStrategy
+    # Edge (issue 6)
+    redis: RedisLink
+    keys: KeyVerifier
+    limiter: RateLimiter
+    product_cache: RedisProductCache
     broker: BrokerProbe | None = None  # /readyz's broker check (event backbone)
 
 
@@ -33,7 +46,8 @@ def build_pricing(settings: Settings) -> PricingStrategy:
     )
 
 
-# Dependencies are coroutines: FastAPI would run plain functions in its thread pool.
+# Dependencies are ``async def`` even when they do not await: FastAPI runs a plain ``def``
+# dependency in a worker thread, a hand-off that costs more than the dependency itself.
 async def _state(request: Request) -> AppState:
     state: AppState = request.app.state.orderflow
     return state
@@ -46,3 +60,43 @@ async def _pool(request: Request) -> asyncpg.Pool:
 
 State = Annotated[AppState, Depends(_state)]
 Pool = Annotated[asyncpg.Pool, Depends(_pool)]
+
+
+# --- Authentication and roles (issue 6). The edge middleware has verified the key already
+# (it needs the caller for rate limiting); these dependencies only check the role, and the
+# HTTPBearer scheme documents the Authorization header in the OpenAPI.
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key from `orderflow keys create`: `Authorization: Bearer ofk_...`",
+)
+
+
+def caller(request: Request) -> Principal | None:
+    """The authenticated principal of this request, if any."""
+    principal: Principal | None = request.scope.get("state", {}).get("principal")
+    return principal
+
+
+def _require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
+    async def dependency(
+        request: Request,
+        _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        principal = caller(request)
+        if principal is None:
+            raise Unauthenticated("this endpoint needs an API key: Authorization: Bearer <key>")
+        if principal.role not in roles:
+            raise Forbidden(f"a {principal.role} key may not do this")
+        return principal
+
+    return dependency
+
+
+Admin = Annotated[Principal, Depends(_require(Role.ADMIN))]
+# Warehouse and carrier actions (prepare, ship, deliver); admins may do them too.
+Staff = Annotated[Principal, Depends(_require(Role.STAFF, Role.ADMIN))]
+# Acting on orders: a customer on their own (pass ``principal.owner``), an admin on any.
+OrderActor = Annotated[Principal, Depends(_require(Role.CUSTOMER, Role.ADMIN))]
+# Reading orders and customers: everyone with a key; customers see only their own.
+Reader = Annotated[Principal, Depends(_require(Role.CUSTOMER, Role.STAFF, Role.ADMIN))]

@@ -21,9 +21,34 @@ _STATUS_BY_ERROR: list[tuple[type[errors.OrderflowError], int]] = [
     (errors.NotFound, 404),
     (errors.Conflict, 409),  # IllegalTransition is a Conflict
     (errors.InvalidRequest, 422),
+    (errors.Unauthenticated, 401),
+    (errors.Forbidden, 403),
 ]
 
 log = structlog.get_logger(__name__)
+
+_PROBLEM_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+    "required": ["type", "title", "status", "detail"],
+}
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM_JSON: {"schema": _PROBLEM_SCHEMA}}}
+
+
+# The answers of the edge, documented on every API router (OpenAPI).
+EDGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _documented("No API key where one is needed, or a malformed, unknown or revoked key"),
+    403: _documented("The key's role may not do this"),
+    429: _documented("Rate limit exceeded; see Retry-After and the RateLimit headers"),
+}
 
 
 def problem(
@@ -57,8 +82,14 @@ def _status_for(exc: errors.OrderflowError) -> int:
 
 async def _domain_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.OrderflowError)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.Unauthenticated) else None
     return problem(
-        _status_for(exc), code=exc.code, title=exc.title, detail=exc.detail, extra=exc.extra
+        _status_for(exc),
+        code=exc.code,
+        title=exc.title,
+        detail=exc.detail,
+        extra=exc.extra,
+        headers=headers,
     )
 
 

@@ -34,6 +34,7 @@ async def readyz(state: State) -> Response:
         checks["database"] = f"down: {type(exc).__name__}"
     if state.broker is not None:
         checks["broker"] = await state.broker.check()
+    checks["redis"] = "ok" if await state.redis.ping() else "down"
     if all(v == "ok" for v in checks.values()):
         return Response(
             orjson.dumps({"status": "ready", "checks": checks}), media_type="application/json"

@@ -8,9 +8,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from orderflow.domain.errors import InvalidRequest
+from orderflow.domain.access import Principal
+from orderflow.domain.errors import Forbidden, InvalidRequest
 from orderflow.domain.orders import OrderStatus
-from orderflow.entrypoints.api.deps import Pool, State
+from orderflow.entrypoints.api.deps import OrderActor, Pool, Reader, Staff, State
+from orderflow.entrypoints.api.idempotency import IdempotencyKey
+from orderflow.entrypoints.api.problems import EDGE_RESPONSES
 from orderflow.entrypoints.api.schemas import (
     CancelIn,
     DeliverIn,
@@ -26,7 +29,7 @@ from orderflow.entrypoints.api.schemas import (
 from orderflow.observability.metrics import ORDERS_PLACED
 from orderflow.service import fulfilment, ordering, payments
 
-router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
+router = APIRouter(prefix="/api/v1/orders", tags=["orders"], responses=EDGE_RESPONSES)
 
 
 @router.post(
@@ -37,23 +40,43 @@ router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
     description="Prices are computed server-side from the catalogue. The order, its "
     "lines and its `order.created` event are stored in one transaction.",
 )
-async def place_order(body: OrderIn, state: State) -> OrderOut:
-    if body.customer_id is None:
-        raise InvalidRequest("customer_id is required")
+async def place_order(
+    body: OrderIn, state: State, principal: OrderActor, idem: IdempotencyKey
+) -> OrderOut:
     order = await ordering.place_order(
         state.pool,
-        customer_id=body.customer_id,
+        customer_id=_ordering_customer(principal, body.customer_id),
         lines=[ordering.LineRequest(line.product_id, line.quantity) for line in body.lines],
         payment_token=body.payment_token,
         pricing=state.pricing,
+        actor=principal.role.value,
+        idempotency=idem.recording(OrderOut.of, status_code=status.HTTP_201_CREATED),
     )
     ORDERS_PLACED.inc()
     return OrderOut.of(order)
 
 
-@router.get("", response_model=OrderPage, summary="List orders, newest first")
+def _ordering_customer(principal: Principal, requested: uuid.UUID | None) -> uuid.UUID:
+    """Whom an order is for: a customer key orders for its own customer only."""
+    own = principal.owner
+    if own is None:
+        if requested is None:
+            raise InvalidRequest("customer_id is required")
+        return requested
+    if requested is not None and requested != own:
+        raise Forbidden("a customer key places orders for its own customer only")
+    return own
+
+
+@router.get(
+    "",
+    response_model=OrderPage,
+    summary="List orders, newest first",
+    description="A customer key sees its own orders only.",
+)
 async def list_orders(
     pool: Pool,
+    principal: Reader,
     status_: Annotated[OrderStatus | None, Query(alias="status")] = None,
     customer_id: uuid.UUID | None = None,
     created_from: datetime | None = None,
@@ -61,9 +84,12 @@ async def list_orders(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> OrderPage:
+    own = principal.owner
+    if own is not None and customer_id not in (None, own):
+        return OrderPage(items=[], next_cursor=None)  # another customer's orders: none visible
     page = await ordering.list_orders(
         pool,
-        customer_id=customer_id,
+        customer_id=own or customer_id,
         status=status_,
         created_from=created_from,
         created_to=created_to,
@@ -80,8 +106,8 @@ async def list_orders(
 
 
 @router.get("/{order_id}", response_model=OrderOut, summary="One order with its lines and timeline")
-async def get_order(order_id: uuid.UUID, pool: Pool) -> OrderOut:
-    return OrderOut.of(await ordering.get_order(pool, order_id=order_id))
+async def get_order(order_id: uuid.UUID, pool: Pool, principal: Reader) -> OrderOut:
+    return OrderOut.of(await ordering.get_order(pool, order_id=order_id, owner=principal.owner))
 
 
 @router.get(
@@ -92,10 +118,13 @@ async def get_order(order_id: uuid.UUID, pool: Pool) -> OrderOut:
 async def order_events(
     order_id: uuid.UUID,
     pool: Pool,
+    principal: Reader,
     cursor: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> TimelinePage:
-    page = await ordering.order_timeline(pool, order_id=order_id, after=cursor, limit=limit)
+    page = await ordering.order_timeline(
+        pool, order_id=order_id, after=cursor, limit=limit, owner=principal.owner
+    )
     return TimelinePage(
         items=[
             TimelineOut(**{f: getattr(t, f) for f in TimelineOut.model_fields}) for t in page.items
@@ -111,9 +140,23 @@ async def order_events(
     description="Allowed until the order ships; 409 afterwards. Writes "
     "`order.cancelled`; refunds and stock release follow from it.",
 )
-async def cancel_order(order_id: uuid.UUID, pool: Pool, body: CancelIn | None = None) -> OrderOut:
+async def cancel_order(
+    order_id: uuid.UUID,
+    pool: Pool,
+    principal: OrderActor,
+    idem: IdempotencyKey,
+    body: CancelIn | None = None,
+) -> OrderOut:
     reason = body.reason if body else "customer_request"
-    return OrderOut.of(await ordering.cancel_order(pool, order_id=order_id, reason=reason))
+    order = await ordering.cancel_order(
+        pool,
+        order_id=order_id,
+        reason=reason,
+        actor=principal.role.value,
+        owner=principal.owner,
+        idempotency=idem.recording(OrderOut.of, status_code=status.HTTP_200_OK),
+    )
+    return OrderOut.of(order)
 
 
 @router.post(
@@ -124,8 +167,17 @@ async def cancel_order(order_id: uuid.UUID, pool: Pool, body: CancelIn | None = 
     "payment (no method given at creation, or the last one was declined); 409 in any "
     "other status.",
 )
-async def pay_order(order_id: uuid.UUID, body: PayIn, pool: Pool) -> OrderOut:
-    return OrderOut.of(await payments.pay_order(pool, order_id=order_id, token=body.payment_token))
+async def pay_order(
+    order_id: uuid.UUID, body: PayIn, pool: Pool, principal: OrderActor, idem: IdempotencyKey
+) -> OrderOut:
+    order = await payments.pay_order(
+        pool,
+        order_id=order_id,
+        token=body.payment_token,
+        owner=principal.owner,
+        idempotency=idem.recording(OrderOut.of, status_code=status.HTTP_200_OK),
+    )
+    return OrderOut.of(order)
 
 
 @router.post(
@@ -135,8 +187,10 @@ async def pay_order(order_id: uuid.UUID, body: PayIn, pool: Pool) -> OrderOut:
     summary="Warehouse: the order is packed and ready to ship",
     description="Allowed once stock is reserved (status `reserved`); 409 otherwise.",
 )
-async def prepare_order(order_id: uuid.UUID, pool: Pool) -> OrderOut:
-    return OrderOut.of(await fulfilment.prepare_order(pool, order_id=order_id, actor="staff"))
+async def prepare_order(order_id: uuid.UUID, pool: Pool, principal: Staff) -> OrderOut:
+    return OrderOut.of(
+        await fulfilment.prepare_order(pool, order_id=order_id, actor=principal.role.value)
+    )
 
 
 @router.post(
@@ -146,14 +200,14 @@ async def prepare_order(order_id: uuid.UUID, pool: Pool) -> OrderOut:
     summary="Carrier: the parcel was picked up",
     description="Allowed once prepared; records carrier and tracking number.",
 )
-async def ship_order(order_id: uuid.UUID, body: ShipIn, pool: Pool) -> OrderOut:
+async def ship_order(order_id: uuid.UUID, body: ShipIn, pool: Pool, principal: Staff) -> OrderOut:
     return OrderOut.of(
         await fulfilment.ship_order(
             pool,
             order_id=order_id,
             carrier=body.carrier,
             tracking=body.tracking_number,
-            actor="staff",
+            actor=principal.role.value,
         )
     )
 
@@ -165,8 +219,12 @@ async def ship_order(order_id: uuid.UUID, body: ShipIn, pool: Pool) -> OrderOut:
     summary="Carrier: delivery confirmed",
     description="Allowed once shipped.",
 )
-async def deliver_order(order_id: uuid.UUID, pool: Pool, body: DeliverIn | None = None) -> OrderOut:
+async def deliver_order(
+    order_id: uuid.UUID, pool: Pool, principal: Staff, body: DeliverIn | None = None
+) -> OrderOut:
     carrier = body.carrier if body and body.carrier else "carrier"
     return OrderOut.of(
-        await fulfilment.deliver_order(pool, order_id=order_id, carrier=carrier, actor="staff")
+        await fulfilment.deliver_order(
+            pool, order_id=order_id, carrier=carrier, actor=principal.role.value
+        )
     )

@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
-from orderflow.entrypoints.api.deps import Pool, State
+from orderflow.entrypoints.api.deps import Admin, Pool, State
+from orderflow.entrypoints.api.problems import EDGE_RESPONSES
 from orderflow.entrypoints.api.schemas import (
     MAX_MONEY,
     ProductIn,
@@ -17,7 +18,7 @@ from orderflow.entrypoints.api.schemas import (
 )
 from orderflow.service import catalogue
 
-router = APIRouter(prefix="/api/v1/products", tags=["products"])
+router = APIRouter(prefix="/api/v1/products", tags=["products"], responses=EDGE_RESPONSES)
 
 
 @router.post(
@@ -26,7 +27,7 @@ router = APIRouter(prefix="/api/v1/products", tags=["products"])
     response_model=ProductOut,
     summary="Add a product to the catalogue",
 )
-async def create_product(body: ProductIn, state: State) -> ProductOut:
+async def create_product(body: ProductIn, state: State, _admin: Admin) -> ProductOut:
     product = await catalogue.create_product(
         state.pool,
         sku=body.sku,
@@ -70,8 +71,10 @@ async def list_products(
 
 
 @router.get("/{product_id}", response_model=ProductOut, summary="One product")
-async def get_product(product_id: uuid.UUID, pool: Pool) -> ProductOut:
-    return ProductOut.of(await catalogue.get_product(pool, product_id=product_id))
+async def get_product(product_id: uuid.UUID, state: State) -> ProductOut:
+    return ProductOut.of(
+        await catalogue.get_product(state.pool, product_id=product_id, cache=state.product_cache)
+    )
 
 
 @router.patch(
@@ -79,10 +82,14 @@ async def get_product(product_id: uuid.UUID, pool: Pool) -> ProductOut:
     response_model=ProductOut,
     summary="Change a product's name, price, stock or description",
 )
-async def update_product(product_id: uuid.UUID, body: ProductPatch, pool: Pool) -> ProductOut:
+async def update_product(
+    product_id: uuid.UUID, body: ProductPatch, state: State, _admin: Admin
+) -> ProductOut:
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
     return ProductOut.of(
-        await catalogue.update_product(pool, product_id=product_id, changes=changes)
+        await catalogue.update_product(
+            state.pool, product_id=product_id, changes=changes, cache=state.product_cache
+        )
     )
 
 
@@ -91,6 +98,6 @@ async def update_product(product_id: uuid.UUID, body: ProductPatch, pool: Pool) 
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Remove a product (409 while orders reference it)",
 )
-async def delete_product(product_id: uuid.UUID, pool: Pool) -> Response:
-    await catalogue.delete_product(pool, product_id=product_id)
+async def delete_product(product_id: uuid.UUID, state: State, _admin: Admin) -> Response:
+    await catalogue.delete_product(state.pool, product_id=product_id, cache=state.product_cache)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,92 @@
+"""GCRA rate limiting in Redis: one atomic script, one round trip per decision."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from orderflow.adapters.redis.client import RedisLink
+from orderflow.observability.metrics import RATE_LIMIT_FAIL_OPEN
+
+# Generic cell rate algorithm. The key holds the "theoretical arrival time" (TAT) in
+# microseconds of Redis's own clock, so that every API replica shares one clock. Each request
+# moves the TAT one emission interval (window / quota) into the future; a request is refused
+# when that would put the TAT more than one window ahead of now. A full quota can therefore
+# be spent at once, and it refills evenly over the window.
+# ARGV: emission interval (µs), window (µs). Returns {allowed, remaining, retry_after_us,
+# reset_us}: reset is when the whole quota is available again.
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + interval
+local ahead = new_tat - now
+if ahead > window then
+    return {0, 0, ahead - window, tat - now}
+end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil(ahead / 1000))
+return {1, math.floor((window - ahead) / interval), 0, ahead}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one rate-limit check, in the terms of the RateLimit headers."""
+
+    allowed: bool
+    quota: int
+    window_s: float
+    remaining: int
+    retry_after_s: float
+    reset_s: float
+
+
+class RateLimiter:
+    """Decides per (group, identity) whether a request may proceed."""
+
+    def __init__(self, link: RedisLink) -> None:
+        self._link = link
+        self._script = link.client.register_script(_GCRA)
+
+    async def decide(
+        self, *, group: str, identity: str, quota: int, window_s: float
+    ) -> Decision | None:
+        """The decision, or None when Redis cannot answer (the caller then lets it through)."""
+        if not self._link.available:
+            RATE_LIMIT_FAIL_OPEN.inc()
+            return None
+        window_us = int(window_s * 1_000_000)
+        try:
+            allowed, remaining, retry_us, reset_us = await self._script(
+                keys=[self._link.key("rl", group, identity)],
+                args=[window_us // quota, window_us],
+            )
+        except Exception as exc:  # any Redis failure: fail open (ADR 0005)
+            self._link.failed("rate_limit", exc)
+            RATE_LIMIT_FAIL_OPEN.inc()
+            return None
+        return Decision(
+            allowed=bool(allowed),
+            quota=quota,
+            window_s=window_s,
+            remaining=int(remaining),
+            retry_after_s=int(retry_us) / 1_000_000,
+            reset_s=int(reset_us) / 1_000_000,
+        )
+
+    def headers(self, group: str, decision: Decision) -> list[tuple[bytes, bytes]]:
+        """RateLimit-Policy and RateLimit (draft-ietf-httpapi-ratelimit-headers), Retry-After."""
+        window = f"{decision.window_s:g}"
+        out = [
+            (b"ratelimit-policy", f'"{group}";q={decision.quota};w={window}'.encode()),
+            (
+                b"ratelimit",
+                f'"{group}";r={decision.remaining};t={math.ceil(decision.reset_s)}'.encode(),
+            ),
+        ]
+        if not decision.allowed:
+            out.append((b"retry-after", str(max(1, math.ceil(decision.retry_after_s))).encode()))
+        return out
