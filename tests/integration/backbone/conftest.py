@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 
@@ -17,6 +18,30 @@ from tests.conftest import require_service
 
 _serial = itertools.count(1)
 TEST_HANDLERS = ("alpha", "beta", "gamma", "slow", "dead")
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _delete_run_queues(settings: Settings) -> AsyncIterator[None]:
+    """At the end, delete every queue and exchange named for this run, including those that
+    ``orderflow up`` declared for the saga's handlers (their names are not known here)."""
+    yield
+    queues = await _listed("list_queues", settings.queue_prefix)
+    exchanges = await _listed("list_exchanges", settings.exchange)
+    connection = await aio_pika.connect(settings.rabbitmq_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        for queue in queues:
+            await channel.queue_delete(queue)
+        for exchange in exchanges:
+            await channel.exchange_delete(exchange)
+
+
+async def _listed(what: str, prefix: str) -> list[str]:
+    listed = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", what, "name", "--silent", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await listed.communicate()
+    return [n for n in out.decode().split() if n == prefix or n.startswith(f"{prefix}.")]
 
 
 @pytest.fixture

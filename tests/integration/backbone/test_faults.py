@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
+from orderflow.adapters.postgres.database import create_pool
 from orderflow.adapters.rabbitmq.topology import Names
 from orderflow.entrypoints.dead_letters import process
 from orderflow.settings import Settings
@@ -201,14 +202,24 @@ async def test_database_connections_dropped_under_load_lose_nothing(
 ) -> None:
     # No polling to fall back on: the relay must re-open its LISTEN connection.
     settings = bb_settings.model_copy(update={"relay_poll_interval_s": 60.0})
+    runtime_pool = await create_pool(settings, min_size=2, max_size=10)
+    try:
+        await _drop_sessions_under_load(settings, pool, runtime_pool)
+    finally:
+        await runtime_pool.close()
+
+
+async def _drop_sessions_under_load(
+    settings: Settings, pool: asyncpg.Pool, runtime_pool: asyncpg.Pool
+) -> None:
     ids: list[uuid.UUID] = []
-    async with running(settings, pool, make_registry(["alpha"]), workers=1, relays=1):
+    async with running(settings, runtime_pool, make_registry(["alpha"]), workers=1, relays=1):
         for round_ in range(3):
             ids += await emit(pool, ["ok"] * 100)
             await asyncio.sleep(0.05 * round_)
             # Every other session on this database dies: the relay's LISTEN connection, its
             # pool, the worker's pool (what a PostgreSQL restart or failover does to them).
-            killer = await asyncpg.connect(bb_settings.dsn())
+            killer = await asyncpg.connect(settings.dsn())
             try:
                 await killer.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -216,7 +227,10 @@ async def test_database_connections_dropped_under_load_lose_nothing(
                 )
             finally:
                 await killer.close()
+            await pool.expire_connections()  # the test's own pool starts afresh
         await eventually(lambda: all_applied_once(pool, "alpha", ids), timeout=30)
         await asyncio.sleep(0.5)
         last = await emit(pool, ["ok"])
         await eventually(lambda: all_applied_once(pool, "alpha", last), timeout=5)
+    dead_letters = Names.from_settings(settings).dead_letters
+    assert (await queue_counts(settings, dead_letters))[0] == 0  # retried, not dead-lettered
