@@ -149,7 +149,7 @@ async def test_invalid_envelope_goes_to_the_dead_letters_at_once(
 ) -> None:
     names = Names.from_settings(bb_settings)
     async with running(bb_settings, pool, make_registry(["alpha"])):
-        connection = await aio_pika.connect(bb_settings.rabbitmq_url.get_secret_value())
+        connection = await aio_pika.connect(bb_settings.rabbitmq_url.get_secret_value(), timeout=10)
         async with connection:
             channel = await connection.channel()
             exchange = await channel.get_exchange(bb_settings.exchange)

@@ -25,6 +25,7 @@ from orderflow.adapters.rabbitmq.topology import Names
 from orderflow.entrypoints.dead_letters import process
 from orderflow.settings import Settings
 from tests.backbone_app import make_registry
+from tests.integration.backbone.broker import rabbitmqctl, start_broker_app
 from tests.integration.backbone.helpers import (
     all_applied_once,
     applied_counts,
@@ -135,11 +136,10 @@ async def test_broker_restart_under_load_loses_nothing_and_every_worker_consumes
         producer = asyncio.create_task(load())
         await asyncio.sleep(0.5)
         try:
-            await _rabbitmqctl("stop_app")
+            await rabbitmqctl("stop_app")
             await asyncio.sleep(1.0)  # events keep committing while the broker is away
         finally:
-            await _rabbitmqctl("start_app")
-            await _rabbitmqctl("await_startup")
+            await start_broker_app()
         await producer
         for handler in ("alpha", "beta"):
             await eventually(lambda h=handler: all_applied_once(pool, h, ids), timeout=60)
@@ -155,14 +155,6 @@ async def _slow_event_started(
     [event_id] = await emit(pool, [f"slow:{ms}"])
     await eventually(_exists(markers / f"slow.{event_id}.started"))
     return event_id
-
-
-async def _rabbitmqctl(*args: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    _, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
 
 
 def _exists(path: Path) -> Callable[[], Awaitable[bool]]:
