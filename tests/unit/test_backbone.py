@@ -63,6 +63,8 @@ def test_handler_is_recovered_from_any_of_its_queue_names() -> None:
         (asyncpg.exceptions.SerializationError("x"), True),
         (asyncpg.exceptions.DeadlockDetectedError("x"), True),
         (asyncpg.exceptions.ConnectionDoesNotExistError("x"), True),
+        (asyncpg.exceptions.InternalClientError("x"), True),
+        (asyncpg.InterfaceError("the underlying connection is closed"), True),
         (PermanentError("bad data"), False),
         (ValueError("a bug"), False),
         (KeyError("a bug"), False),

@@ -16,6 +16,12 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections
     asyncpg.exceptions.LockNotAvailableError,
+    # A pooled connection whose server session was terminated surfaces as a client-side error
+    # ("the underlying connection is closed", a protocol-state error) before the pool notices
+    # it is dead; a retry gets a fresh connection. (Misuse bugs land here too; they exhaust
+    # their attempts and end in the dead letters all the same.)
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
 )
 
 

@@ -103,7 +103,7 @@ def spawn(settings: Settings, *args: str, **env: str) -> subprocess.Popen[bytes]
 
 async def queue_counts(settings: Settings, queue: str) -> tuple[int, int]:
     """(ready messages, consumers) of ``queue``, from a passive declare."""
-    connection = await aio_pika.connect(settings.rabbitmq_url.get_secret_value())
+    connection = await aio_pika.connect(settings.rabbitmq_url.get_secret_value(), timeout=10)
     async with connection:
         channel = await connection.channel()
         declared = await channel.declare_queue(queue, passive=True)

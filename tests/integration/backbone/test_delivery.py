@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 import time
 import uuid
 
 import aio_pika
 import asyncpg
+import orjson
 from prometheus_client import REGISTRY
 
 from orderflow.adapters.postgres import outbox
@@ -19,6 +23,7 @@ from tests.integration.backbone.helpers import (
     applied_counts,
     emit,
     eventually,
+    process_env,
     queue_depth,
     running,
 )
@@ -128,6 +133,15 @@ async def test_permanent_failure_is_dead_lettered_at_once_and_can_be_replayed(
         assert discarded.message_id == str(drop)
     remaining = await process(bb_settings, action="list")
     assert [d.message_id for d in remaining] == [str(keep)]
+    listed = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "orderflow.entrypoints.cli", "dead-letters", "list", "--json"],
+        env=process_env(bb_settings),
+        capture_output=True,
+        check=True,
+    )
+    [line] = listed.stdout.decode().splitlines()
+    assert orjson.loads(line)["message_id"] == str(keep)
 
 
 async def test_invalid_envelope_goes_to_the_dead_letters_at_once(
@@ -135,7 +149,7 @@ async def test_invalid_envelope_goes_to_the_dead_letters_at_once(
 ) -> None:
     names = Names.from_settings(bb_settings)
     async with running(bb_settings, pool, make_registry(["alpha"])):
-        connection = await aio_pika.connect(bb_settings.rabbitmq_url.get_secret_value())
+        connection = await aio_pika.connect(bb_settings.rabbitmq_url.get_secret_value(), timeout=10)
         async with connection:
             channel = await connection.channel()
             exchange = await channel.get_exchange(bb_settings.exchange)

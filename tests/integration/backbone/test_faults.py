@@ -20,10 +20,12 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
+from orderflow.adapters.postgres.database import create_pool
 from orderflow.adapters.rabbitmq.topology import Names
 from orderflow.entrypoints.dead_letters import process
 from orderflow.settings import Settings
 from tests.backbone_app import make_registry
+from tests.integration.backbone.broker import rabbitmqctl, start_broker_app
 from tests.integration.backbone.helpers import (
     all_applied_once,
     applied_counts,
@@ -88,15 +90,24 @@ async def test_message_that_keeps_crashing_its_worker_ends_in_the_dead_letters(
     names = Names.from_settings(settings)
     async with running(settings, pool, make_registry(["slow"]), workers=0):
         [event_id] = await emit(pool, ["crash"])
+
+        async def dead_lettered() -> bool:
+            try:
+                return (await queue_counts(settings, names.dead_letters))[0] == 1
+            except aio_pika.exceptions.ChannelNotFoundEntity:
+                return False  # the first worker has not declared it yet
+
+        # Each worker dies on the message; the broker dead-letters it (asynchronously) once
+        # the delivery limit is passed, and the next worker then has nothing to die on.
         for _ in range(8):
             worker = spawn(settings, "worker", "--handlers", "slow")
             try:
-                code = await asyncio.to_thread(worker.wait, 20)
+                await eventually(lambda w=worker: _exited_or(w, dead_lettered()), timeout=20)
             finally:
                 _kill(worker)
-            assert code == 3  # it died on the message
-            if (await queue_counts(settings, names.dead_letters))[0]:
+            if await dead_lettered():
                 break
+            assert worker.returncode == 3  # it died on the message
     [letter] = await process(settings, action="list")
     assert (letter.message_id, letter.handler) == (str(event_id), "slow")
     assert letter.error.startswith("broker: delivery_limit")
@@ -134,11 +145,10 @@ async def test_broker_restart_under_load_loses_nothing_and_every_worker_consumes
         producer = asyncio.create_task(load())
         await asyncio.sleep(0.5)
         try:
-            await _rabbitmqctl("stop_app")
+            await rabbitmqctl("stop_app")
             await asyncio.sleep(1.0)  # events keep committing while the broker is away
         finally:
-            await _rabbitmqctl("start_app")
-            await _rabbitmqctl("await_startup")
+            await start_broker_app()
         await producer
         for handler in ("alpha", "beta"):
             await eventually(lambda h=handler: all_applied_once(pool, h, ids), timeout=60)
@@ -156,12 +166,11 @@ async def _slow_event_started(
     return event_id
 
 
-async def _rabbitmqctl(*args: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    _, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
+async def _exited_or(proc: subprocess.Popen[bytes], condition: Awaitable[bool]) -> bool:
+    if proc.poll() is not None:
+        condition.close()  # type: ignore[attr-defined]
+        return True
+    return await condition
 
 
 def _exists(path: Path) -> Callable[[], Awaitable[bool]]:
@@ -201,14 +210,24 @@ async def test_database_connections_dropped_under_load_lose_nothing(
 ) -> None:
     # No polling to fall back on: the relay must re-open its LISTEN connection.
     settings = bb_settings.model_copy(update={"relay_poll_interval_s": 60.0})
+    runtime_pool = await create_pool(settings, min_size=2, max_size=10)
+    try:
+        await _drop_sessions_under_load(settings, pool, runtime_pool)
+    finally:
+        await runtime_pool.close()
+
+
+async def _drop_sessions_under_load(
+    settings: Settings, pool: asyncpg.Pool, runtime_pool: asyncpg.Pool
+) -> None:
     ids: list[uuid.UUID] = []
-    async with running(settings, pool, make_registry(["alpha"]), workers=1, relays=1):
+    async with running(settings, runtime_pool, make_registry(["alpha"]), workers=1, relays=1):
         for round_ in range(3):
             ids += await emit(pool, ["ok"] * 100)
             await asyncio.sleep(0.05 * round_)
             # Every other session on this database dies: the relay's LISTEN connection, its
             # pool, the worker's pool (what a PostgreSQL restart or failover does to them).
-            killer = await asyncpg.connect(bb_settings.dsn())
+            killer = await asyncpg.connect(settings.dsn())
             try:
                 await killer.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -216,10 +235,10 @@ async def test_database_connections_dropped_under_load_lose_nothing(
                 )
             finally:
                 await killer.close()
-            # The test's own pool lost its sessions too; only the system under test is meant
-            # to notice by itself.
-            await pool.expire_connections()
+            await pool.expire_connections()  # the test's own pool starts afresh
         await eventually(lambda: all_applied_once(pool, "alpha", ids), timeout=30)
         await asyncio.sleep(0.5)
         last = await emit(pool, ["ok"])
         await eventually(lambda: all_applied_once(pool, "alpha", last), timeout=5)
+    dead_letters = Names.from_settings(settings).dead_letters
+    assert (await queue_counts(settings, dead_letters))[0] == 0  # retried, not dead-lettered
