@@ -16,6 +16,7 @@ from tests.deploy.support import (
     K8S,
     KUBERNETES_VERSION,
     OVERLAYS,
+    Manifest,
     by_kind,
     containers,
     load_all,
@@ -228,10 +229,8 @@ def test_production_overlay_ships_no_secret_and_no_placeholder() -> None:
 
 def test_production_and_dev_differ_where_they_should() -> None:
     dev, prod = render("overlays/dev"), render("overlays/production")
-    host = lambda ms: by_kind(ms, "Ingress")["api"]["spec"]["rules"][0]["host"]  # noqa: E731
-    image = lambda ms: pod_spec(by_kind(ms, "Deployment")["api"])["containers"][0]["image"]  # noqa: E731
-    assert host(dev) != host(prod)
-    assert image(dev) != image(prod)
+    assert api_host(dev) != api_host(prod)
+    assert api_image(dev) != api_image(prod)
     assert by_kind(prod, "Ingress")["api"]["spec"]["tls"], "production serves TLS"
     assert {m["metadata"].get("namespace") for m in dev if m["kind"] != "Namespace"} == {
         "orderflow-dev"
@@ -316,6 +315,16 @@ def test_scrape_ports_match_the_processes_metrics_ports(overlay: str) -> None:
                 assert sd["port"] in ports, f"{job['job_name']} scrapes {sd['port']}, not {ports}"
                 annotations = deployments[selected]["spec"]["template"]["metadata"]["annotations"]
                 assert annotations["prometheus.io/port"] == str(sd["port"])
+
+
+def api_host(manifests: tuple[Manifest, ...]) -> str:
+    host: str = by_kind(manifests, "Ingress")["api"]["spec"]["rules"][0]["host"]
+    return host
+
+
+def api_image(manifests: tuple[Manifest, ...]) -> str:
+    image: str = pod_spec(by_kind(manifests, "Deployment")["api"])["containers"][0]["image"]
+    return image
 
 
 def overlay_path(name: str) -> str:
