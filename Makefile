@@ -29,7 +29,7 @@ seed: migrate
 	$(BIN)/orderflow seed
 
 run: seed
-	$(BIN)/orderflow api
+	$(BIN)/orderflow up
 
 test: $(STAMP) services tools
 	$(BIN)/pytest $(PYTEST_ARGS)

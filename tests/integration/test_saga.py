@@ -229,7 +229,7 @@ async def test_redelivered_events_are_applied_once(
         envelope = Envelope.model_validate(row["envelope"])
         for spec in registry.subscribers(envelope.type):
             outcome = await apply(pool, spec, Delivery(envelope, envelope.event(), 1))
-            assert outcome is Outcome.DUPLICATE
+            assert outcome is not Outcome.APPLIED, (envelope.type, spec.name)
     assert await _money(pool, order["id"]) == {"charge": 900}
     assert await _stock(client, product) == 3
 

@@ -20,6 +20,7 @@ _SEEN = "SELECT 1 FROM inbox WHERE event_id = $1 AND handler = $2"
 class Outcome(StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
+    NOTHING_TO_DO = "nothing_to_do"  # ``prepare`` found no work: no transaction was opened
 
 
 async def apply(pool: asyncpg.Pool, spec: HandlerSpec, delivery: Delivery) -> Outcome:
@@ -36,6 +37,8 @@ async def apply(pool: asyncpg.Pool, spec: HandlerSpec, delivery: Delivery) -> Ou
         if await pool.fetchval(_SEEN, *key):
             return Outcome.DUPLICATE
         prepared = await spec.prepare(delivery)
+        if prepared is None:
+            return Outcome.NOTHING_TO_DO
     async with unit_of_work(pool) as uow:
         if not await uow.conn.fetchval(_CLAIM, *key):
             return Outcome.DUPLICATE

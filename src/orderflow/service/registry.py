@@ -7,7 +7,8 @@ the outbox in that same transaction, commits, then acks.
 
 A step that must call the outside world (the payment gateway) does so in ``prepare``, which
 runs before the transaction opens; ``prepare`` must be idempotent (it is retried on
-redelivery) and its result is handed to ``handle``.
+redelivery) and its result is handed to ``handle``. A ``prepare`` that returns None found
+nothing to do: no transaction is opened and nothing is recorded (a redelivery asks again).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from typing import Annotated
 import asyncpg
 from fastapi import Depends, Request
 
+from orderflow.adapters.rabbitmq.probe import BrokerProbe
 from orderflow.domain.pricing import PricingStrategy, make_strategy
 from orderflow.settings import Settings
 
@@ -19,6 +20,7 @@ class AppState:
     settings: Settings
     pool: asyncpg.Pool
     pricing: PricingStrategy
+    broker: BrokerProbe | None = None  # /readyz's broker check (event backbone)
 
 
 def build_pricing(settings: Settings) -> PricingStrategy:
@@ -31,13 +33,15 @@ def build_pricing(settings: Settings) -> PricingStrategy:
     )
 
 
-def _state(request: Request) -> AppState:
+# Dependencies are coroutines: FastAPI would run plain functions in its thread pool.
+async def _state(request: Request) -> AppState:
     state: AppState = request.app.state.orderflow
     return state
 
 
-def _pool(request: Request) -> asyncpg.Pool:
-    return _state(request).pool
+async def _pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.orderflow.pool
+    return pool
 
 
 State = Annotated[AppState, Depends(_state)]
