@@ -6,19 +6,13 @@ import typer.main
 
 from orderflow.entrypoints.cli import app
 
-# Written on another branch at the same time as the deployment files; once they are in the CLI
-# their options are checked like the others, and this set should be emptied.
-PENDING_COMMANDS = {"relay", "worker"}
-
 
 def check_invocation(args: list[str]) -> None:
     """Fail unless ``orderflow <args>`` names a real command with real options."""
     group = typer.main.get_command(app)
     commands = getattr(group, "commands", {})
     command, *rest = args
-    if command not in commands:
-        assert command in PENDING_COMMANDS, f"`orderflow {command}` does not exist"
-        return
+    assert command in commands, f"`orderflow {command}` does not exist"
     options = {opt for param in commands[command].params for opt in param.opts}
     for word in rest:
         if word.startswith("--"):

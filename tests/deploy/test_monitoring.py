@@ -94,9 +94,11 @@ def test_dashboard_covers_what_operators_need() -> None:
         "orderflow_http_requests_total",
         "orderflow_http_request_duration_seconds_bucket",
         "orderflow_orders_placed_total",
-        "orderflow_relay_published_total",
-        "orderflow_worker_messages_total",
-        "orderflow_dead_letters_total",
+        "orderflow_events_published_total",
+        "orderflow_events_consumed_total",
+        "orderflow_events_retried_total",
+        "orderflow_events_dead_lettered_total",
+        "orderflow_event_lag_seconds_bucket",
         "rabbitmq_queue_messages_ready",
     ):
         assert metric in exprs, f"no panel shows {metric}"
