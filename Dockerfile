@@ -9,6 +9,8 @@ ARG BASE_IMAGE=python:3.11-slim
 
 # ---- build: a virtualenv with the locked runtime dependencies and the package -------------
 FROM ${BASE_IMAGE} AS build
+# Optional: a PyPI mirror (docker build --build-arg PIP_INDEX_URL=...); pip reads it from the env.
+ARG PIP_INDEX_URL
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
