@@ -165,6 +165,13 @@ def test_autoscalers_target_existing_deployments_within_sane_bounds(overlay: str
         assert metrics == {"cpu", "memory"}, f"HPA {name} scales on {metrics}"
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_api_runs_one_process_per_pod_so_its_metrics_are_whole(overlay: str) -> None:
+    (api,) = pod_spec(by_kind(render(overlay_path(overlay)), "Deployment")["api"])["containers"]
+    args = api["args"]
+    assert args[args.index("--workers") + 1] == "1", "metrics are per process: scale pods"
+
+
 def test_production_runs_the_specified_replicas_with_zero_downtime_rollouts() -> None:
     manifests = render("overlays/production")
     deployments = by_kind(manifests, "Deployment")
