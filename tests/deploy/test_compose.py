@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import pytest
+import yaml
+from compose_spec import PyCompose
 
 from orderflow.settings import Settings
 from tests.deploy.cli_contract import check_invocation
@@ -26,6 +29,35 @@ def compose() -> dict[str, Any]:
 def services() -> dict[str, Any]:
     found: dict[str, Any] = compose()["services"]
     return found
+
+
+def interpolate(text: str, values: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error}, as `docker compose` resolves them."""
+
+    def resolve(match: re.Match[str]) -> str:
+        name, operator, argument = match[1], match[2], match[3]
+        if name in values:
+            return values[name]
+        assert operator == ":-", f"${{{name}}} is required and has no value"
+        return argument
+
+    return re.sub(r"\$\{([A-Z_][A-Z0-9_]*)(?:(:-|:\?)([^}]*))?\}", resolve, text)
+
+
+def test_compose_file_satisfies_the_compose_specification() -> None:
+    example = ENV_EXAMPLE.read_text()
+    values = dict(re.findall(r"^([A-Z_][A-Z0-9_]*)=(\S*)", example, flags=re.MULTILINE))
+    # YAML merge keys (<<) are resolved by the YAML loader, as Compose does, before validation.
+    document = yaml.safe_load(interpolate(COMPOSE_FILE.read_text(), values))
+    parsed = PyCompose.from_json(json.dumps(document))
+    assert set(parsed.service_names()) == set(services())
+
+
+def test_compose_spec_validation_rejects_an_unknown_condition() -> None:
+    document = {"services": {"a": {"image": "x:1", "depends_on": {"b": {"condition": "up"}}}}}
+    document["services"]["b"] = {"image": "x:1"}
+    with pytest.raises(ValueError, match="service_healthy"):
+        PyCompose.from_json(json.dumps(document))
 
 
 def test_compose_runs_the_whole_system() -> None:
