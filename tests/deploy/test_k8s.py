@@ -336,3 +336,11 @@ def api_image(manifests: tuple[Manifest, ...]) -> str:
 
 def overlay_path(name: str) -> str:
     return f"overlays/{name}"
+
+
+def test_production_rabbitmq_cluster_suffix_names_the_overlay_namespace() -> None:
+    overlay = load_yaml(K8S / "overlays/production/kustomization.yaml")
+    conf = (K8S / "overlays/production/rabbitmq/rabbitmq.conf").read_text()
+    suffix = re.search(r"^cluster_formation\.k8s\.hostname_suffix = (\S+)$", conf, re.MULTILINE)
+    assert suffix, "production rabbitmq.conf has no hostname_suffix"
+    assert suffix[1] == f".rabbitmq-headless.{overlay['namespace']}.svc.cluster.local"
