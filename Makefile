@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint fmt bench services migrate seed clean
+.PHONY: run test lint fmt bench services tools migrate seed clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ venv: $(STAMP)
 services:
 	@scripts/ensure-services.sh
 
+# promtool and kubectl, for the offline checks of the deployment artefacts (tests/deploy)
+tools: $(STAMP)
+	@VENV=$(VENV) scripts/ensure-tools.sh
+
 migrate: $(STAMP) services
 	$(BIN)/orderflow migrate
 
@@ -27,7 +31,7 @@ seed: migrate
 run: seed
 	$(BIN)/orderflow up
 
-test: $(STAMP) services
+test: $(STAMP) services tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

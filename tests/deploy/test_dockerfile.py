@@ -1,0 +1,98 @@
+"""The Dockerfile, checked statically: no Docker engine runs on the development machine."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+
+from tests.deploy.cli_contract import check_invocation
+from tests.deploy.support import DEPLOY, ROOT, run, tool
+
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    joined = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    pairs = []
+    for line in joined.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            word, _, rest = stripped.partition(" ")
+            pairs.append((word.upper(), rest.strip()))
+    return pairs
+
+
+def last_stage() -> list[tuple[str, str]]:
+    steps = instructions()
+    start = max(i for i, (word, _) in enumerate(steps) if word == "FROM")
+    return steps[start:]
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    result = run(tool("hadolint"), "--no-color", "--failure-threshold", "info", str(DOCKERFILE))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_base_image_is_a_build_argument_defaulting_to_python_slim() -> None:
+    steps = instructions()
+    assert steps[0] == ("ARG", "BASE_IMAGE=python:3.11-slim")
+    froms = [rest for word, rest in steps if word == "FROM"]
+    assert len(froms) >= 2, "multi-stage: a build stage and a runtime stage"
+    assert all(rest.startswith("${BASE_IMAGE}") for rest in froms)
+
+
+def test_dependencies_come_from_the_lock_and_the_package_without_deps() -> None:
+    runs = " ".join(rest for word, rest in instructions() if word == "RUN")
+    copies = " ".join(rest for word, rest in instructions() if word == "COPY")
+    assert "requirements.lock" in copies
+    assert "--constraint requirements.lock" in runs
+    assert "--no-deps" in runs
+
+
+def test_every_runtime_dependency_is_pinned_by_the_lock() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lock = (ROOT / "requirements.lock").read_text().lower()
+    pinned = set(re.findall(r"^([a-z0-9_.-]+)==", lock, flags=re.MULTILINE))
+    for requirement in project["dependencies"]:
+        name = re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        assert name in pinned, f"{name} is not pinned in requirements.lock: re-lock"
+
+
+def test_runtime_stage_runs_orderflow_as_a_non_root_user_in_production_mode() -> None:
+    stage = last_stage()
+    users = [rest for word, rest in stage if word == "USER"]
+    assert users, "the runtime stage sets no USER"
+    assert users[-1].split(":")[0] not in {"root", "0"}
+    entrypoint = [json.loads(rest) for word, rest in stage if word == "ENTRYPOINT"]
+    assert entrypoint == [["orderflow"]]
+    (cmd,) = [json.loads(rest) for word, rest in stage if word == "CMD"]
+    assert cmd == ["api", "--host", "0.0.0.0"]
+    check_invocation(cmd)
+    env = " ".join(rest for word, rest in stage if word == "ENV")
+    assert "ORDERFLOW_ENVIRONMENT=production" in env
+    assert any(word == "HEALTHCHECK" and "/healthz" in rest for word, rest in stage)
+
+
+def test_build_context_holds_only_what_the_image_needs() -> None:
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "*" in ignore, "start from nothing, then allow what the image needs"
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    copied = set()
+    for word, rest in instructions():
+        if word == "COPY" and "--from" not in rest:
+            copied.update(rest.split()[:-1])
+    assert copied <= allowed, f"COPY of files the context excludes: {copied - allowed}"
+    for name in allowed:
+        assert (ROOT / name).exists(), name
+
+
+def test_base_image_script_is_valid_bash() -> None:
+    script = DEPLOY / "docker" / "make-base-image.sh"
+    assert script.stat().st_mode & 0o111, "make-base-image.sh is not executable"
+    result = run("bash", "-n", str(script))
+    assert result.returncode == 0, result.stderr
+    text = script.read_text()
+    assert "debootstrap" in text
+    assert "docker import" in text
