@@ -109,6 +109,45 @@ async def migrate(dsn: str, revision: str = "head", *, down: bool = False) -> No
     await asyncio.to_thread(action, config, revision)  # type: ignore[arg-type]
 
 
+async def delete_run_queues(prefix: str, amqp_url: str) -> int:
+    """Delete every queue whose name starts with ``prefix`` (this run's); the count.
+
+    Each test run declares hundreds of queues; a broker keeps quorum queues (Raft groups, file
+    handles) until deleted, and a default RabbitMQ with ~1000 file handles stops accepting
+    connections long before that many accumulate. ``x-expires`` is the fallback for runs that
+    die before this cleanup.
+    """
+    import aio_pika
+
+    try:
+        listed = await asyncio.create_subprocess_exec(
+            "rabbitmqctl",
+            "list_queues",
+            "name",
+            "--quiet",
+            "--no-table-headers",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await asyncio.wait_for(listed.communicate(), timeout=60)
+    except (OSError, TimeoutError):
+        return 0  # no local rabbitmqctl (a remote broker): x-expires cleans up
+    names = [n for n in out.decode().split() if n.startswith(prefix)]
+    connection = await aio_pika.connect(amqp_url, timeout=10)
+    async with connection:
+        channel = await connection.channel()
+        for name in names:
+            await channel.queue_delete(name)
+    return len(names)
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def broker_cleanup(settings: Settings) -> AsyncIterator[None]:
+    """After the run: delete the queues it declared."""
+    yield
+    await delete_run_queues(settings.queue_prefix, settings.rabbitmq_url.get_secret_value())
+
+
 @pytest.fixture(scope="session")
 async def database(settings: Settings) -> AsyncIterator[str]:
     """A fresh database at the head revision, dropped at the end of the run."""
