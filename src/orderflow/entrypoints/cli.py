@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from orderflow.entrypoints.audit import audit as _audit_command
 from orderflow.observability.logging import configure_logging
 from orderflow.settings import get_settings
 
@@ -95,6 +96,9 @@ def docs(
 
     typer.echo(f"{path}: {'updated' if regenerate(path) else 'up to date'}")
 
+
+# Commands implemented in their own modules.
+app.command("audit")(_audit_command)
 
 if __name__ == "__main__":
     app()
