@@ -1,0 +1,146 @@
+"""A bench run's surroundings: its own database, settings for the servers, the live display."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+from rich.console import Console
+from rich.live import Live
+
+from orderflow.adapters.postgres.database import (
+    create_pool,
+    drop_database,
+    ensure_database,
+    with_database,
+)
+from orderflow.bench.servers import orderflow_command
+from orderflow.service.audit import Check, run_audit
+from orderflow.settings import Settings, get_settings
+
+
+@dataclass
+class BenchRun:
+    """One bench invocation: a fresh database and per-run broker names."""
+
+    settings: Settings
+    run_id: str
+    log_dir: Path
+    console: Console
+    keep_db: bool = False
+    pool: asyncpg.Pool | None = None
+    server_workers: int = 2
+    loadgen_processes: int = 1
+    extra_env: dict[str, str] = field(default_factory=dict)
+    auth: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls, *, database: str | None, console: Console, log_dir: Path | None = None
+    ) -> BenchRun:
+        """Settings for a run: its own database, exchange and queue prefix."""
+        base = get_settings()
+        run_id = uuid.uuid4().hex[:8]
+        dsn = with_database(base.dsn(), database or f"orderflow_bench_{run_id}")
+        settings = base.model_copy(
+            update={
+                "database_url": type(base.database_url)(dsn),
+                "exchange": f"orderflow.bench.{run_id}",
+                "queue_prefix": f"orderflow.bench.{run_id}",
+            }
+        )
+        return cls(settings, run_id, log_dir or Path(f".bench/{run_id}"), console)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a server subprocess: this run's database and names."""
+        s = self.settings
+        return {
+            **os.environ,
+            "ORDERFLOW_DATABASE_URL": s.dsn(),
+            "ORDERFLOW_EXCHANGE": s.exchange,
+            "ORDERFLOW_QUEUE_PREFIX": s.queue_prefix,
+            "ORDERFLOW_LOG_LEVEL": "WARNING",
+            "ORDERFLOW_ENVIRONMENT": "development",
+            **self.extra_env,
+            **extra,
+        }
+
+    async def open(self) -> asyncpg.Pool:
+        """Create and migrate the run's database; open a small pool on it."""
+        dsn = self.settings.dsn()
+        await drop_database(dsn)  # a reused --database name starts fresh too
+        await ensure_database(dsn)
+        await run_command(orderflow_command("migrate"), env=self.env())
+        self.pool = await create_pool(self.settings, min_size=1, max_size=4)
+        return self.pool
+
+    async def close(self) -> None:
+        """Close the pool; drop the database unless asked to keep it."""
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+        if not self.keep_db:
+            await drop_database(self.settings.dsn())
+
+    async def audit(self, *, skip: frozenset[Check] = frozenset()) -> dict[str, object]:
+        """Run the audit over the run's database (grace 0: everything must have settled)."""
+        assert self.pool is not None
+        report = await run_audit(self.pool, grace_s=0, checks=frozenset(Check) - skip)
+        return {
+            "ok": report.ok,
+            "orders": report.orders,
+            "counts": report.counts(),
+            "skipped": sorted(c.value for c in skip),
+            "first": [v.as_dict() for v in report.violations[:10]],
+        }
+
+    @contextmanager
+    def progress(self, title: str, total_s: float) -> Iterator[ProgressLine]:
+        """A live line for a running step: elapsed time, answers, answers/s, failures."""
+        line = ProgressLine(title, total_s)
+        with Live(line.render(), console=self.console, refresh_per_second=4) as live:
+            line.live = live
+            yield line
+
+
+@dataclass
+class ProgressLine:
+    title: str
+    total_s: float
+    started: float = field(default_factory=time.monotonic)
+    live: Live | None = None
+    extra: str = ""
+
+    def render(self, done: int = 0, failed: int = 0) -> str:
+        elapsed = time.monotonic() - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        return (
+            f"[bold]{self.title}[/bold]  {elapsed:5.1f}/{self.total_s:.0f} s  "
+            f"{done} answered  {rate:7.1f}/s  {failed} failed  {self.extra}"
+        )
+
+    def update(self, done: int, failed: int) -> None:
+        if self.live is not None:
+            self.live.update(self.render(done, failed))
+
+
+class CommandFailed(RuntimeError):
+    pass
+
+
+async def run_command(args: list[str], *, env: dict[str, str], timeout_s: float = 120) -> str:
+    """Run a short command to completion; its standard output, or CommandFailed."""
+    proc = await asyncio.create_subprocess_exec(
+        *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    if proc.returncode != 0:
+        raise CommandFailed(f"{' '.join(args[2:])} failed: {err.decode()[-2000:]}")
+    return out.decode()
