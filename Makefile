@@ -25,7 +25,7 @@ seed: migrate
 	$(BIN)/orderflow seed
 
 run: seed
-	$(BIN)/orderflow api
+	$(BIN)/orderflow up
 
 test: $(STAMP) services
 	$(BIN)/pytest $(PYTEST_ARGS)

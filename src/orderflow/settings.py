@@ -75,6 +75,21 @@ class Settings(BaseSettings):
     autopilot: bool = False
     autopilot_delay_s: float = Field(default=0.0, ge=0)
 
+    # Event backbone: relay, worker, topology (issue 4)
+    relay_batch_size: int = Field(default=500, ge=1)
+    relay_poll_interval_s: float = Field(default=1.0, gt=0, description="fallback to NOTIFY")
+    relay_publish_timeout_s: float = Field(default=10.0, gt=0)
+    outbox_retention_s: float = Field(default=3 * 86400, ge=0, description="keep published rows")
+    outbox_prune_interval_s: float = Field(default=60.0, gt=0)
+    retry_base_delay_ms: int = Field(default=1000, ge=1, description="first retry; doubles")
+    retry_max_attempts: int = Field(default=5, ge=1, description="deliveries before dead letter")
+    delivery_limit: int = Field(default=20, ge=1, description="broker redeliveries (crashes)")
+    worker_prefetch: int = Field(default=64, ge=1)
+    worker_concurrency: int = Field(default=64, ge=1)
+    worker_shutdown_timeout_s: float = Field(default=10.0, gt=0)
+    reconnect_max_backoff_s: float = Field(default=5.0, gt=0)
+    broker_check_ttl_s: float = Field(default=2.0, ge=0, description="/readyz cache")
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:

@@ -81,6 +81,10 @@ def migrate(
         typer.echo("created the database")
     command.upgrade(alembic_config(), revision)  # type: ignore[arg-type]
     typer.echo(f"database at {revision}")
+    from orderflow.entrypoints.worker import declare_saga_topology
+
+    handlers = asyncio.run(declare_saga_topology(settings))
+    typer.echo(f"broker topology declared on {settings.exchange} ({len(handlers)} handlers)")
 
 
 @app.command()
@@ -107,6 +111,109 @@ def docs(
     from orderflow.entrypoints.docsgen import regenerate
 
     typer.echo(f"{path}: {'updated' if regenerate(path) else 'up to date'}")
+
+
+# Event backbone (issue 4): relay, worker, dev supervisor, dead letters.
+MetricsPort = Annotated[int | None, typer.Option(help="serve Prometheus /metrics on this port")]
+
+
+@app.command()
+def relay(metrics_port: MetricsPort = None) -> None:
+    """Publish the outbox to RabbitMQ (several relays may run at once)."""
+    from orderflow.entrypoints.relay import run_relay
+    from orderflow.entrypoints.runtime import run
+
+    settings = get_settings()
+    configure_logging(settings, process="relay")
+    run(run_relay(settings, metrics_port=metrics_port))
+
+
+@app.command()
+def worker(
+    handlers: Annotated[str | None, typer.Option(help="comma-separated handler names")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="deliveries at once")] = None,
+    prefetch: Annotated[int | None, typer.Option(min=1, help="unacked per consumer")] = None,
+    metrics_port: MetricsPort = None,
+) -> None:
+    """Consume events and run the saga handlers (all, or the ones named)."""
+    from orderflow.entrypoints.runtime import run
+    from orderflow.entrypoints.worker import run_worker
+
+    settings = get_settings()
+    overrides = {"worker_concurrency": concurrency, "worker_prefetch": prefetch}
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v})
+    configure_logging(settings, process="worker")
+    names = [n.strip() for n in handlers.split(",") if n.strip()] if handlers else None
+    run(run_worker(settings, handlers=names, metrics_port=metrics_port))
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="API port")] = 8000,
+    autopilot_delay: Annotated[float, typer.Option(min=0, help="autopilot step delay, s")] = 0.0,
+    autopilot: Annotated[bool, typer.Option(help="drive warehouse and carrier steps")] = True,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
+    metrics_port: Annotated[int, typer.Option(help="relay's; workers' follow; 0: off")] = 9100,
+) -> None:
+    """Development: migrate, then run api, relay and workers until Ctrl-C."""
+    from orderflow.entrypoints.supervisor import plan, supervise
+
+    children = plan(
+        port=port,
+        workers=workers,
+        autopilot=autopilot,
+        autopilot_delay_s=autopilot_delay,
+        metrics_port=metrics_port,
+    )
+    raise typer.Exit(asyncio.run(supervise(children)))
+
+
+dead_letters_app = typer.Typer(help="Inspect, replay or discard dead letters.")
+app.add_typer(dead_letters_app, name="dead-letters")
+MessageIds = Annotated[list[str] | None, typer.Argument(help="message ids (event ids)")]
+AllFlag = Annotated[bool, typer.Option("--all", help="every dead letter")]
+
+
+@dead_letters_app.command("list")
+def dead_letters_list(
+    json_output: Annotated[bool, typer.Option("--json", help="JSON lines")] = False,
+) -> None:
+    """List the dead letters: message id, handler, event type, attempts, error."""
+    _dead_letters("list", [], every=True, json_output=json_output)
+
+
+@dead_letters_app.command("replay")
+def dead_letters_replay(ids: MessageIds = None, every: AllFlag = False) -> None:
+    """Send dead letters back to their handler's work queue."""
+    _dead_letters("replay", ids or [], every=every)
+
+
+@dead_letters_app.command("discard")
+def dead_letters_discard(ids: MessageIds = None, every: AllFlag = False) -> None:
+    """Delete dead letters for good."""
+    _dead_letters("discard", ids or [], every=every)
+
+
+def _dead_letters(action: str, ids: list[str], *, every: bool, json_output: bool = False) -> None:
+    import orjson
+
+    from orderflow.entrypoints.dead_letters import process
+
+    if action != "list" and not ids and not every:
+        raise typer.BadParameter("name message ids, or --all")
+    settings = get_settings()
+    configure_logging(settings, process="dead-letters")
+    letters = asyncio.run(process(settings, action=action, ids=ids, every=every))
+    for letter in letters:
+        if json_output:
+            typer.echo(orjson.dumps(letter.as_dict()).decode())
+        else:
+            typer.echo(
+                f"{letter.message_id}  {letter.handler}  {letter.event_type}  "
+                f"attempt {letter.attempt}  {letter.error}"
+            )
+    verb = {"list": "dead letters", "replay": "replayed", "discard": "discarded"}[action]
+    typer.echo(f"{len(letters)} {verb}", err=json_output)
 
 
 # Commands implemented in their own modules.

@@ -14,3 +14,39 @@ HTTP_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 ORDERS_PLACED = Counter("orderflow_orders_placed_total", "Orders accepted by the API")
+
+# Event backbone: relay and worker.
+EVENTS_PUBLISHED = Counter(
+    "orderflow_events_published_total", "Outbox events confirmed by the broker", ["event_type"]
+)
+EVENTS_UNROUTABLE = Counter(
+    "orderflow_events_unroutable_total",
+    "Events the broker returned: no queue bound",
+    ["event_type"],
+)
+RELAY_BATCH_SECONDS = Histogram(
+    "orderflow_relay_batch_seconds",
+    "Claim, publish, confirm and mark one outbox batch",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+EVENTS_CONSUMED = Counter(
+    "orderflow_events_consumed_total", "Deliveries by handler and outcome", ["handler", "outcome"]
+)
+EVENTS_RETRIED = Counter(
+    "orderflow_events_retried_total", "Deliveries sent to a retry queue", ["handler"]
+)
+EVENTS_DEAD_LETTERED = Counter(
+    "orderflow_events_dead_lettered_total", "Deliveries sent to the dead letters", ["handler"]
+)
+HANDLER_SECONDS = Histogram(
+    "orderflow_handler_duration_seconds",
+    "Time to apply one delivery (transaction included)",
+    ["handler"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+EVENT_LAG_SECONDS = Histogram(
+    "orderflow_event_lag_seconds",
+    "From the event's commit (occurred_at) to its handler starting",
+    ["handler"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
+)

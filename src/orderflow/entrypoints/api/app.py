@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from orderflow import __version__
 from orderflow.adapters.postgres.database import create_pool
+from orderflow.adapters.rabbitmq.probe import BrokerProbe
 from orderflow.entrypoints.api import problems
 from orderflow.entrypoints.api.deps import AppState, build_pricing
 from orderflow.entrypoints.api.middleware import BodyLimitMiddleware, MetricsMiddleware
@@ -31,13 +32,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await create_pool(settings)
+        broker = BrokerProbe(
+            settings.rabbitmq_url.get_secret_value(), ttl_s=settings.broker_check_ttl_s
+        )
         app.state.orderflow = AppState(
-            settings=settings, pool=pool, pricing=build_pricing(settings)
+            settings=settings, pool=pool, pricing=build_pricing(settings), broker=broker
         )
         log.info("api_started", **settings.safe_summary())
         try:
             yield
         finally:
+            await broker.close()
             await pool.close()
 
     app = FastAPI(

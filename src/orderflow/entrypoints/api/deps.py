@@ -8,6 +8,7 @@ from typing import Annotated
 import asyncpg
 from fastapi import Depends, Request
 
+from orderflow.adapters.rabbitmq.probe import BrokerProbe
 from orderflow.domain.pricing import PricingStrategy, make_strategy
 from orderflow.settings import Settings
 
@@ -19,6 +20,7 @@ class AppState:
     settings: Settings
     pool: asyncpg.Pool
     pricing: PricingStrategy
+    broker: BrokerProbe | None = None  # /readyz's broker check (event backbone)
 
 
 def build_pricing(settings: Settings) -> PricingStrategy:

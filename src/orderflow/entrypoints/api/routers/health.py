@@ -32,6 +32,8 @@ async def readyz(state: State) -> Response:
         checks["database"] = "ok"
     except Exception as exc:  # any failure means not ready
         checks["database"] = f"down: {type(exc).__name__}"
+    if state.broker is not None:
+        checks["broker"] = await state.broker.check()
     if all(v == "ok" for v in checks.values()):
         return Response(
             orjson.dumps({"status": "ready", "checks": checks}), media_type="application/json"

@@ -1,0 +1,1 @@
+"""RabbitMQ: topology, connections and message (de)construction for the event backbone."""

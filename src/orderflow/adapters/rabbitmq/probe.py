@@ -1,0 +1,57 @@
+"""A cheap, cached broker health check for ``/readyz``.
+
+One connection is kept for the whole process (no channel at all): a check costs nothing while
+it is open, and at most one reconnection attempt per ``ttl_s`` while the broker is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import aio_pika
+from aio_pika.abc import AbstractConnection
+
+
+class BrokerProbe:
+    """Answers "is the broker reachable?", remembering the answer for ``ttl_s`` seconds."""
+
+    def __init__(self, url: str, *, ttl_s: float = 2.0, timeout_s: float = 1.0) -> None:
+        self._url = url
+        self._ttl_s = ttl_s
+        self._timeout_s = timeout_s
+        self._connection: AbstractConnection | None = None
+        self._lock = asyncio.Lock()
+        self._checked_at = float("-inf")
+        self._result = "unknown"
+
+    async def check(self) -> str:
+        """``"ok"`` or ``"down: <reason>"``."""
+        if time.monotonic() - self._checked_at < self._ttl_s:
+            return self._result
+        async with self._lock:  # one probe at a time; the others reuse its answer
+            if time.monotonic() - self._checked_at >= self._ttl_s:
+                self._result = await self._probe()
+                self._checked_at = time.monotonic()
+        return self._result
+
+    async def _probe(self) -> str:
+        if self._connection is not None and not self._connection.is_closed:
+            return "ok"
+        try:
+            self._connection = await aio_pika.connect(
+                self._url,
+                timeout=self._timeout_s,
+                client_properties={"connection_name": "orderflow-api-readyz"},
+            )
+        except Exception as exc:  # any failure means not ready
+            return f"down: {type(exc).__name__}"
+        return "ok"
+
+    async def close(self) -> None:
+        """Close the kept connection."""
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+            self._connection = None

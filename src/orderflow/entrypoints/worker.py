@@ -1,0 +1,281 @@
+"""The consumer runtime: RabbitMQ deliveries -> ``service.consumer.apply`` -> ack, retry,
+delay or dead letter.
+
+One connection, one consuming channel (bounded prefetch) and one confirming channel for the
+messages the worker itself publishes (retries, delays, dead letters). The connection is plain,
+not "robust": when it drops, the worker reconnects with back-off, re-declares its topology and
+re-registers every consumer itself, so a broker restart never leaves a silent worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+import aio_pika
+import asyncpg
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from pydantic import ValidationError
+
+from orderflow.adapters.postgres.database import create_pool
+from orderflow.adapters.rabbitmq.client import (
+    Backoff,
+    connect,
+    connect_with_backoff,
+    copy_message,
+    header_int,
+)
+from orderflow.adapters.rabbitmq.topology import (
+    ATTEMPT,
+    ERROR,
+    HANDLER,
+    ROUTING_KEY,
+    HandlerQueues,
+    Names,
+    declare_topology,
+)
+from orderflow.domain.events import Envelope, UnknownEventType
+from orderflow.entrypoints.failures import is_transient
+from orderflow.entrypoints.runtime import first_of, install_stop_signals, serve_metrics
+from orderflow.observability import metrics
+from orderflow.service.bootstrap import Deps, build_registry
+from orderflow.service.consumer import apply
+from orderflow.service.registry import Defer, Delivery, HandlerSpec, PermanentError, Registry
+from orderflow.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class Worker:
+    """Consumes the work queues of the handlers in ``registry`` until stopped."""
+
+    def __init__(self, settings: Settings, registry: Registry, pool: asyncpg.Pool) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.pool = pool
+        self.names = Names.from_settings(settings)
+        self.connected = asyncio.Event()  # set while every consumer is registered
+        self._slots = asyncio.Semaphore(settings.worker_concurrency)
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
+        self._publisher: AbstractChannel | None = None
+
+    def bindings(self) -> dict[str, list[str]]:
+        """Handler name -> the event types its queue is bound to."""
+        return {spec.name: list(spec.event_types) for spec in self.registry}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop``; then finish (or hand back) what is in flight and return."""
+        backoff = Backoff(self.settings.reconnect_max_backoff_s)
+        while not stop.is_set():
+            connection = await connect_with_backoff(
+                self.settings, name="orderflow-worker", stop=stop, backoff=backoff
+            )
+            if connection is None:
+                return
+            lost = asyncio.Event()
+            connection.close_callbacks.add(lambda *_, lost=lost: lost.set())
+            try:
+                queues = await self._start(connection, lost)
+                backoff.reset()
+                await first_of(lost.wait(), stop.wait())
+                if stop.is_set():
+                    await self._drain(queues)
+            except (OSError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+                log.warning("worker_broker_lost", error=repr(exc))
+            finally:
+                self.connected.clear()
+                with contextlib.suppress(Exception):
+                    await connection.close()
+            if not stop.is_set():
+                await backoff.wait(stop)
+
+    async def _start(
+        self, connection: aio_pika.abc.AbstractConnection, lost: asyncio.Event
+    ) -> list[tuple[AbstractQueue, str]]:
+        publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        await declare_topology(
+            publisher, self.names, self.bindings(), delivery_limit=self.settings.delivery_limit
+        )
+        consumer = await connection.channel(publisher_confirms=False)
+        for channel in (publisher, consumer):
+            channel.close_callbacks.add(lambda *_: lost.set())
+        await consumer.set_qos(prefetch_count=self.settings.worker_prefetch)
+        self._publisher = publisher
+        started: list[tuple[AbstractQueue, str]] = []
+        for spec in self.registry:
+            queues = self.names.handler(spec.name)
+            queue = await consumer.declare_queue(queues.work, passive=True)
+            tag = await queue.consume(self._callback(spec, queues))
+            started.append((queue, tag))
+        self.connected.set()
+        log.info("worker_consuming", handlers=self.registry.names)
+        return started
+
+    async def _drain(self, queues: list[tuple[AbstractQueue, str]]) -> None:
+        """Stop consuming, then wait (bounded) for in-flight deliveries to finish."""
+        self._stopping = True
+        for queue, tag in queues:
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.worker_shutdown_timeout_s):
+                await self._idle.wait()
+        # Whatever is still unacked returns to its queue when the connection closes.
+
+    def _callback(
+        self, spec: HandlerSpec, queues: HandlerQueues
+    ) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            self._in_flight += 1
+            self._idle.clear()
+            try:
+                async with self._slots:
+                    if self._stopping:
+                        await message.nack(requeue=True)
+                        return
+                    await self._handle(spec, queues, message)
+            except Exception as exc:  # the broker will redeliver; never crash the worker
+                log.warning("delivery_not_settled", handler=spec.name, error=repr(exc))
+            finally:
+                self._in_flight -= 1
+                if not self._in_flight:
+                    self._idle.set()
+
+        return on_message
+
+    async def _handle(
+        self, spec: HandlerSpec, queues: HandlerQueues, message: AbstractIncomingMessage
+    ) -> None:
+        attempt = header_int(message, ATTEMPT, 1)
+        try:
+            envelope = Envelope.model_validate_json(message.body)
+            delivery = Delivery(envelope=envelope, event=envelope.event(), attempt=attempt)
+        except (ValidationError, UnknownEventType, ValueError) as exc:
+            await self._dead_letter(spec, message, attempt, f"invalid envelope: {exc}")
+            metrics.EVENTS_CONSUMED.labels(spec.name, "invalid").inc()
+            return
+        with structlog.contextvars.bound_contextvars(
+            event_id=str(envelope.event_id),
+            order_id=str(envelope.order_id) if envelope.order_id else None,
+            correlation_id=str(envelope.correlation_id),
+            handler=spec.name,
+            attempt=attempt,
+        ):
+            await self._apply(spec, queues, message, delivery)
+
+    async def _apply(
+        self,
+        spec: HandlerSpec,
+        queues: HandlerQueues,
+        message: AbstractIncomingMessage,
+        delivery: Delivery,
+    ) -> None:
+        started = time.perf_counter()
+        metrics.EVENT_LAG_SECONDS.labels(spec.name).observe(
+            max(0.0, time.time() - delivery.envelope.occurred_at.timestamp())
+        )
+        try:
+            outcome = await apply(self.pool, spec, delivery)
+        except Defer as defer:
+            await self._publish(
+                copy_message(message, headers={}, expiration_s=defer.delay_s or None),
+                queues.delay if defer.delay_s > 0 else queues.work,
+            )
+            await message.ack()
+            metrics.EVENTS_CONSUMED.labels(spec.name, "deferred").inc()
+            return
+        except Exception as exc:
+            await self._failed(spec, queues, message, delivery.attempt, exc)
+            return
+        finally:
+            metrics.HANDLER_SECONDS.labels(spec.name).observe(time.perf_counter() - started)
+        await message.ack()
+        metrics.EVENTS_CONSUMED.labels(spec.name, outcome.value).inc()
+
+    async def _failed(
+        self,
+        spec: HandlerSpec,
+        queues: HandlerQueues,
+        message: AbstractIncomingMessage,
+        attempt: int,
+        exc: Exception,
+    ) -> None:
+        transient = is_transient(exc)
+        if transient and attempt < self.settings.retry_max_attempts:
+            log.warning("delivery_retrying", error=repr(exc))
+            await self._publish(
+                copy_message(message, headers={ATTEMPT: attempt + 1}), queues.retry_for(attempt)
+            )
+            await message.ack()
+            metrics.EVENTS_RETRIED.labels(spec.name).inc()
+            metrics.EVENTS_CONSUMED.labels(spec.name, "retried").inc()
+            return
+        why = "attempts exhausted: " if transient else ""
+        # A traceback only for the unexpected (bugs), not for a handler's deliberate refusal.
+        expected = transient or isinstance(exc, PermanentError)
+        log.error("delivery_dead_lettered", error=repr(exc), exc_info=not expected)
+        await self._dead_letter(spec, message, attempt, f"{why}{type(exc).__name__}: {exc}")
+        metrics.EVENTS_CONSUMED.labels(spec.name, "dead_lettered").inc()
+
+    async def _dead_letter(
+        self, spec: HandlerSpec, message: AbstractIncomingMessage, attempt: int, error: str
+    ) -> None:
+        """Keep the message with its handler, error and attempt count, then ack it."""
+        headers = {
+            HANDLER: spec.name,
+            ERROR: error[:2000],
+            ATTEMPT: attempt,
+            ROUTING_KEY: message.type or message.routing_key or "",
+        }
+        copy = copy_message(message, headers=headers, keep_broker_headers=True)
+        await self._publish(copy, self.names.dead_letters)
+        await message.ack()
+        metrics.EVENTS_DEAD_LETTERED.labels(spec.name).inc()
+
+    async def _publish(self, message: aio_pika.Message, queue: str) -> None:
+        """Publish to ``queue`` through the default exchange and wait for the confirm."""
+        if self._publisher is None:
+            raise RuntimeError("worker is not connected")
+        await self._publisher.default_exchange.publish(message, queue, mandatory=True)
+
+
+async def run_worker(
+    settings: Settings,
+    *,
+    handlers: list[str] | None = None,
+    metrics_port: int | None = None,
+) -> None:
+    """The ``orderflow worker`` process: the saga handlers, until SIGTERM or SIGINT."""
+    serve_metrics(metrics_port)
+    stop = install_stop_signals()
+    pool = await create_pool(settings)
+    try:
+        registry = build_registry(Deps(settings=settings, pool=pool)).select(handlers)
+        if not registry.names:
+            log.warning("worker_without_handlers")
+        await Worker(settings, registry, pool).run(stop)
+    finally:
+        await pool.close()
+    log.info("worker_stopped")
+
+
+async def declare_saga_topology(settings: Settings) -> list[str]:
+    """Declare the exchange and every saga handler's queues (``orderflow migrate``)."""
+    pool = await create_pool(settings, min_size=1, max_size=1)
+    try:
+        registry = build_registry(Deps(settings=settings, pool=pool))
+    finally:
+        await pool.close()
+    connection = await connect(settings, name="orderflow-migrate")
+    async with connection:
+        channel = await connection.channel()
+        bindings = {spec.name: list(spec.event_types) for spec in registry}
+        names = Names.from_settings(settings)
+        await declare_topology(channel, names, bindings, delivery_limit=settings.delivery_limit)
+    return registry.names

@@ -1,0 +1,124 @@
+"""Test-only handlers and process entry for the event-backbone tests.
+
+The handlers read their behaviour from the ``carrier`` field of an ``order.delivered`` event:
+``ok``, ``slow:MS``, ``crash`` (the process exits), ``flaky:N`` (transient failure on the
+first N attempts), ``poison`` (always transient), ``bug`` (a permanent failure), ``bug-once``
+(permanent the first time this process sees it), ``defer:MS`` (deferred once). Every
+application is recorded in ``backbone_applied``, which has no unique key: a double
+application would show.
+
+Run as a process (the kill tests): ``python -m tests.backbone_app worker --handlers a,b`` or
+``python -m tests.backbone_app relay [--stall-marker PATH]``; settings come from the
+environment (``ORDERFLOW_*``), the markers' folder from ``BACKBONE_MARKERS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from orderflow.adapters.postgres.database import create_pool
+from orderflow.adapters.postgres.uow import UnitOfWork
+from orderflow.domain.events import OrderDelivered
+from orderflow.entrypoints.relay import Relay
+from orderflow.entrypoints.runtime import install_stop_signals, run
+from orderflow.entrypoints.worker import Worker
+from orderflow.service.registry import (
+    Defer,
+    Delivery,
+    HandleFn,
+    HandlerSpec,
+    PermanentError,
+    Registry,
+    TransientError,
+)
+from orderflow.settings import Settings
+
+EVENT = OrderDelivered.TYPE
+APPLIED_TABLE = """
+CREATE TABLE IF NOT EXISTS backbone_applied (
+    event_id uuid NOT NULL,
+    handler  text NOT NULL,
+    attempt  int NOT NULL,
+    pid      int NOT NULL,
+    at       timestamptz NOT NULL DEFAULT clock_timestamp()
+)
+"""
+
+
+def make_handle(name: str) -> HandleFn:
+    seen: set[uuid.UUID] = set()  # per process: for the "once" behaviours
+
+    async def handle(delivery: Delivery, uow: UnitOfWork, _prepared: object) -> None:
+        assert isinstance(delivery.event, OrderDelivered)
+        kind, _, arg = delivery.event.carrier.partition(":")
+        event_id = delivery.envelope.event_id
+        first_time = event_id not in seen
+        seen.add(event_id)
+        if kind == "slow":
+            markers = os.environ.get("BACKBONE_MARKERS")
+            if markers:
+                Path(markers, f"{name}.{event_id}.started").touch()
+            await asyncio.sleep(int(arg) / 1000)
+        elif kind == "flaky" and delivery.attempt <= int(arg):
+            raise TransientError(f"flaky attempt {delivery.attempt}")
+        elif kind == "crash":
+            os._exit(3)  # the process dies mid-delivery, every time
+        elif kind == "poison":
+            raise TransientError("poison")
+        elif kind == "bug" or (kind == "bug-once" and first_time):
+            raise PermanentError("a bug")
+        elif kind == "defer" and first_time:
+            raise Defer(int(arg) / 1000)
+        await uow.conn.execute(
+            "INSERT INTO backbone_applied (event_id, handler, attempt, pid) VALUES ($1,$2,$3,$4)",
+            event_id,
+            name,
+            delivery.attempt,
+            os.getpid(),
+        )
+
+    return handle
+
+
+def make_registry(names: list[str], event_types: tuple[str, ...] = (EVENT,)) -> Registry:
+    """Test handlers called ``names``, each subscribed to ``event_types``."""
+    return Registry(HandlerSpec(n, event_types, make_handle(n)) for n in names)
+
+
+class StallingRelay(Relay):
+    """A relay that stops dead after the broker confirmed a batch, before marking it."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, marker: Path) -> None:
+        super().__init__(settings, pool)
+        self.marker = marker
+
+    async def mark_published(self, conn: asyncpg.Connection, ids: list[int]) -> None:
+        self.marker.write_text(",".join(map(str, ids)))
+        await asyncio.sleep(3600)  # the test SIGKILLs us here
+
+
+async def main(argv: list[str]) -> None:
+    settings = Settings()
+    pool = await create_pool(settings, min_size=1, max_size=10)
+    stop = install_stop_signals()
+    try:
+        if argv[0] == "worker":
+            names = argv[argv.index("--handlers") + 1].split(",")
+            await Worker(settings, make_registry(names), pool).run(stop)
+        elif "--stall-marker" in argv:
+            marker = Path(argv[argv.index("--stall-marker") + 1])
+            await StallingRelay(settings, pool, marker).run(stop)
+        else:
+            await Relay(settings, pool).run(stop)
+    finally:
+        await pool.close()
+
+
+if __name__ == "__main__":
+    run(main(sys.argv[1:]))

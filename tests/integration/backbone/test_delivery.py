@@ -1,0 +1,221 @@
+"""The relay and the worker together: delivery, retries, delays, dead letters, competition."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import aio_pika
+import asyncpg
+from prometheus_client import REGISTRY
+
+from orderflow.adapters.postgres import outbox
+from orderflow.adapters.rabbitmq.topology import ATTEMPT, Names
+from orderflow.entrypoints.dead_letters import process
+from orderflow.settings import Settings
+from tests.backbone_app import EVENT, make_registry
+from tests.integration.backbone.helpers import (
+    all_applied_once,
+    applied_counts,
+    emit,
+    eventually,
+    queue_depth,
+    running,
+)
+
+
+async def test_one_outbox_row_is_delivered_once_to_each_bound_handler(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    registry = make_registry(["alpha", "beta"])
+    registry.add(make_registry(["gamma"], ("order.shipped",)).get("gamma"))
+    async with running(bb_settings, pool, registry):
+        [event_id] = await emit(pool, ["ok"])
+        for handler in ("alpha", "beta"):
+            await eventually(lambda h=handler: all_applied_once(pool, h, [event_id]))
+        published = await pool.fetchval(
+            "SELECT published_at FROM outbox WHERE event_id = $1", event_id
+        )
+    assert published is not None
+    assert await applied_counts(pool, "gamma") == {}
+    attempt = await pool.fetchval(
+        "SELECT attempt FROM backbone_applied WHERE event_id = $1 LIMIT 1", event_id
+    )
+    assert attempt == 1
+
+
+async def test_idle_system_delivers_an_event_within_milliseconds(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    # A long poll interval: only LISTEN/NOTIFY can make this fast.
+    settings = bb_settings.model_copy(update={"relay_poll_interval_s": 30.0})
+    async with running(settings, pool, make_registry(["alpha"])):
+        await emit(pool, ["ok"])  # warm up connections and prepared statements
+        await eventually(lambda: _count(pool, "alpha", 1))
+        latencies = []
+        for i in range(5):
+            started = time.perf_counter()
+            await emit(pool, ["ok"])
+            await eventually(lambda n=i + 2: _count(pool, "alpha", n), every=0.001)
+            latencies.append(time.perf_counter() - started)
+    print(f"idle commit->handler latency, s: {sorted(latencies)}")
+    assert sorted(latencies)[2] < 0.25
+
+
+async def _count(pool: asyncpg.Pool, handler: str, n: int) -> bool:
+    got = await pool.fetchval("SELECT count(*) FROM backbone_applied WHERE handler = $1", handler)
+    return bool(got >= n)
+
+
+async def test_transient_failures_are_retried_with_backoff_and_attempts_recorded(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    async with running(bb_settings, pool, make_registry(["alpha"])):
+        started = time.perf_counter()
+        [event_id] = await emit(pool, ["flaky:2"])
+        await eventually(lambda: all_applied_once(pool, "alpha", [event_id]))
+        elapsed = time.perf_counter() - started
+    attempt = await pool.fetchval(
+        "SELECT attempt FROM backbone_applied WHERE event_id = $1", event_id
+    )
+    assert attempt == 3
+    assert elapsed >= 0.1 + 0.2  # the first two retry queues' TTLs
+    retried = REGISTRY.get_sample_value("orderflow_events_retried_total", {"handler": "alpha"})
+    assert (retried or 0) >= 2
+
+
+async def test_poison_message_is_dead_lettered_after_bounded_attempts_without_blocking(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    names = Names.from_settings(bb_settings)
+    async with running(bb_settings, pool, make_registry(["alpha"])):
+        [poison] = await emit(pool, ["poison"])
+        behind = await emit(pool, ["ok"] * 20)
+        await eventually(lambda: all_applied_once(pool, "alpha", behind))
+        # The messages behind the poison were done before its retries ran out.
+        assert await queue_depth(bb_settings, names.dead_letters) == 0
+        await eventually(lambda: _depth_is(bb_settings, names.dead_letters, 1))
+    [letter] = await process(bb_settings, action="list")
+    assert letter.message_id == str(poison)
+    assert letter.handler == "alpha"
+    assert letter.event_type == EVENT
+    assert letter.attempt == bb_settings.retry_max_attempts
+    assert "poison" in letter.error
+    assert await applied_counts(pool, "alpha") == dict.fromkeys(behind, 1)
+
+
+async def _depth_is(settings: Settings, queue: str, n: int) -> bool:
+    return await queue_depth(settings, queue) == n
+
+
+async def test_permanent_failure_is_dead_lettered_at_once_and_can_be_replayed(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    names = Names.from_settings(bb_settings)
+    async with running(bb_settings, pool, make_registry(["alpha"])):
+        [bug, keep, drop] = await emit(pool, ["bug-once", "bug", "bug"])
+        await eventually(lambda: _depth_is(bb_settings, names.dead_letters, 3))
+        letters = {d.message_id: d for d in await process(bb_settings, action="list")}
+        assert letters[str(bug)].attempt == 1
+        assert "PermanentError" in letters[str(bug)].error
+        # Listing leaves them where they are.
+        assert await queue_depth(bb_settings, names.dead_letters) == 3
+
+        [replayed] = await process(bb_settings, action="replay", ids=[str(bug)])
+        assert replayed.message_id == str(bug)
+        await eventually(lambda: all_applied_once(pool, "alpha", [bug]))
+        [discarded] = await process(bb_settings, action="discard", ids=[str(drop)])
+        assert discarded.message_id == str(drop)
+    remaining = await process(bb_settings, action="list")
+    assert [d.message_id for d in remaining] == [str(keep)]
+
+
+async def test_invalid_envelope_goes_to_the_dead_letters_at_once(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    names = Names.from_settings(bb_settings)
+    async with running(bb_settings, pool, make_registry(["alpha"])):
+        connection = await aio_pika.connect(bb_settings.rabbitmq_url.get_secret_value())
+        async with connection:
+            channel = await connection.channel()
+            exchange = await channel.get_exchange(bb_settings.exchange)
+            await exchange.publish(
+                aio_pika.Message(b'{"not": "an envelope"}', message_id="garbage", type=EVENT),
+                EVENT,
+            )
+        await eventually(lambda: _depth_is(bb_settings, names.dead_letters, 1))
+    [letter] = await process(bb_settings, action="list")
+    assert (letter.message_id, letter.handler, letter.attempt) == ("garbage", "alpha", 1)
+    assert letter.error.startswith("invalid envelope")
+
+
+async def test_deferred_delivery_comes_back_after_its_delay_without_counting_an_attempt(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    async with running(bb_settings, pool, make_registry(["alpha"])):
+        started = time.perf_counter()
+        [later, now] = await emit(pool, ["defer:300", "defer:0"])
+        await eventually(lambda: all_applied_once(pool, "alpha", [now]))
+        await eventually(lambda: all_applied_once(pool, "alpha", [later]))
+        elapsed = time.perf_counter() - started
+    assert elapsed >= 0.3
+    attempts = await pool.fetch(
+        "SELECT attempt FROM backbone_applied WHERE event_id = ANY($1)", [later, now]
+    )
+    assert [r["attempt"] for r in attempts] == [1, 1]
+
+
+async def test_competing_workers_apply_each_event_once(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    async with running(bb_settings, pool, make_registry(["alpha"]), workers=3, relays=2):
+        ids: list[uuid.UUID] = []
+        for _ in range(5):
+            ids += await emit(pool, ["ok"] * 60)
+        await eventually(lambda: all_applied_once(pool, "alpha", ids))
+
+
+async def test_unroutable_event_is_not_marked_published(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    # Only "order.shipped" is bound: order.delivered has nowhere to go.
+    registry = make_registry(["alpha"], ("order.shipped",))
+    before = (
+        REGISTRY.get_sample_value("orderflow_events_unroutable_total", {"event_type": EVENT}) or 0.0
+    )
+    async with running(bb_settings, pool, registry):
+        [event_id] = await emit(pool, ["ok"])
+
+        async def returned() -> bool:
+            value = REGISTRY.get_sample_value(
+                "orderflow_events_unroutable_total", {"event_type": EVENT}
+            )
+            return (value or 0.0) > before
+
+        await eventually(returned)
+    published = await pool.fetchval("SELECT published_at FROM outbox WHERE event_id = $1", event_id)
+    assert published is None
+    await pool.execute("UPDATE outbox SET published_at = now() WHERE event_id = $1", event_id)
+
+
+async def test_attempt_header_name_is_stable() -> None:
+    # Dead letters already in a broker carry this header; renaming it would lose their count.
+    assert ATTEMPT == "x-orderflow-attempt"
+
+
+async def test_published_rows_past_retention_are_pruned_and_others_kept(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    old, recent, pending = await emit(pool, ["ok", "ok", "ok"])
+    await pool.execute(
+        "UPDATE outbox SET published_at = now() - interval '4 days' WHERE event_id = $1", old
+    )
+    await pool.execute("UPDATE outbox SET published_at = now() WHERE event_id = $1", recent)
+
+    await outbox.prune(pool, older_than_s=3 * 86400, batch=1)
+
+    left = await pool.fetch(
+        "SELECT event_id FROM outbox WHERE event_id = ANY($1)", [old, recent, pending]
+    )
+    assert {r["event_id"] for r in left} == {recent, pending}
+    await pool.execute("UPDATE outbox SET published_at = now() WHERE event_id = $1", pending)

@@ -1,0 +1,95 @@
+"""Pure parts of the event backbone: names, retry schedule, failure classes, supervisor plan."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from orderflow.adapters.rabbitmq.client import traceparent
+from orderflow.adapters.rabbitmq.topology import Names, retry_delays_ms
+from orderflow.entrypoints.failures import is_transient
+from orderflow.entrypoints.supervisor import plan
+from orderflow.service.registry import PermanentError, TransientError
+from orderflow.settings import Settings
+
+
+def _settings(**kw: object) -> Settings:
+    return Settings(queue_prefix="of", exchange="ex", **kw)  # type: ignore[arg-type]
+
+
+def test_retry_delays_double_and_allow_one_retry_fewer_than_attempts() -> None:
+    settings = _settings(retry_base_delay_ms=100, retry_max_attempts=4)
+    assert retry_delays_ms(settings) == [100, 200, 400]
+
+
+def test_queue_names_derive_from_prefix_and_handler_and_carry_their_ttl() -> None:
+    names = Names.from_settings(_settings(retry_base_delay_ms=250, retry_max_attempts=3))
+    queues = names.handler("payments")
+    assert queues.work == "of.payments"
+    assert queues.delay == "of.payments.delay"
+    assert [q for _, q in queues.retries] == [
+        "of.payments.retry.250ms",
+        "of.payments.retry.500ms",
+    ]
+    assert names.dead_letters == "of.dead-letters"
+
+
+def test_later_attempts_use_longer_retry_queues_then_stay_on_the_longest() -> None:
+    queues = Names.from_settings(_settings(retry_base_delay_ms=100, retry_max_attempts=4)).handler(
+        "h"
+    )
+    assert [queues.retry_for(a) for a in (1, 2, 3, 9)] == [
+        "of.h.retry.100ms",
+        "of.h.retry.200ms",
+        "of.h.retry.400ms",
+        "of.h.retry.400ms",
+    ]
+
+
+def test_handler_is_recovered_from_any_of_its_queue_names() -> None:
+    names = Names.from_settings(_settings())
+    assert names.handler_of("of.payments") == "payments"
+    assert names.handler_of("of.payments.retry.1000ms") == "payments"
+    assert names.handler_of("of.payments.delay") == "payments"
+    assert names.handler_of("other.payments") is None
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (TransientError("partner down"), True),
+        (TimeoutError(), True),
+        (ConnectionResetError(), True),
+        (asyncpg.exceptions.SerializationError("x"), True),
+        (asyncpg.exceptions.DeadlockDetectedError("x"), True),
+        (asyncpg.exceptions.ConnectionDoesNotExistError("x"), True),
+        (PermanentError("bad data"), False),
+        (ValueError("a bug"), False),
+        (KeyError("a bug"), False),
+        (asyncpg.exceptions.UniqueViolationError("x"), False),
+    ],
+)
+def test_failures_are_classified_as_transient_or_permanent(exc: Exception, transient: bool) -> None:
+    assert is_transient(exc) is transient
+
+
+def test_traceparent_uses_the_conversation_as_trace_and_the_event_as_span() -> None:
+    corr = "0b3c1a52-0f8e-4a61-9f62-1a2b3c4d5e6f"
+    event = "11111111-2222-3333-4444-555555555555"
+    assert traceparent(corr, event) == ("00-0b3c1a520f8e4a619f621a2b3c4d5e6f-1111111122223333-01")
+    assert traceparent(None, event) is None
+
+
+def test_up_plans_api_relay_and_workers_with_autopilot_settings() -> None:
+    children = plan(port=9000, workers=2, autopilot=True, autopilot_delay_s=1.5, metrics_port=9100)
+    assert [c.name for c in children] == ["api", "relay", "worker.1", "worker.2"]
+    assert children[0].args == ("api", "--port", "9000")
+    assert children[1].args == ("relay", "--metrics-port", "9100")
+    assert children[3].args == ("worker", "--metrics-port", "9102")
+    assert children[2].env == {
+        "ORDERFLOW_AUTOPILOT": "true",
+        "ORDERFLOW_AUTOPILOT_DELAY_S": "1.5",
+    }
+    quiet = plan(port=1, workers=1, autopilot=False, autopilot_delay_s=0, metrics_port=0)
+    assert quiet[2].args == ("worker",)
+    assert quiet[2].env["ORDERFLOW_AUTOPILOT"] == "false"
