@@ -67,3 +67,28 @@ def test_bench_place_with_ceilings_writes_its_json_and_passes_the_audit(
                    "--concurrency", "2", "--workers", "1", "--compare", str(out))  # fmt: skip
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "Ceilings" in again.stdout
+
+
+def test_bench_lifecycle_runs_orders_to_delivered_through_orderflow_up(
+    settings: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "lifecycle.json"
+    done = _bench(
+        settings,
+        tmp_path,
+        "lifecycle",
+        "--rates", "20",
+        "--duration", "2",
+        "--warmup", "0.5",
+        "--idle-seconds", "1",
+        "--no-ceiling",
+        "--json", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["scenario"] == "lifecycle"
+    assert result["audit_ok"] is True
+    steps = result["lifecycle"]["steps"]
+    assert [s["label"] for s in steps] == ["idle", "20/s"]
+    assert all(s["unfinished"] == 0 for s in steps)
+    assert result["lifecycle"]["idle_payment_initiated_ms"]["p50"] > 0

@@ -172,3 +172,106 @@ def place(
         database=database,
         keep_db=keep_db,
     )
+
+
+Rates = Annotated[str, typer.Option(help="offered orders/s per step, comma-separated")]
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(r) for r in text.split(",") if r.strip()]
+    except ValueError:
+        raise typer.BadParameter("rates are numbers, e.g. 50,100,200") from None
+    if not rates or min(rates) <= 0:
+        raise typer.BadParameter("give at least one positive rate")
+    return rates
+
+
+@bench_app.command()
+def lifecycle(
+    rates: Rates = "50,100,200,300,400",
+    duration: Duration = 15.0,
+    warmup: Warmup = 2.0,
+    worker_processes: Annotated[int, typer.Option(min=1, help="`orderflow up --workers`")] = 1,
+    idle_seconds: Annotated[float, typer.Option(min=0.5, help="first step at 5 orders/s")] = 5.0,
+    processes: Processes = 1,
+    no_ceiling: SkipCeiling = False,
+    json_path: JsonPath = None,
+    compare: Compare = None,
+    database: Database = None,
+    keep_db: KeepDb = False,
+) -> None:
+    """Orders at stepped steady rates run to delivered by `orderflow up` (autopilot, no delay)."""
+    from orderflow.bench.lifecycle import run_lifecycle
+
+    steps = _rates(rates)
+
+    async def scenario(run: BenchRun, figures: dict[str, Any] | None) -> list[dict[str, Any]]:
+        return [
+            await run_lifecycle(
+                run,
+                rates=steps,
+                step_s=duration,
+                warmup_s=warmup,
+                ceiling=figures,
+                worker_processes=worker_processes,
+                idle_s=idle_seconds,
+            )
+        ]
+
+    _execute(
+        scenario=scenario,
+        ceiling=not no_ceiling,
+        concurrency=32,
+        duration=min(duration, 10.0),
+        warmup=warmup,
+        workers=2,
+        processes=processes,
+        json_path=json_path,
+        compare=compare,
+        database=database,
+        keep_db=keep_db,
+    )
+
+
+@bench_app.command()
+def suite(
+    json_path: JsonPath = Path("docs/bench.json"),
+    markdown: Annotated[
+        Path | None, typer.Option(help="doc whose figures block to rewrite")
+    ] = Path("docs/performance.md"),
+    compare: Compare = None,
+    quick: Annotated[bool, typer.Option(help="shorter steps (about 2 minutes)")] = False,
+    database: Database = None,
+) -> None:
+    """The standard suite of `make bench`: ceilings, place, place --hot, lifecycle."""
+    from orderflow.bench.lifecycle import run_lifecycle
+    from orderflow.bench.place import run_place
+
+    step = 6.0 if quick else 15.0
+
+    async def scenario(run: BenchRun, figures: dict[str, Any] | None) -> list[dict[str, Any]]:
+        out = []
+        for hot in (False, True):
+            out.append(
+                await run_place(run, concurrency=32, duration_s=step + 5, hot=hot, ceiling=figures)
+            )
+        out.append(
+            await run_lifecycle(run, rates=[50, 100, 200, 300, 400], step_s=step, ceiling=figures)
+        )
+        return out
+
+    _execute(
+        scenario=scenario,
+        ceiling=True,
+        concurrency=32,
+        duration=step * 2 / 3,
+        warmup=2.0,
+        workers=2,
+        processes=1,
+        json_path=json_path,
+        compare=compare,
+        database=database,
+        keep_db=False,
+        markdown=markdown,
+    )

@@ -55,6 +55,7 @@ class LoadResult:
     not_sent: int = 0  # open loop: the in-flight cap was reached
     max_lag_ms: float = 0.0  # open loop: how late the generator sent a request, at worst
     ids: list[tuple[str, float]] = field(default_factory=list)
+    started_at: float = 0.0  # wall clock at the start of the run (warm-up included)
 
     @property
     def ok(self) -> int:
@@ -92,7 +93,7 @@ async def run_load(spec: LoadSpec, progress: Progress | None = None) -> LoadResu
     for p in procs:
         p.start()
     seen: dict[int, tuple[int, int]] = {}
-    merged = LoadResult(duration_s=spec.duration_s)
+    merged = LoadResult(duration_s=spec.duration_s, started_at=start_at)
     got = 0
     deadline = start_at + spec.warmup_s + spec.duration_s + 60
     try:

@@ -42,7 +42,9 @@ def figures_block(doc: dict[str, Any]) -> str:
             ("pg_commits", "(c) PostgreSQL: 2-row transaction commits"),
         ):
             item = ceiling.get(key)
-            if item:
+            if item and item.get("per_s") is None:
+                out.append(f"| {label} | {item.get('error', '-')} | - | - | - |")
+            elif item:
                 lat = item["latency_ms"]
                 out.append(
                     f"| {label} | {_n(item['per_s'])} | {_n(lat['p50'])} | {_n(lat['p99'])} "

@@ -75,7 +75,9 @@ def ceiling_table(ceiling: dict[str, Any]) -> Table:
     }
     for key, label in labels.items():
         item = ceiling.get(key)
-        if item:
+        if item and item.get("per_s") is None:
+            table.add_row(label, item.get("error", "-"), "-", "-", "-")
+        elif item:
             lat = item["latency_ms"]
             table.add_row(
                 label, _fmt(item["per_s"]), _fmt(lat["p50"]), _fmt(lat["p99"]), _fmt(lat["max"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -21,7 +22,6 @@ from orderflow.adapters.postgres.database import (
     ensure_database,
     with_database,
 )
-from orderflow.bench.servers import orderflow_command
 from orderflow.service.audit import Check, run_audit
 from orderflow.settings import Settings, get_settings
 
@@ -77,17 +77,33 @@ class BenchRun:
         dsn = self.settings.dsn()
         await drop_database(dsn)  # a reused --database name starts fresh too
         await ensure_database(dsn)
-        await run_command(orderflow_command("migrate"), env=self.env())
+        await asyncio.to_thread(_upgrade_schema, dsn)
         self.pool = await create_pool(self.settings, min_size=1, max_size=4)
         return self.pool
 
     async def close(self) -> None:
         """Close the pool; drop the database unless asked to keep it."""
         if self.pool is not None:
+            with contextlib.suppress(Exception):  # a broker hiccup must not hide the results
+                await self.delete_broker_topology(self.pool)
             await self.pool.close()
             self.pool = None
         if not self.keep_db:
             await drop_database(self.settings.dsn())
+
+    async def delete_broker_topology(self, pool: asyncpg.Pool) -> None:
+        """Remove the run's exchange and queues from the shared broker."""
+        import aio_pika
+
+        from orderflow.adapters.rabbitmq.topology import Names, delete_topology
+        from orderflow.service.bootstrap import Deps, build_registry
+
+        settings = self.settings.model_copy(update={"autopilot": True})
+        handlers = build_registry(Deps(settings=settings, pool=pool)).names
+        connection = await aio_pika.connect(settings.rabbitmq_url.get_secret_value(), timeout=10)
+        async with connection:
+            channel = await connection.channel()
+            await delete_topology(channel, Names.from_settings(settings), handlers)
 
     async def audit(self, *, skip: frozenset[Check] = frozenset()) -> dict[str, object]:
         """Run the audit over the run's database (grace 0: everything must have settled)."""
@@ -131,16 +147,11 @@ class ProgressLine:
             self.live.update(self.render(done, failed))
 
 
-class CommandFailed(RuntimeError):
-    pass
+def _upgrade_schema(dsn: str) -> None:
+    # The schema only: the broker topology is declared by `orderflow up` when a scenario
+    # needs it, so that place and the ceilings do not depend on the broker.
+    from alembic import command
 
+    from orderflow.entrypoints.cli import alembic_config
 
-async def run_command(args: list[str], *, env: dict[str, str], timeout_s: float = 120) -> str:
-    """Run a short command to completion; its standard output, or CommandFailed."""
-    proc = await asyncio.create_subprocess_exec(
-        *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    if proc.returncode != 0:
-        raise CommandFailed(f"{' '.join(args[2:])} failed: {err.decode()[-2000:]}")
-    return out.decode()
+    command.upgrade(alembic_config(dsn), "head")  # type: ignore[arg-type]
