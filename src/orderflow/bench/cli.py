@@ -247,6 +247,7 @@ def suite(
     """The standard suite of `make bench`: ceilings, place, place --hot, lifecycle."""
     from orderflow.bench.lifecycle import run_lifecycle
     from orderflow.bench.place import run_place
+    from orderflow.bench.report import failed_result
 
     step = 6.0 if quick else 15.0
 
@@ -256,9 +257,14 @@ def suite(
             out.append(
                 await run_place(run, concurrency=32, duration_s=step + 5, hot=hot, ceiling=figures)
             )
-        out.append(
-            await run_lifecycle(run, rates=[50, 100, 200, 300, 400], step_s=step, ceiling=figures)
-        )
+        try:
+            out.append(
+                await run_lifecycle(
+                    run, rates=[50, 100, 200, 300, 400], step_s=step, ceiling=figures
+                )
+            )
+        except Exception as exc:  # reported as a failed scenario; the others still count
+            out.append(failed_result("lifecycle", exc))
         return out
 
     _execute(

@@ -32,6 +32,18 @@ def document(results: list[dict[str, Any]], ceiling: dict[str, Any] | None) -> d
     }
 
 
+def failed_result(scenario: str, exc: BaseException) -> dict[str, Any]:
+    """The entry of a scenario that could not run: failed, with the reason."""
+    reason = f"{type(exc).__name__}: {str(exc)[:500]}"
+    return {
+        "scenario": scenario,
+        "audit_ok": False,
+        "errors": {"did_not_run": 1},
+        "audit": {"ok": False, "reason": reason},
+        "notes": [f"did not run: {reason}"],
+    }
+
+
 def _commit() -> str | None:
     git = shutil.which("git")
     if git is None:
