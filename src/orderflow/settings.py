@@ -72,6 +72,7 @@ class Settings(BaseSettings):
         default=0.0, ge=0, le=1, description="share of transient gateway failures"
     )
     unpaid_order_ttl_s: float = Field(default=1800, gt=0)
+    expiry_sweep_interval_s: float = Field(default=5.0, ge=0, description="0: no sweeper")
     autopilot: bool = False
     autopilot_delay_s: float = Field(default=0.0, ge=0)
 

@@ -43,6 +43,7 @@ from orderflow.entrypoints.runtime import first_of, install_stop_signals, serve_
 from orderflow.observability import metrics
 from orderflow.service.bootstrap import Deps, build_registry
 from orderflow.service.consumer import apply
+from orderflow.service.expiry import expire_unpaid
 from orderflow.service.registry import Defer, Delivery, HandlerSpec, PermanentError, Registry
 from orderflow.settings import Settings
 
@@ -259,10 +260,35 @@ async def run_worker(
         registry = build_registry(Deps(settings=settings, pool=pool)).select(handlers)
         if not registry.names:
             log.warning("worker_without_handlers")
-        await Worker(settings, registry, pool).run(stop)
+        sweeper = asyncio.create_task(sweep_unpaid_orders(settings, pool, stop))
+        try:
+            await Worker(settings, registry, pool).run(stop)
+        finally:
+            stop.set()
+            await sweeper
     finally:
         await pool.close()
     log.info("worker_stopped")
+
+
+async def sweep_unpaid_orders(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+    """Cancel orders left unpaid past their TTL, every few seconds, until ``stop``.
+
+    Every worker sweeps; ``SKIP LOCKED`` keeps them from cancelling the same order twice.
+    """
+    interval = settings.expiry_sweep_interval_s
+    if not interval:
+        return
+    while not stop.is_set():
+        try:
+            expired = await expire_unpaid(pool, ttl_s=settings.unpaid_order_ttl_s)
+            if expired:
+                log.info("unpaid_orders_expired", count=expired)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("expiry_sweep_failed", error=repr(exc))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval):
+                await stop.wait()
 
 
 async def declare_saga_topology(settings: Settings) -> list[str]:
