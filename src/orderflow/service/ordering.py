@@ -56,15 +56,19 @@ async def place_order(
 ) -> Order:
     """Price and store an order with its ``order.created`` event, in one transaction."""
     _check_lines(lines)
-    async with unit_of_work(pool) as uow:
-        # Prices are read inside the order's transaction: the charged price is the stored one.
-        catalogue = await products.get_many(uow.conn, [line.product_id for line in lines])
+    # No explicit transaction: the order, its lines, its outbox row and its timeline row are
+    # written by one statement, which is atomic on its own (2 round trips instead of 5). Under
+    # READ COMMITTED the prices read just before are exactly as fresh as inside a transaction;
+    # a product deleted meanwhile fails the statement's foreign key.
+    async with pool.acquire() as conn:
+        catalogue = await products.get_many(conn, [line.product_id for line in lines])
         missing = [str(line.product_id) for line in lines if line.product_id not in catalogue]
         if missing:
             raise UnknownProducts(f"unknown products: {', '.join(missing)}", product_ids=missing)
         currencies = {catalogue[line.product_id].currency for line in lines}
         if len(currencies) > 1:
             raise CurrencyMismatch(f"products are priced in several currencies: {currencies}")
+        currency = currencies.pop()
         new_lines = [
             orders.NewLine(
                 product_id=p.id, sku=p.sku, name=p.name, unit_price=p.price, quantity=line.quantity
@@ -75,22 +79,6 @@ async def place_order(
         quote = pricing.quote([PricedLine(nl.unit_price, nl.quantity) for nl in new_lines])
         status = initial_status(has_payment_method=payment_token is not None)
         order_id = uuid.uuid4()
-        try:
-            order = await orders.insert(
-                uow.conn,
-                order_id=order_id,
-                customer_id=customer_id,
-                status=status,
-                currency=currencies.pop(),
-                quote=quote,
-                pricing=pricing.name,
-                payment_token=payment_token,
-                lines=new_lines,
-            )
-        except asyncpg.ForeignKeyViolationError as exc:
-            if "customer" in (exc.constraint_name or ""):
-                raise InvalidRequest(f"customer {customer_id} does not exist") from None
-            raise UnknownProducts("a product of this order was just deleted") from None
         placed = ev.OrderPlaced(
             customer_id=customer_id,
             lines=[
@@ -106,11 +94,27 @@ async def place_order(
             discount=quote.discount,
             tax=quote.tax,
             total=quote.total,
-            currency=order.currency,
+            currency=currency,
             has_payment_method=payment_token is not None,
         )
         envelope = ev.Envelope.wrap(placed, order_id=order_id, actor=actor)
-        uow.emit(envelope, status_after=status)
+        try:
+            order = await orders.insert(
+                conn,
+                order_id=order_id,
+                customer_id=customer_id,
+                status=status,
+                currency=currency,
+                quote=quote,
+                pricing=pricing.name,
+                payment_token=payment_token,
+                lines=new_lines,
+                events=[(envelope, status)],
+            )
+        except asyncpg.ForeignKeyViolationError as exc:
+            if "customer" in (exc.constraint_name or ""):
+                raise InvalidRequest(f"customer {customer_id} does not exist") from None
+            raise UnknownProducts("a product of this order was just deleted") from None
     return _with_timeline(order, envelope, status)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from orderflow.adapters.postgres import rows
+from orderflow.adapters.postgres import rows, uow
 from orderflow.domain.model import Order, OrderLine, TimelineEntry
 from orderflow.domain.orders import OrderStatus
 from orderflow.domain.pricing import Quote
@@ -39,8 +39,10 @@ async def insert(
     pricing: str,
     payment_token: str | None,
     lines: Sequence[NewLine],
+    events: Sequence[uow.Pending] = (),
 ) -> Order:
-    """Insert an order and all its lines in one statement."""
+    """Insert an order, all its lines and ``events`` (outbox, timeline) in one statement."""
+    also = f", {uow.event_ctes(16)}" if events else ""
     row = await conn.fetchrow(
         f"""
         WITH o AS (
@@ -54,7 +56,7 @@ async def insert(
             SELECT $1, n, product_id, sku, name, unit_price, quantity, unit_price * quantity
             FROM unnest($11::uuid[], $12::text[], $13::text[], $14::bigint[], $15::int[])
                  WITH ORDINALITY AS t(product_id, sku, name, unit_price, quantity, n)
-        )
+        ){also}
         SELECT * FROM o
         """,
         order_id,
@@ -72,6 +74,7 @@ async def insert(
         [line.name for line in lines],
         [line.unit_price for line in lines],
         [line.quantity for line in lines],
+        *(uow.event_args(events) if events else ()),
     )
     order_lines = [
         OrderLine(

@@ -3,30 +3,56 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
 from orderflow.domain.events import Envelope
 from orderflow.domain.orders import OrderStatus
 
-# Events and timeline rows are written together by one statement per unit of work.
-_WRITE_EVENTS = """
-WITH ev AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::jsonb[], $5::text[],
-                         $6::text[], $7::timestamptz[])
+Pending = tuple[Envelope, OrderStatus | None]
+
+
+def event_ctes(first: int) -> str:
+    """CTEs writing events to the outbox and, with a status, the timeline; their seven
+    parameters are numbered from ``first`` (``event_args`` gives them). A statement that
+    changes state can carry them, so that state and events are written in one round trip."""
+    p = [f"${first + i}" for i in range(7)]
+    return f"""
+ev AS (
+    SELECT * FROM unnest({p[0]}::uuid[], {p[1]}::text[], {p[2]}::uuid[], {p[3]}::jsonb[],
+                         {p[4]}::text[], {p[5]}::text[], {p[6]}::timestamptz[])
         AS e(event_id, event_type, order_id, envelope, actor, status_after, occurred_at)
 ), outboxed AS (
     INSERT INTO outbox (event_id, event_type, order_id, envelope)
     SELECT event_id, event_type, order_id, envelope FROM ev
-)
-INSERT INTO order_timeline (order_id, event_id, event_type, actor, status_after, occurred_at,
-                            data)
-SELECT order_id, event_id, event_type, actor, status_after, occurred_at, envelope -> 'payload'
-FROM ev WHERE status_after IS NOT NULL
-"""
+), timelined AS (
+    INSERT INTO order_timeline (order_id, event_id, event_type, actor, status_after,
+                                occurred_at, data)
+    SELECT order_id, event_id, event_type, actor, status_after, occurred_at,
+           envelope -> 'payload'
+    FROM ev WHERE status_after IS NOT NULL
+)"""
+
+
+def event_args(pending: Sequence[Pending]) -> list[list[Any]]:
+    """The seven parameters of ``event_ctes`` for ``pending`` events."""
+    return [
+        [env.event_id for env, _ in pending],
+        [env.type for env, _ in pending],
+        [env.order_id for env, _ in pending],
+        [env.model_dump(mode="json") for env, _ in pending],
+        [env.actor for env, _ in pending],
+        [status.value if status else None for _, status in pending],
+        [env.occurred_at for env, _ in pending],
+    ]
+
+
+# Events and timeline rows are written together by one statement per unit of work.
+_WRITE_EVENTS = f"WITH {event_ctes(1)} SELECT 1"
 
 
 @dataclass
@@ -38,7 +64,7 @@ class UnitOfWork:
     """
 
     conn: asyncpg.Connection
-    _pending: list[tuple[Envelope, OrderStatus | None]] = field(default_factory=list)
+    _pending: list[Pending] = field(default_factory=list)
 
     def emit(self, envelope: Envelope, *, status_after: OrderStatus | None = None) -> None:
         """Queue ``envelope`` for the outbox; with ``status_after`` it joins the timeline."""
@@ -54,16 +80,7 @@ class UnitOfWork:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        await self.conn.execute(
-            _WRITE_EVENTS,
-            [env.event_id for env, _ in pending],
-            [env.type for env, _ in pending],
-            [env.order_id for env, _ in pending],
-            [env.model_dump(mode="json") for env, _ in pending],
-            [env.actor for env, _ in pending],
-            [status.value if status else None for _, status in pending],
-            [env.occurred_at for env, _ in pending],
-        )
+        await self.conn.execute(_WRITE_EVENTS, *event_args(pending))
 
 
 @asynccontextmanager
