@@ -258,6 +258,9 @@ def suite(
                 await run_place(run, concurrency=32, duration_s=step + 5, hot=hot, ceiling=figures)
             )
         try:
+            # place leaves thousands of unprocessed orders: orderflow up would work them off
+            # during the lifecycle steps.
+            await run.fresh_database()
             out.append(
                 await run_lifecycle(
                     run, rates=[50, 100, 200, 300, 400], step_s=step, ceiling=figures

@@ -81,6 +81,13 @@ class BenchRun:
         self.pool = await create_pool(self.settings, min_size=1, max_size=4)
         return self.pool
 
+    async def fresh_database(self) -> asyncpg.Pool:
+        """Start over on an empty database (a scenario must not inherit another's orders)."""
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+        return await self.open()
+
     async def close(self) -> None:
         """Close the pool; drop the database unless asked to keep it."""
         if self.pool is not None:
