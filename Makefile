@@ -44,5 +44,10 @@ fmt: $(STAMP)
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
 
+# The standard benchmark suite (a few minutes) on a fresh database of its own; writes
+# docs/bench.json and rewrites the figures block of docs/performance.md.
+bench: $(STAMP) services
+	$(BIN)/orderflow bench suite --json docs/bench.json --markdown docs/performance.md
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

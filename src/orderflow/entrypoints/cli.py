@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from orderflow.bench.cli import bench_app as _bench_app
 from orderflow.entrypoints import keys_cli
+from orderflow.entrypoints.audit import audit as _audit_command
 from orderflow.observability.logging import configure_logging
 from orderflow.settings import get_settings
 
@@ -29,11 +31,22 @@ def api(
     """Serve the HTTP API, the admin dashboard and /metrics."""
     settings = get_settings()
     configure_logging(settings, process="api")
-    uvicorn.run(
+    serve(
         "orderflow.entrypoints.api.app:create_app",
-        factory=True,
         host=host or settings.host,
         port=port or settings.port,
+        workers=workers,
+        access_log=access_log,
+    )
+
+
+def serve(target: str, *, host: str, port: int, workers: int, access_log: bool) -> None:
+    """Run the ASGI app factory ``target`` under uvicorn with the project's server settings."""
+    uvicorn.run(
+        target,
+        factory=True,
+        host=host,
+        port=port,
         workers=workers,
         access_log=access_log,
         log_config=None,
@@ -205,6 +218,10 @@ def _dead_letters(action: str, ids: list[str], *, every: bool, json_output: bool
     verb = {"list": "dead letters", "replay": "replayed", "discard": "discarded"}[action]
     typer.echo(f"{len(letters)} {verb}", err=json_output)
 
+
+# Commands implemented in their own modules.
+app.command("audit")(_audit_command)
+app.add_typer(_bench_app, name="bench")
 
 if __name__ == "__main__":
     app()

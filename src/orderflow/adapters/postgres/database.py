@@ -22,6 +22,16 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
 
 
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    # asyncpg's default reset sends "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    # RESET ALL" on every release: one more round trip per request. Pooled connections here
+    # hold no session state (no advisory locks, LISTEN or SET; the relay listens on a
+    # connection of its own, cursors only live inside transactions), so only an unfinished
+    # transaction needs undoing.
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 async def create_pool(
     settings: Settings, *, min_size: int | None = None, max_size: int | None = None
 ) -> asyncpg.Pool:
@@ -32,6 +42,7 @@ async def create_pool(
         max_size=max_size or settings.db_pool_max,
         command_timeout=settings.db_command_timeout_s,
         init=_init_connection,
+        reset=_reset_connection,
     )
     assert pool is not None
     return pool

@@ -1,0 +1,1 @@
+"""``orderflow bench``: load generator, ceilings and the benchmark report (issue 7)."""

@@ -1,0 +1,227 @@
+"""The ceilings: what the platform itself does on this machine, without our code in the way.
+
+(a) HTTP: the ceiling app's minimal insert endpoint under the same uvicorn and pool settings,
+driven by the same load generator as ``place`` (and that generator's own ceiling on a no-op);
+(b) RabbitMQ: persistent publishes with publisher confirms to a quorum queue, consumed with
+manual acks; (c) PostgreSQL: commits per second of a two-row transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+import aio_pika
+import asyncpg
+import orjson
+
+from orderflow.adapters.postgres.database import create_pool
+from orderflow.bench.http import build_request
+from orderflow.bench.loadgen import LoadResult, LoadSpec, run_load
+from orderflow.bench.runner import BenchRun
+from orderflow.bench.servers import free_port, orderflow_command, start_server
+from orderflow.bench.stats import latency_ms
+from orderflow.settings import Settings
+
+PG_TABLE = """
+CREATE TABLE IF NOT EXISTS bench_commits (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    batch      uuid NOT NULL,
+    n          smallint NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+@dataclass
+class Throughput:
+    """Operations per second and their latency."""
+
+    per_s: float
+    latency_ms: dict[str, float]
+    count: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"per_s": round(self.per_s, 1), "latency_ms": self.latency_ms, "count": self.count}
+
+
+async def pg_commits(settings: Settings, *, duration_s: float, concurrency: int) -> Throughput:
+    """Commits per second of a transaction inserting two rows, ``concurrency`` at a time."""
+    pool = await create_pool(settings, min_size=concurrency, max_size=concurrency)
+    latencies: list[float] = []
+    try:
+        await pool.execute(PG_TABLE)
+        end = time.monotonic() + duration_s
+
+        async def committer() -> None:
+            async with pool.acquire() as conn:
+                while time.monotonic() < end:
+                    start = time.perf_counter()
+                    batch = uuid.uuid4()
+                    async with conn.transaction():
+                        await conn.execute(
+                            "INSERT INTO bench_commits (batch, n) VALUES ($1, 1)", batch
+                        )
+                        await conn.execute(
+                            "INSERT INTO bench_commits (batch, n) VALUES ($1, 2)", batch
+                        )
+                    latencies.append(time.perf_counter() - start)
+
+        began = time.monotonic()
+        await asyncio.gather(*(committer() for _ in range(concurrency)))
+        elapsed = time.monotonic() - began
+    finally:
+        await pool.close()
+    return Throughput(len(latencies) / elapsed, latency_ms(latencies), len(latencies))
+
+
+async def rabbit_round_trips(
+    settings: Settings, *, duration_s: float, in_flight: int, queue_name: str
+) -> Throughput:
+    """Messages per second through a quorum queue: confirmed persistent publish, acked consume.
+
+    Up to ``in_flight`` messages are outstanding (published, not yet consumed) at a time; the
+    latency of each is from its publish to its consumer's ack.
+    """
+    url = settings.rabbitmq_url.get_secret_value()
+    publisher = await aio_pika.connect_robust(url, timeout=10)
+    consumer = await aio_pika.connect_robust(url, timeout=10)
+    latencies: list[float] = []
+    window = asyncio.Semaphore(in_flight)
+    published = 0
+    try:
+        pub_channel = await publisher.channel(publisher_confirms=True)
+        sub_channel = await consumer.channel()
+        await sub_channel.set_qos(prefetch_count=in_flight)
+        queue = await sub_channel.declare_queue(
+            queue_name, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            sent = orjson.loads(message.body)["t"]
+            await message.ack()
+            latencies.append(time.perf_counter() - sent)
+            window.release()
+
+        tag = await queue.consume(on_message)
+        end = time.monotonic() + duration_s
+        began = time.monotonic()
+
+        async def publish_loop() -> None:
+            while time.monotonic() < end:
+                await window.acquire()
+                body = orjson.dumps({"t": time.perf_counter(), "pad": "x" * 200})
+                await pub_channel.default_exchange.publish(
+                    aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    routing_key=queue_name,
+                )
+                nonlocal published
+                published += 1
+
+        # Several publishers, each awaiting its confirm: confirms overlap as in the relay.
+        await asyncio.gather(*(publish_loop() for _ in range(min(in_flight, 16))))
+        for _ in range(100):  # let the last ones arrive
+            if len(latencies) >= published:
+                break
+            await asyncio.sleep(0.05)
+        elapsed = time.monotonic() - began
+        await queue.cancel(tag)
+        await sub_channel.queue_delete(queue_name)
+    finally:
+        await publisher.close()
+        await consumer.close()
+    return Throughput(len(latencies) / elapsed, latency_ms(latencies), len(latencies))
+
+
+async def create_ceiling_table(pool: asyncpg.Pool) -> None:
+    """The table the ceiling app inserts into."""
+    from orderflow.bench.ceiling_app import CREATE_TABLE
+
+    await pool.execute(CREATE_TABLE)
+
+
+async def run_ceiling(
+    run: BenchRun, *, concurrency: int, duration_s: float, warmup_s: float = 2.0
+) -> dict[str, Any]:
+    """All three ceilings and the load generator's own, in one run's settings."""
+    assert run.pool is not None
+    await create_ceiling_table(run.pool)
+    port = free_port()
+    server = await start_server(
+        "ceiling-app",
+        orderflow_command(
+            "bench", "serve-ceiling", "--port", str(port), "--workers", str(run.server_workers)
+        ),
+        port=port,
+        env=run.env(),
+        log_dir=run.log_dir,
+    )
+    try:
+        noop = LoadSpec(
+            host="127.0.0.1",
+            port=port,
+            requests=[build_request("GET", "127.0.0.1", port, "/noop")],
+            duration_s=duration_s,
+            warmup_s=warmup_s,
+            concurrency=concurrency,
+            processes=run.loadgen_processes,
+        )
+        with run.progress("loadgen ceiling (GET /noop)", warmup_s + duration_s) as line:
+            noop_result = await run_load(noop, line.update)
+        bodies = [orjson.dumps({"name": f"item-{i}", "quantity": 1 + i % 7}) for i in range(100)]
+        insert = replace(
+            noop,
+            requests=[
+                build_request("POST", "127.0.0.1", port, "/ceiling/insert", b) for b in bodies
+            ],
+        )
+        with run.progress("ceiling (a): minimal insert", warmup_s + duration_s) as line:
+            insert_result = await run_load(insert, line.update)
+    finally:
+        await server.stop()
+    with run.progress("ceiling (b): RabbitMQ round trips", duration_s):
+        try:
+            mq: dict[str, Any] = (await _rabbit_once_more(run, duration_s)).as_dict()
+        except (aio_pika.exceptions.AMQPError, TimeoutError) as exc:
+            mq = {"per_s": None, "error": f"broker unavailable: {exc!r}"}
+    with run.progress("ceiling (c): PostgreSQL commits", duration_s):
+        pg = await pg_commits(run.settings, duration_s=duration_s, concurrency=min(concurrency, 32))
+    return {
+        "loadgen_noop": _http(noop_result),
+        "http_insert": _http(insert_result),
+        "mq_round_trips": mq,
+        "pg_commits": pg.as_dict(),
+        "params": {
+            "concurrency": concurrency,
+            "duration_s": duration_s,
+            "server_workers": run.server_workers,
+            "loadgen_processes": run.loadgen_processes,
+            "mq_in_flight": 64,
+            "pg_connections": min(concurrency, 32),
+        },
+    }
+
+
+async def _rabbit_once_more(run: BenchRun, duration_s: float) -> Throughput:
+    queue_name = f"{run.settings.queue_prefix}.ceiling"
+    try:
+        return await rabbit_round_trips(
+            run.settings, duration_s=duration_s, in_flight=64, queue_name=queue_name
+        )
+    except (aio_pika.exceptions.AMQPConnectionError, TimeoutError):
+        # The broker is shared; a restart by someone else's test is not our figure. Once more.
+        await asyncio.sleep(5)
+        return await rabbit_round_trips(
+            run.settings, duration_s=duration_s, in_flight=64, queue_name=queue_name
+        )
+
+
+def _http(result: LoadResult) -> dict[str, Any]:
+    return {
+        "per_s": round(result.per_s, 1),
+        "latency_ms": latency_ms(result.latencies_s),
+        "errors": result.errors(),
+    }

@@ -1,0 +1,58 @@
+"""``orderflow audit``: check the invariants over the database and print every violation."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from orderflow.service.audit import AuditReport, run_audit
+from orderflow.settings import Settings, get_settings
+
+
+def audit(
+    grace: Annotated[
+        float, typer.Option(min=0, help="seconds an order may take to reach a terminal state")
+    ] = 60.0,
+    page_size: Annotated[int, typer.Option(min=1, max=10_000, help="orders per read")] = 500,
+    json_output: Annotated[bool, typer.Option("--json", help="one JSON document")] = False,
+) -> None:
+    """Check the invariants over the database; exit 1 if any is broken."""
+    from orderflow.observability.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings, process="audit")
+    report = asyncio.run(audit_database(settings, grace_s=grace, page_size=page_size))
+    if json_output:
+        import orjson
+
+        doc = {
+            "ok": report.ok,
+            "orders": report.orders,
+            "products": report.products,
+            "counts": report.counts(),
+            "violations": [v.as_dict() for v in report.violations],
+        }
+        typer.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for v in report.violations:
+            subject = f"order {v.order_id}" if v.order_id else f"product {v.product_id}"
+            typer.echo(f"{v.check.value:<18} {subject}: {v.detail}")
+        verdict = "ok" if report.ok else f"{len(report.violations)} violation(s)"
+        typer.echo(f"audited {report.orders} orders, {report.products} products: {verdict}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+async def audit_database(
+    settings: Settings, *, grace_s: float, page_size: int = 500
+) -> AuditReport:
+    """Open a small pool, run the audit, close the pool."""
+    from orderflow.adapters.postgres.database import create_pool
+
+    pool = await create_pool(settings, min_size=1, max_size=2)
+    try:
+        return await run_audit(pool, grace_s=grace_s, page_size=page_size)
+    finally:
+        await pool.close()
