@@ -58,6 +58,27 @@ async def test_gcra_allows_the_quota_then_refuses_until_it_refills(
         await link.close()
 
 
+async def test_quotas_finer_than_a_microsecond_still_decide(
+    app_settings: Callable[..., Settings],
+) -> None:
+    """10 million per second is an emission interval of 0.1 µs: it must not round to zero
+    (a zero interval made the script fail, and the API silently fail open)."""
+    link = create_redis(app_settings())
+    limiter = RateLimiter(link)
+    failed_open = _sample("orderflow_rate_limit_fail_open_total")
+    try:
+        decisions = [
+            await limiter.decide(group="t", identity="fast", quota=10_000_000, window_s=1)
+            for _ in range(3)
+        ]
+        assert all(d is not None and d.allowed for d in decisions)
+        # each call comes far more than 0.1 µs after the last: the budget has refilled
+        assert [d.remaining for d in decisions if d] == [9_999_999] * 3
+        assert _sample("orderflow_rate_limit_fail_open_total") == failed_open
+    finally:
+        await link.close()
+
+
 async def test_responses_carry_ratelimit_headers_and_429_is_a_problem(
     app_settings: Callable[..., Settings], database: str
 ) -> None:

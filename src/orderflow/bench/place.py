@@ -7,6 +7,7 @@ stock movement, so the audit's ledger holds). Every order has one to four distin
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from dataclasses import dataclass
@@ -145,6 +146,14 @@ async def run_place(
         rss = server.rss_report()
     finally:
         await server.stop()
+    # The API fails open when Redis errs (no limit, no cache): such a run measured less
+    # than the full edge, and says so.
+    redis_failures = await asyncio.to_thread(server.log_count, "redis_unavailable")
+    if redis_failures:
+        run.console.print(
+            f"[yellow]{name}: Redis failed {redis_failures} times during the run; the API "
+            "served those requests without rate limit or cache[/yellow]"
+        )
     # Only the API runs: nothing publishes the outbox or moves orders on, by design.
     audit = await run.audit(skip=frozenset({Check.STALE, Check.UNPUBLISHED}))
     figures = summarize(result)
@@ -164,6 +173,7 @@ async def run_place(
         "audit_ok": bool(audit["ok"]),
         "audit": audit,
         "rss_mb": rss_summary(rss),
+        "redis_failures": redis_failures,
     }
 
 

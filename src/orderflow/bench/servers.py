@@ -121,6 +121,14 @@ class Server:
             )
         return rows
 
+    def log_count(self, event: str) -> int:
+        """How many lines of the server's log name ``event``."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return 0
+        return sum(event in line for line in text.splitlines())
+
     async def stop(self) -> None:
         """SIGTERM the whole group, then SIGKILL whoever is left after 10 s."""
         if self.process.returncode is None:

@@ -13,11 +13,14 @@ from orderflow.observability.metrics import RATE_LIMIT_FAIL_OPEN
 # moves the TAT one emission interval (window / quota) into the future; a request is refused
 # when that would put the TAT more than one window ahead of now. A full quota can therefore
 # be spent at once, and it refills evenly over the window.
-# ARGV: emission interval (µs), window (µs). Returns {allowed, remaining, retry_after_us,
+# ARGV: emission interval (µs, fractional: a quota may exceed the window's microseconds),
+# window (µs). Returns {allowed, remaining, retry_after_us,
 # reset_us}: reset is when the whole quota is available again.
 _GCRA = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- Microseconds since 2023-11-14 rather than 1970: doubles then keep a resolution far finer
+-- than the smallest emission interval (a quota of millions per second).
+local now = (tonumber(t[1]) - 1700000000) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -27,7 +30,8 @@ local ahead = new_tat - now
 if ahead > window then
     return {0, 0, ahead - window, tat - now}
 end
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil(ahead / 1000))
+local ttl_ms = math.max(1, math.ceil(ahead / 1000))
+redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', ttl_ms)
 return {1, math.floor((window - ahead) / interval), 0, ahead}
 """
 
@@ -62,7 +66,7 @@ class RateLimiter:
         try:
             allowed, remaining, retry_us, reset_us = await self._script(
                 keys=[self._link.key("rl", group, identity)],
-                args=[window_us // quota, window_us],
+                args=[repr(window_us / quota), window_us],
             )
         except Exception as exc:  # any Redis failure: fail open (ADR 0005)
             self._link.failed("rate_limit", exc)
