@@ -10,6 +10,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
+from orderflow.adapters.redis.client import create_redis
+from orderflow.adapters.redis.product_cache import RedisProductCache
 from orderflow.domain.access import Role
 from orderflow.entrypoints.api.app import create_app
 from orderflow.service import keys
@@ -40,6 +42,14 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncTransport]:
 async def api_transport(settings: Settings, database: str) -> AsyncIterator[httpx.AsyncTransport]:
     async with running(create_app(settings)) as transport:
         yield transport
+
+
+@pytest.fixture(scope="session")
+async def product_cache(settings: Settings) -> AsyncIterator[RedisProductCache]:
+    """The product cache the test API uses (same Redis key prefix)."""
+    link = create_redis(settings)
+    yield RedisProductCache(link, ttl_s=settings.product_cache_ttl_s)
+    await link.close()
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 
+import asyncpg
 import httpx
+import orjson
 import redis.asyncio as redis
 from prometheus_client import REGISTRY
 
@@ -67,3 +69,56 @@ async def test_unknown_products_are_not_cached(client: httpx.AsyncClient) -> Non
     missing = f"/api/v1/products/{uuid.uuid4()}"
     assert (await client.get(missing)).status_code == 404
     assert (await client.get(missing)).status_code == 404
+
+
+async def test_placement_prices_from_the_cache_and_fills_it(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    product = await make_product(client, price=700)
+    customer = await make_customer(client)
+    misses = _count("miss")
+    await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
+    assert _count("miss") == misses + 1
+    assert await _cached(settings, product["id"]) is not None  # filled by the placement
+    hits = _count("hit")
+    order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 2)])
+    assert _count("hit") == hits + 1
+    assert order["total"] == 1400
+
+
+async def test_a_stale_cached_price_is_never_charged(
+    client: httpx.AsyncClient, settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """The cache missed a change (say Redis was down when it happened): the statement that
+    stores the order sees the product's new version, writes nothing, and the order is priced
+    again from PostgreSQL."""
+    product = await make_product(client, price=1000)
+    other = await make_product(client, price=300)
+    customer = await make_customer(client)
+    path = f"/api/v1/products/{product['id']}"
+    await client.get(path)
+    await client.get(f"/api/v1/products/{other['id']}")
+    stale = await _cached(settings, product["id"])
+    assert stale is not None
+    assert orjson.loads(stale)["price"] == 1000
+    await pool.execute(
+        "UPDATE products SET price = 1500, version = version + 1 WHERE id = $1",
+        uuid.UUID(product["id"]),
+    )
+    order = await place_order(
+        client, customer_id=customer["id"], lines=[(product["id"], 2), (other["id"], 1)]
+    )
+    assert order["total"] == 2 * 1500 + 300
+    assert [line["unit_price"] for line in order["lines"]] == [1500, 300]
+    stored = await pool.fetch(
+        "SELECT unit_price FROM order_lines WHERE order_id = $1 ORDER BY line_no",
+        uuid.UUID(order["id"]),
+    )
+    assert [r["unit_price"] for r in stored] == [1500, 300]
+    outbox = await pool.fetch(
+        "SELECT envelope FROM outbox WHERE order_id = $1", uuid.UUID(order["id"])
+    )
+    assert len(outbox) == 1
+    assert outbox[0]["envelope"]["payload"]["total"] == 3300
+    assert await _cached(settings, product["id"]) == b"-"  # the stale row was dropped
+    assert (await client.get(path)).json()["price"] == 1500

@@ -10,6 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
+from orderflow.adapters.redis.product_cache import RedisProductCache
 from orderflow.domain.events import HAPPY_PATH, Envelope
 from orderflow.service.bootstrap import Deps, build_registry
 from orderflow.service.consumer import Outcome, apply
@@ -21,11 +22,11 @@ from tests.pump import pump
 
 
 @pytest.fixture(scope="module")
-def registry(settings: Settings, pool: asyncpg.Pool) -> Registry:
+def registry(settings: Settings, pool: asyncpg.Pool, product_cache: RedisProductCache) -> Registry:
     autopilot = settings.model_copy(
         update={"autopilot": True, "autopilot_delay_s": 0.0, "payment_slow_delay_s": 0.05}
     )
-    return build_registry(Deps(settings=autopilot, pool=pool))
+    return build_registry(Deps(settings=autopilot, pool=pool, cache=product_cache))
 
 
 async def _run(

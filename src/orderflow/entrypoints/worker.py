@@ -37,6 +37,8 @@ from orderflow.adapters.rabbitmq.topology import (
     Names,
     declare_topology,
 )
+from orderflow.adapters.redis.client import create_redis
+from orderflow.adapters.redis.product_cache import RedisProductCache
 from orderflow.domain.events import Envelope, UnknownEventType
 from orderflow.entrypoints.failures import is_transient
 from orderflow.entrypoints.runtime import first_of, install_stop_signals, serve_metrics
@@ -256,8 +258,11 @@ async def run_worker(
     serve_metrics(metrics_port)
     stop = install_stop_signals()
     pool = await create_pool(settings)
+    redis = create_redis(settings)
     try:
-        registry = build_registry(Deps(settings=settings, pool=pool)).select(handlers)
+        cache = RedisProductCache(redis, ttl_s=settings.product_cache_ttl_s)
+        deps = Deps(settings=settings, pool=pool, cache=cache)
+        registry = build_registry(deps).select(handlers)
         if not registry.names:
             log.warning("worker_without_handlers")
         sweeper = asyncio.create_task(sweep_unpaid_orders(settings, pool, stop))
@@ -268,6 +273,7 @@ async def run_worker(
             await sweeper
     finally:
         await pool.close()
+        await redis.close()
     log.info("worker_stopped")
 
 

@@ -9,6 +9,7 @@ import asyncpg
 from orderflow.adapters.notifications import LogSender
 from orderflow.adapters.payments.simulator import SimulatedGateway
 from orderflow.service import fulfilment, inventory, notifications, payments
+from orderflow.service.catalogue import ProductCache
 from orderflow.service.ports import NotificationSender, PaymentGateway
 from orderflow.service.registry import Registry
 from orderflow.settings import Settings
@@ -31,6 +32,7 @@ class Deps:
     pool: asyncpg.Pool
     gateway: PaymentGateway | None = None
     sender: NotificationSender = field(default_factory=LogSender)
+    cache: ProductCache | None = None  # invalidated when stock moves
 
 
 def build_registry(deps: Deps) -> Registry:
@@ -39,7 +41,7 @@ def build_registry(deps: Deps) -> Registry:
     gateway = deps.gateway or simulated_gateway(settings)
     specs = [
         *payments.handlers(deps.pool, gateway, timeout_s=settings.payment_timeout_s),
-        *inventory.handlers(),
+        *inventory.handlers(deps.cache),
         *notifications.handlers(deps.sender),
     ]
     if settings.autopilot:

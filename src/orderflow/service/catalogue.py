@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import asyncpg
@@ -17,7 +18,11 @@ class ProductCache(Protocol):
 
     async def get(self, product_id: uuid.UUID) -> Product | None: ...
 
+    async def get_many(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Product]: ...
+
     async def put(self, product: Product) -> None: ...
+
+    async def put_many(self, products: Iterable[Product]) -> None: ...
 
     async def invalidate(self, product_id: uuid.UUID) -> None: ...
 

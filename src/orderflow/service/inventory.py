@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+import uuid
+from functools import partial
+
 from orderflow.adapters.postgres import inventory
 from orderflow.adapters.postgres.uow import UnitOfWork
 from orderflow.domain import events as ev
 from orderflow.domain.orders import CancelReason
 from orderflow.domain.orders import OrderStatus as S
+from orderflow.service.catalogue import ProductCache
 from orderflow.service.registry import Delivery, HandlerSpec
 from orderflow.service.transitions import advance, annotate, lock_order
 
 ACTOR = "inventory"
 
 
-async def reserve(d: Delivery, uow: UnitOfWork, _: object) -> None:
+def _forget_stock(
+    uow: UnitOfWork, cache: ProductCache | None, product_ids: list[uuid.UUID]
+) -> None:
+    """Cached products show stock: drop the changed ones once the change has committed."""
+    if cache is None or not product_ids:
+        return
+
+    async def invalidate() -> None:
+        for product_id in product_ids:
+            await cache.invalidate(product_id)
+
+    uow.after_commit(invalidate)
+
+
+async def reserve(
+    d: Delivery, uow: UnitOfWork, _: object, *, cache: ProductCache | None = None
+) -> None:
     """order.paid: reserve all lines or none; a shortage cancels the order (then refunded)."""
     assert d.envelope.order_id is not None
     order = await lock_order(uow, d.envelope.order_id)
@@ -34,13 +54,16 @@ async def reserve(d: Delivery, uow: UnitOfWork, _: object) -> None:
         await advance(uow, order, cancelled, actor=ACTOR, cause=d.envelope, cancel_reason=reason)
         return
     await inventory.reserve(uow.conn, order.id, wants)
+    _forget_stock(uow, cache, [w.product_id for w in wants])
     checked = ev.InventoryChecked(
         reservations=[ev.Reservation(product_id=w.product_id, quantity=w.requested) for w in wants]
     )
     await advance(uow, order, checked, actor=ACTOR, cause=d.envelope)
 
 
-async def release(d: Delivery, uow: UnitOfWork, _: object) -> None:
+async def release(
+    d: Delivery, uow: UnitOfWork, _: object, *, cache: ProductCache | None = None
+) -> None:
     """order.cancelled: put the stock a cancelled order held back on the shelf, once."""
     assert d.envelope.order_id is not None
     order = await lock_order(uow, d.envelope.order_id)
@@ -48,15 +71,18 @@ async def release(d: Delivery, uow: UnitOfWork, _: object) -> None:
         return
     released = await inventory.release(uow.conn, order.id)
     if released:
+        _forget_stock(uow, cache, [pid for pid, _ in released])
         event = ev.InventoryReleased(
             reservations=[ev.Reservation(product_id=pid, quantity=qty) for pid, qty in released]
         )
         annotate(uow, order, event, actor="compensation", cause=d.envelope)
 
 
-def handlers() -> list[HandlerSpec]:
-    """The inventory handlers."""
+def handlers(cache: ProductCache | None = None) -> list[HandlerSpec]:
+    """The inventory handlers; ``cache``, the product cache they keep in step with stock."""
     return [
-        HandlerSpec("inventory.reserve", (ev.OrderPaid.TYPE,), reserve),
-        HandlerSpec("compensation.release", (ev.OrderCancelled.TYPE,), release),
+        HandlerSpec("inventory.reserve", (ev.OrderPaid.TYPE,), partial(reserve, cache=cache)),
+        HandlerSpec(
+            "compensation.release", (ev.OrderCancelled.TYPE,), partial(release, cache=cache)
+        ),
     ]

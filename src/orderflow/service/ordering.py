@@ -15,6 +15,7 @@ from orderflow.adapters.postgres import orders, products
 from orderflow.adapters.postgres.uow import UnitOfWork, unit_of_work
 from orderflow.domain import events as ev
 from orderflow.domain.errors import (
+    Conflict,
     CurrencyMismatch,
     DuplicateProducts,
     InvalidRequest,
@@ -22,9 +23,10 @@ from orderflow.domain.errors import (
     UnknownProducts,
 )
 from orderflow.domain.idempotency import IdempotentRequest
-from orderflow.domain.model import Order, Page, TimelineEntry
+from orderflow.domain.model import Order, Page, Product, TimelineEntry
 from orderflow.domain.orders import OrderStatus, initial_status
-from orderflow.domain.pricing import PricedLine, PricingStrategy
+from orderflow.domain.pricing import PricedLine, PricingStrategy, Quote
+from orderflow.service.catalogue import ProductCache
 from orderflow.service.transitions import act_on_order, advance
 
 
@@ -46,6 +48,11 @@ def _check_lines(lines: Sequence[LineRequest]) -> None:
         )
 
 
+# Pricing again after a product changed under the order; more than a few means the catalogue
+# is being rewritten as fast as orders come in, and the caller may try again later.
+_PRICING_ATTEMPTS = 3
+
+
 async def place_order(
     pool: asyncpg.Pool,
     *,
@@ -55,67 +62,131 @@ async def place_order(
     pricing: PricingStrategy,
     actor: str = "customer",
     idempotency: IdempotentRequest | None = None,
+    cache: ProductCache | None = None,
 ) -> Order:
-    """Price and store an order with its ``order.created`` event, in one transaction."""
+    """Price and store an order with its ``order.created`` event, atomically.
+
+    Products are priced from the cache when it has them; the statement that stores the order
+    checks each product's version and writes nothing if one changed, so a stale cache costs
+    a second pricing from PostgreSQL, never a wrong price. Without an idempotency key that
+    statement is the whole write (atomic on its own); with one, it runs in the transaction
+    that claims the key and records the answer.
+    """
     _check_lines(lines)
+    request = _Placement(customer_id, lines, payment_token, pricing, actor)
+    cached = await cache.get_many(request.product_ids) if cache is not None else {}
+    if idempotency is None:
+        async with pool.acquire() as conn:
+            return await _store(conn, request, cached, cache)
     async with unit_of_work(pool, idempotency=idempotency) as uow:
-        # Prices are read inside the order's transaction: the charged price is the stored one.
-        catalogue = await products.get_many(uow.conn, [line.product_id for line in lines])
-        missing = [str(line.product_id) for line in lines if line.product_id not in catalogue]
-        if missing:
-            raise UnknownProducts(f"unknown products: {', '.join(missing)}", product_ids=missing)
-        currencies = {catalogue[line.product_id].currency for line in lines}
-        if len(currencies) > 1:
-            raise CurrencyMismatch(f"products are priced in several currencies: {currencies}")
-        new_lines = [
-            orders.NewLine(
-                product_id=p.id, sku=p.sku, name=p.name, unit_price=p.price, quantity=line.quantity
-            )
-            for line in lines
-            for p in (catalogue[line.product_id],)
-        ]
-        quote = pricing.quote([PricedLine(nl.unit_price, nl.quantity) for nl in new_lines])
-        status = initial_status(has_payment_method=payment_token is not None)
-        order_id = uuid.uuid4()
+        order = await _store(uow.conn, request, cached, cache)
+        uow.complete(order)
+    return order
+
+
+@dataclass(frozen=True, slots=True)
+class _Placement:
+    customer_id: uuid.UUID
+    lines: Sequence[LineRequest]
+    payment_token: str | None
+    pricing: PricingStrategy
+    actor: str
+
+    @property
+    def product_ids(self) -> list[uuid.UUID]:
+        return [line.product_id for line in self.lines]
+
+
+async def _store(
+    conn: asyncpg.Connection,
+    request: _Placement,
+    catalogue: dict[uuid.UUID, Product],
+    cache: ProductCache | None,
+) -> Order:
+    ids = request.product_ids
+    for _ in range(_PRICING_ATTEMPTS):
+        if missing := [pid for pid in ids if pid not in catalogue]:
+            fresh = await products.get_many(conn, missing)
+            catalogue = {**catalogue, **fresh}
+            if cache is not None and fresh:
+                await cache.put_many(fresh.values())
+        order, envelope = _draft(request, catalogue)
         try:
-            order = await orders.insert(
-                uow.conn,
-                order_id=order_id,
-                customer_id=customer_id,
-                status=status,
-                currency=currencies.pop(),
-                quote=quote,
-                pricing=pricing.name,
-                payment_token=payment_token,
-                lines=new_lines,
+            stored = await orders.insert(
+                conn,
+                order_id=order.id,
+                customer_id=request.customer_id,
+                status=order.status,
+                currency=order.currency,
+                quote=order.quote,
+                pricing=request.pricing.name,
+                payment_token=request.payment_token,
+                lines=order.lines,
+                events=[(envelope, order.status)],
             )
         except asyncpg.ForeignKeyViolationError as exc:
             if "customer" in (exc.constraint_name or ""):
-                raise InvalidRequest(f"customer {customer_id} does not exist") from None
+                raise InvalidRequest(f"customer {request.customer_id} does not exist") from None
             raise UnknownProducts("a product of this order was just deleted") from None
-        placed = ev.OrderPlaced(
-            customer_id=customer_id,
-            lines=[
-                ev.Line(
-                    product_id=nl.product_id,
-                    sku=nl.sku,
-                    quantity=nl.quantity,
-                    unit_price=nl.unit_price,
-                )
-                for nl in new_lines
-            ],
-            subtotal=quote.subtotal,
-            discount=quote.discount,
-            tax=quote.tax,
-            total=quote.total,
-            currency=order.currency,
-            has_payment_method=payment_token is not None,
+        if stored is not None:
+            return _with_timeline(stored, envelope, order.status)
+        # A product changed since it was priced: forget what we knew and price it again.
+        if cache is not None:
+            for pid in ids:
+                await cache.invalidate(pid)
+        catalogue = {}
+    raise Conflict("the products of this order kept changing while it was placed; try again")
+
+
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    id: uuid.UUID
+    status: OrderStatus
+    currency: str
+    quote: Quote
+    lines: list[orders.NewLine]
+
+
+def _draft(request: _Placement, catalogue: dict[uuid.UUID, Product]) -> tuple[_Draft, ev.Envelope]:
+    """The order priced from ``catalogue``, and its ``order.created`` event."""
+    lines, payment_token = request.lines, request.payment_token
+    missing = [str(line.product_id) for line in lines if line.product_id not in catalogue]
+    if missing:
+        raise UnknownProducts(f"unknown products: {', '.join(missing)}", product_ids=missing)
+    currencies = {catalogue[line.product_id].currency for line in lines}
+    if len(currencies) > 1:
+        raise CurrencyMismatch(f"products are priced in several currencies: {currencies}")
+    new_lines = [
+        orders.NewLine(
+            product_id=p.id,
+            sku=p.sku,
+            name=p.name,
+            unit_price=p.price,
+            quantity=line.quantity,
+            product_version=p.version,
         )
-        envelope = ev.Envelope.wrap(placed, order_id=order_id, actor=actor)
-        uow.emit(envelope, status_after=status)
-        result = _with_timeline(order, envelope, status)
-        uow.complete(result)
-    return result
+        for line in lines
+        for p in (catalogue[line.product_id],)
+    ]
+    quote = request.pricing.quote([PricedLine(nl.unit_price, nl.quantity) for nl in new_lines])
+    status = initial_status(has_payment_method=payment_token is not None)
+    draft = _Draft(uuid.uuid4(), status, currencies.pop(), quote, new_lines)
+    placed = ev.OrderPlaced(
+        customer_id=request.customer_id,
+        lines=[
+            ev.Line(
+                product_id=nl.product_id, sku=nl.sku, quantity=nl.quantity, unit_price=nl.unit_price
+            )
+            for nl in new_lines
+        ],
+        subtotal=quote.subtotal,
+        discount=quote.discount,
+        tax=quote.tax,
+        total=quote.total,
+        currency=draft.currency,
+        has_payment_method=payment_token is not None,
+    )
+    return draft, ev.Envelope.wrap(placed, order_id=draft.id, actor=request.actor)
 
 
 def _with_timeline(order: Order, envelope: ev.Envelope, status: OrderStatus) -> Order:

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from orderflow.adapters.postgres import rows
+from orderflow.adapters.postgres import rows, uow
 from orderflow.domain.model import Order, OrderLine, TimelineEntry
 from orderflow.domain.orders import OrderStatus
 from orderflow.domain.pricing import Quote
@@ -26,6 +26,7 @@ class NewLine:
     name: str
     unit_price: int
     quantity: int
+    product_version: int  # the product row this line was priced from
 
 
 async def insert(
@@ -39,22 +40,35 @@ async def insert(
     pricing: str,
     payment_token: str | None,
     lines: Sequence[NewLine],
-) -> Order:
-    """Insert an order and all its lines in one statement."""
+    events: Sequence[uow.Pending],
+) -> Order | None:
+    """Insert an order, its lines and its ``events`` (outbox, timeline) in one statement.
+
+    Only if every line's product still has the version it was priced from: otherwise nothing
+    is written and the answer is None, and the caller prices the order again. A statement is
+    atomic on its own, so no explicit transaction is needed around it; and the version check
+    inside it is what makes a price read from a cache safe to charge.
+    """
     row = await conn.fetchrow(
         f"""
-        WITH o AS (
+        WITH t AS (
+            SELECT * FROM unnest($11::uuid[], $12::int[], $13::int[])
+                WITH ORDINALITY AS t(product_id, product_version, quantity, n)
+        ), priced AS (
+            SELECT t.n, p.id AS product_id, p.sku, p.name, p.price AS unit_price, t.quantity
+            FROM t JOIN products p ON p.id = t.product_id AND p.version = t.product_version
+        ), o AS (
             INSERT INTO orders (id, customer_id, status, currency, subtotal, discount, tax, total,
                                 pricing, payment_token)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
+            WHERE (SELECT count(*) FROM priced) = cardinality($11::uuid[])
             RETURNING {rows.ORDER_COLUMNS}
         ), l AS (
             INSERT INTO order_lines (order_id, line_no, product_id, sku, name, unit_price,
                                      quantity, line_total)
-            SELECT $1, n, product_id, sku, name, unit_price, quantity, unit_price * quantity
-            FROM unnest($11::uuid[], $12::text[], $13::text[], $14::bigint[], $15::int[])
-                 WITH ORDINALITY AS t(product_id, sku, name, unit_price, quantity, n)
-        )
+            SELECT o.id, n, product_id, sku, name, unit_price, quantity, unit_price * quantity
+            FROM priced, o
+        ), {uow.event_ctes(14, when="EXISTS (SELECT FROM o)")}
         SELECT * FROM o
         """,
         order_id,
@@ -68,11 +82,12 @@ async def insert(
         pricing,
         payment_token,
         [line.product_id for line in lines],
-        [line.sku for line in lines],
-        [line.name for line in lines],
-        [line.unit_price for line in lines],
+        [line.product_version for line in lines],
         [line.quantity for line in lines],
+        *uow.event_args(events),
     )
+    if row is None:
+        return None
     order_lines = [
         OrderLine(
             line_no=n,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
@@ -14,23 +15,52 @@ from orderflow.domain.events import Envelope
 from orderflow.domain.idempotency import IdempotentRequest, RecordedResponse
 from orderflow.domain.orders import OrderStatus
 
-# Events and timeline rows are written together by one statement per unit of work.
-_WRITE_EVENTS = """
-WITH ev AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::jsonb[], $5::text[],
-                         $6::text[], $7::timestamptz[])
+Pending = tuple[Envelope, OrderStatus | None]
+
+
+def event_ctes(first: int, *, when: str = "TRUE") -> str:
+    """CTEs that write events to the outbox and, those with a status, to the timeline.
+
+    Their seven parameters are numbered from ``first`` (``event_args`` gives them), so that a
+    statement changing state can carry its events and cost no extra round trip; ``when`` is
+    an SQL condition under which they are written at all.
+    """
+    p = [f"${first + i}" for i in range(7)]
+    return f"""ev AS (
+    SELECT * FROM unnest({p[0]}::uuid[], {p[1]}::text[], {p[2]}::uuid[], {p[3]}::jsonb[],
+                         {p[4]}::text[], {p[5]}::text[], {p[6]}::timestamptz[])
         AS e(event_id, event_type, order_id, envelope, actor, status_after, occurred_at)
+    WHERE {when}
 ), outboxed AS (
     INSERT INTO outbox (event_id, event_type, order_id, envelope)
     SELECT event_id, event_type, order_id, envelope FROM ev
-){answer}
-INSERT INTO order_timeline (order_id, event_id, event_type, actor, status_after, occurred_at,
-                            data)
-SELECT order_id, event_id, event_type, actor, status_after, occurred_at, envelope -> 'payload'
-FROM ev WHERE status_after IS NOT NULL
-"""
-_WRITE_EVENTS_ONLY = _WRITE_EVENTS.format(answer="")
-_WRITE_EVENTS_AND_ANSWER = _WRITE_EVENTS.format(answer=records.RESPOND_CTE)
+), timelined AS (
+    INSERT INTO order_timeline (order_id, event_id, event_type, actor, status_after,
+                                occurred_at, data)
+    SELECT order_id, event_id, event_type, actor, status_after, occurred_at,
+           envelope -> 'payload'
+    FROM ev WHERE status_after IS NOT NULL
+)"""
+
+
+def event_args(pending: Sequence[Pending]) -> list[list[Any]]:
+    """The seven parameters of ``event_ctes`` for ``pending`` events."""
+    return [
+        [env.event_id for env, _ in pending],
+        [env.type for env, _ in pending],
+        [env.order_id for env, _ in pending],
+        [env.model_dump(mode="json") for env, _ in pending],
+        [env.actor for env, _ in pending],
+        [status.value if status else None for _, status in pending],
+        [env.occurred_at for env, _ in pending],
+    ]
+
+
+# The events of a unit of work, with its idempotent answer when there is one, are written by
+# one statement just before commit.
+_WRITE_EVENTS = "WITH {ctes}{answer} SELECT 1"
+_WRITE_EVENTS_ONLY = _WRITE_EVENTS.format(ctes=event_ctes(1), answer="")
+_WRITE_EVENTS_AND_ANSWER = _WRITE_EVENTS.format(ctes=event_ctes(1), answer=records.RESPOND_CTE)
 
 
 @dataclass
@@ -45,9 +75,18 @@ class UnitOfWork:
 
     conn: asyncpg.Connection
     idempotency: IdempotentRequest | None = None
-    _pending: list[tuple[Envelope, OrderStatus | None]] = field(default_factory=list)
+    _pending: list[Pending] = field(default_factory=list)
     _answer: RecordedResponse | None = None
+    _after_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     completed: bool = False
+
+    def after_commit(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` once the transaction has committed (never if it rolls back).
+
+        For side effects that must not see uncommitted state, such as invalidating a cache;
+        a hook must not raise: the effect it follows is already durable.
+        """
+        self._after_commit.append(hook)
 
     def complete(self, result: object) -> None:
         """Hand over the use case's result: an idempotent request records its response."""
@@ -80,13 +119,7 @@ class UnitOfWork:
         )
         await self.conn.execute(
             _WRITE_EVENTS_AND_ANSWER if extra else _WRITE_EVENTS_ONLY,
-            [env.event_id for env, _ in pending],
-            [env.type for env, _ in pending],
-            [env.order_id for env, _ in pending],
-            [env.model_dump(mode="json") for env, _ in pending],
-            [env.actor for env, _ in pending],
-            [status.value if status else None for _, status in pending],
-            [env.occurred_at for env, _ in pending],
+            *event_args(pending),
             *extra,
         )
 
@@ -108,6 +141,8 @@ async def unit_of_work(
         if idempotency is not None and not uow.completed:
             raise RuntimeError("an idempotent unit of work ended without complete(result)")
         await uow.flush()
+    for hook in uow._after_commit:
+        await hook()
 
 
 def new_id() -> uuid.UUID:

@@ -38,7 +38,9 @@ router = APIRouter(prefix="/api/v1/orders", tags=["orders"], responses=EDGE_RESP
     response_model=OrderOut,
     summary="Place an order",
     description="Prices are computed server-side from the catalogue. The order, its "
-    "lines and its `order.created` event are stored in one transaction.",
+    "lines and its `order.created` event are stored atomically (one statement; with an "
+    "`Idempotency-Key`, one transaction that also records the answer). Prices come from the "
+    "product cache and are confirmed against PostgreSQL by the statement that stores the order.",
 )
 async def place_order(
     body: OrderIn, state: State, principal: OrderActor, idem: IdempotencyKey
@@ -51,6 +53,7 @@ async def place_order(
         pricing=state.pricing,
         actor=principal.role.value,
         idempotency=idem.recording(OrderOut.of, status_code=status.HTTP_201_CREATED),
+        cache=state.product_cache,
     )
     ORDERS_PLACED.inc()
     return OrderOut.of(order)
