@@ -4,7 +4,8 @@ Each batch is claimed with ``FOR UPDATE SKIP LOCKED`` inside a transaction, publ
 (mandatory, persistent), and marked published only once the broker confirmed every message;
 the transaction then commits. A relay that dies anywhere before the commit leaves its rows
 unpublished for the next relay: at-least-once, and the consumers' inbox removes duplicates.
-Relays wake on ``NOTIFY orderflow_outbox`` and poll as a fallback.
+Relays wake on ``NOTIFY orderflow_outbox``, sent by the writers after they commit
+(``outbox.wake_relays``), and poll as a fallback.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from orderflow.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-CHANNEL = "orderflow_outbox"
 UNROUTABLE_HOLD_S = 5.0  # how long a returned row waits before the relay tries it again
 
 
@@ -173,7 +173,7 @@ class Relay:
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda *_, lost=lost: lost.set())
                 try:
-                    await conn.add_listener(CHANNEL, notified)
+                    await conn.add_listener(outbox.CHANNEL, notified)
                     backoff.reset()
                     self._wake.set()  # catch up on anything committed while not listening
                     await first_of(lost.wait(), stop.wait())

@@ -12,6 +12,7 @@ from datetime import datetime
 import asyncpg
 
 from orderflow.adapters.postgres import orders, products
+from orderflow.adapters.postgres.outbox import wake_relays
 from orderflow.adapters.postgres.uow import UnitOfWork, unit_of_work
 from orderflow.domain import events as ev
 from orderflow.domain.errors import (
@@ -77,10 +78,12 @@ async def place_order(
     cached = await cache.get_many(request.product_ids) if cache is not None else {}
     if idempotency is None:
         async with pool.acquire() as conn:
-            return await _store(conn, request, cached, cache)
-    async with unit_of_work(pool, idempotency=idempotency) as uow:
-        order = await _store(uow.conn, request, cached, cache)
-        uow.complete(order)
+            order = await _store(conn, request, cached, cache)
+    else:
+        async with unit_of_work(pool, idempotency=idempotency) as uow:
+            order = await _store(uow.conn, request, cached, cache)
+            uow.complete(order)
+    wake_relays(pool)
     return order
 
 

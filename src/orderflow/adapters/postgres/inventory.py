@@ -24,7 +24,7 @@ async def lock_for_order(conn: asyncpg.Connection, order_id: uuid.UUID) -> list[
         FROM order_lines l JOIN products p ON p.id = l.product_id
         WHERE l.order_id = $1
         ORDER BY p.id
-        FOR UPDATE OF p
+        FOR NO KEY UPDATE OF p
         """,
         order_id,
     )
@@ -60,7 +60,7 @@ async def release(conn: asyncpg.Connection, order_id: uuid.UUID) -> list[tuple[u
                           WHERE x.order_id = $1 AND x.product_id = r.product_id
                             AND x.kind = 'release')
         ORDER BY p.id
-        FOR UPDATE OF p
+        FOR NO KEY UPDATE OF p
         """,
         order_id,
     )

@@ -108,7 +108,8 @@ async def get(
 ) -> Order | None:
     """Load an order (with lines and timeline unless told not to); ``lock`` takes a row lock."""
     row = await conn.fetchrow(
-        f"SELECT {rows.ORDER_COLUMNS} FROM orders WHERE id = $1" + (" FOR UPDATE" if lock else ""),
+        f"SELECT {rows.ORDER_COLUMNS} FROM orders WHERE id = $1"
+        + (" FOR NO KEY UPDATE" if lock else ""),
         order_id,
     )
     if row is None:

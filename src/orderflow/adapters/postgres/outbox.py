@@ -1,10 +1,67 @@
-"""The relay's side of the outbox: claim unpublished rows, mark them published, prune."""
+"""The outbox: waking relays after a commit; claiming, marking, pruning rows (the relay)."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import asyncpg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+CHANNEL = "orderflow_outbox"
+_NOTIFY = f"NOTIFY {CHANNEL}"
+# A process sends at most one NOTIFY per this many seconds: the first after a quiet spell at
+# once, later ones coalesced. Each NOTIFY is a tiny transaction of its own that flushes WAL.
+COALESCE_S = 0.005
+
+
+class RelayWaker:
+    """Tells the relays of one database that events were committed, outside any transaction.
+
+    Writers call ``nudge`` after their commit. Not a trigger: a transaction that sends NOTIFY
+    holds a database-wide lock through its commit, which serialised every order's commit
+    (migration 0002, ADR 0007). A lost NOTIFY only costs latency: relays also poll.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._pending = False
+        self._task: asyncio.Task[None] | None = None
+
+    def nudge(self) -> None:
+        """Something was committed: make sure a NOTIFY follows it."""
+        self._pending = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        # A nudge while this task is suspended sets _pending again, so a NOTIFY always
+        # follows the last commit; the task ends (and a later nudge starts another) once
+        # nothing is pending.
+        while self._pending and not self.pool.is_closing():
+            self._pending = False
+            try:
+                await self.pool.execute(_NOTIFY)
+            except Exception as exc:  # the relays' polling picks the events up
+                log.warning("relay_wakeup_failed", error=repr(exc))
+                return
+            await asyncio.sleep(COALESCE_S)
+
+
+_wakers: dict[int, RelayWaker] = {}
+
+
+def wake_relays(pool: asyncpg.Pool) -> None:
+    """Call after committing outbox rows through ``pool``: relays wake within milliseconds."""
+    waker = _wakers.get(id(pool))
+    if waker is None or waker.pool is not pool:
+        for key in [k for k, w in _wakers.items() if w.pool.is_closing()]:
+            del _wakers[key]
+        waker = _wakers[id(pool)] = RelayWaker(pool)
+    waker.nudge()
+
 
 # SKIP LOCKED lets several relays share the table: each claims rows no other relay holds.
 # The envelope is read as text: it is published as it is stored, never decoded here.

@@ -56,7 +56,7 @@ async def get(
     conn: asyncpg.Connection | asyncpg.Pool, payment_id: uuid.UUID, *, lock: bool = False
 ) -> Payment | None:
     row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM payments WHERE id = $1" + (" FOR UPDATE" if lock else ""),
+        f"SELECT {_COLUMNS} FROM payments WHERE id = $1" + (" FOR NO KEY UPDATE" if lock else ""),
         payment_id,
     )
     return Payment(**dict(row)) if row else None
@@ -68,7 +68,7 @@ async def captured(
     """The order's captured (not yet refunded) payment, if any."""
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM payments WHERE order_id = $1 AND status = 'captured'"
-        + (" FOR UPDATE" if lock else ""),
+        + (" FOR NO KEY UPDATE" if lock else ""),
         order_id,
     )
     return Payment(**dict(row)) if row else None

@@ -75,7 +75,7 @@ async def update(
     assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=2))
     row = await conn.fetchrow(
         f"""
-        WITH old AS (SELECT stock FROM products WHERE id = $1 FOR UPDATE),
+        WITH old AS (SELECT stock FROM products WHERE id = $1 FOR NO KEY UPDATE),
         p AS (
             UPDATE products SET {assignments}, version = version + 1, updated_at = now()
             WHERE id = $1 RETURNING {rows.PRODUCT_COLUMNS}

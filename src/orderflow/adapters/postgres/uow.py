@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from orderflow.adapters.postgres import idempotency as records
+from orderflow.adapters.postgres import outbox
 from orderflow.domain.events import Envelope
 from orderflow.domain.idempotency import IdempotentRequest, RecordedResponse
 from orderflow.domain.orders import OrderStatus
@@ -79,6 +80,7 @@ class UnitOfWork:
     _answer: RecordedResponse | None = None
     _after_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     completed: bool = False
+    wrote_events: bool = False
 
     def after_commit(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run ``hook`` once the transaction has committed (never if it rolls back).
@@ -112,6 +114,7 @@ class UnitOfWork:
                 await records.respond(self.conn, request, answer)
             return
         pending, self._pending = self._pending, []
+        self.wrote_events = True
         extra = (
             records.respond_args(request, answer)
             if request is not None and answer is not None
@@ -141,6 +144,8 @@ async def unit_of_work(
         if idempotency is not None and not uow.completed:
             raise RuntimeError("an idempotent unit of work ended without complete(result)")
         await uow.flush()
+    if uow.wrote_events:
+        outbox.wake_relays(pool)
     for hook in uow._after_commit:
         await hook()
 
