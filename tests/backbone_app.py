@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS backbone_applied (
     handler  text NOT NULL,
     attempt  int NOT NULL,
     pid      int NOT NULL,
+    txid     bigint NOT NULL DEFAULT txid_current(),
     at       timestamptz NOT NULL DEFAULT clock_timestamp()
 )
 """
@@ -86,9 +87,11 @@ def make_handle(name: str) -> HandleFn:
     return handle
 
 
-def make_registry(names: list[str], event_types: tuple[str, ...] = (EVENT,)) -> Registry:
+def make_registry(
+    names: list[str], event_types: tuple[str, ...] = (EVENT,), *, batch: bool = False
+) -> Registry:
     """Test handlers called ``names``, each subscribed to ``event_types``."""
-    return Registry(HandlerSpec(n, event_types, make_handle(n)) for n in names)
+    return Registry(HandlerSpec(n, event_types, make_handle(n), batch=batch) for n in names)
 
 
 class StallingRelay(Relay):

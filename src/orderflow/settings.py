@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     worker_prefetch: int = Field(default=64, ge=1)
     worker_concurrency: int = Field(default=64, ge=1)
     worker_shutdown_timeout_s: float = Field(default=10.0, gt=0)
+    worker_batch_max: int = Field(
+        default=64, ge=1, description="deliveries a batch handler applies in one transaction"
+    )
+    worker_batch_window_s: float = Field(
+        default=0.005, ge=0, description="how long a batch handler waits for more deliveries"
+    )
     reconnect_max_backoff_s: float = Field(default=5.0, gt=0)
     broker_check_ttl_s: float = Field(default=2.0, ge=0, description="/readyz cache")
     queue_expires_ms: int | None = Field(

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import aio_pika
 import asyncpg
@@ -44,7 +46,7 @@ from orderflow.entrypoints.failures import is_transient
 from orderflow.entrypoints.runtime import first_of, install_stop_signals, serve_metrics
 from orderflow.observability import metrics
 from orderflow.service.bootstrap import Deps, build_registry
-from orderflow.service.consumer import apply
+from orderflow.service.consumer import apply, apply_batch
 from orderflow.service.expiry import expire_unpaid
 from orderflow.service.registry import Defer, Delivery, HandlerSpec, PermanentError, Registry
 from orderflow.settings import Settings
@@ -67,6 +69,7 @@ class Worker:
         self._idle.set()
         self._stopping = False
         self._publisher: AbstractChannel | None = None
+        self._batchers: dict[str, _Batcher] = {}
 
     def bindings(self) -> dict[str, list[str]]:
         """Handler name -> the event types its queue is bound to."""
@@ -170,7 +173,13 @@ class Worker:
             handler=spec.name,
             attempt=attempt,
         ):
-            await self._apply(spec, queues, message, delivery)
+            if spec.batch:
+                batcher = self._batchers.get(spec.name)
+                if batcher is None:
+                    batcher = self._batchers[spec.name] = _Batcher(self, spec, queues)
+                await batcher.submit(message, delivery)
+            else:
+                await self._apply(spec, queues, message, delivery)
 
     async def _apply(
         self,
@@ -180,9 +189,7 @@ class Worker:
         delivery: Delivery,
     ) -> None:
         started = time.perf_counter()
-        metrics.EVENT_LAG_SECONDS.labels(spec.name).observe(
-            max(0.0, time.time() - delivery.envelope.occurred_at.timestamp())
-        )
+        _observe_lag(spec, delivery)
         try:
             outcome = await apply(self.pool, spec, delivery)
         except Defer as defer:
@@ -200,6 +207,31 @@ class Worker:
             metrics.HANDLER_SECONDS.labels(spec.name).observe(time.perf_counter() - started)
         await message.ack()
         metrics.EVENTS_CONSUMED.labels(spec.name, outcome.value).inc()
+
+    async def apply_batch(
+        self, spec: HandlerSpec, queues: HandlerQueues, batch: list[_Waiting]
+    ) -> None:
+        """Apply a batch in one transaction and ack it; if that fails, one delivery at a time
+        (so that only the failing message is retried or dead-lettered)."""
+        started = time.perf_counter()
+        for waiting in batch:
+            _observe_lag(spec, waiting.delivery)
+        try:
+            outcomes = await apply_batch(self.pool, spec, [w.delivery for w in batch])
+        except Exception as exc:
+            log.info("batch_failed_applying_one_by_one", size=len(batch), error=repr(exc))
+            for waiting in batch:
+                with structlog.contextvars.bound_contextvars(
+                    event_id=str(waiting.delivery.envelope.event_id)
+                ):
+                    await self._apply(spec, queues, waiting.message, waiting.delivery)
+            return
+        finally:
+            metrics.HANDLER_SECONDS.labels(spec.name).observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.labels(spec.name).observe(len(batch))
+        for waiting, outcome in zip(batch, outcomes, strict=True):
+            await waiting.message.ack()
+            metrics.EVENTS_CONSUMED.labels(spec.name, outcome.value).inc()
 
     async def _failed(
         self,
@@ -246,6 +278,68 @@ class Worker:
         if self._publisher is None:
             raise RuntimeError("worker is not connected")
         await self._publisher.default_exchange.publish(message, queue, mandatory=True)
+
+
+def _observe_lag(spec: HandlerSpec, delivery: Delivery) -> None:
+    metrics.EVENT_LAG_SECONDS.labels(spec.name).observe(
+        max(0.0, time.time() - delivery.envelope.occurred_at.timestamp())
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    message: AbstractIncomingMessage
+    delivery: Delivery
+    done: asyncio.Future[None]
+
+
+class _Batcher:
+    """Gathers one batch handler's deliveries for a few milliseconds (or until the batch is
+    full), then has the worker apply them together; each delivery's callback waits for it."""
+
+    def __init__(self, worker: Worker, spec: HandlerSpec, queues: HandlerQueues) -> None:
+        self.worker = worker
+        self.spec = spec
+        self.queues = queues
+        self.max = worker.settings.worker_batch_max
+        self.window_s = worker.settings.worker_batch_window_s
+        self._open: list[_Waiting] = []
+        self._full = asyncio.Event()
+        self._collecting = False
+
+    async def submit(self, message: AbstractIncomingMessage, delivery: Delivery) -> None:
+        """Add a delivery to the open batch and wait until its batch has been handled."""
+        waiting = _Waiting(message, delivery, asyncio.get_running_loop().create_future())
+        self._open.append(waiting)
+        if len(self._open) >= self.max:
+            self._full.set()
+        if not self._collecting:
+            self._collecting = True
+            # A fresh context: the batch's logs must not carry the first delivery's ids.
+            asyncio.get_running_loop().create_task(self._collect(), context=contextvars.Context())
+        await waiting.done
+
+    async def _collect(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.window_s):
+                await self._full.wait()
+        batch, self._open = self._open[: self.max], self._open[self.max :]
+        self._full.clear()
+        self._collecting = False
+        if self._open:  # more than one batch's worth arrived: the rest starts the next one
+            self._collecting = True
+            if len(self._open) >= self.max:
+                self._full.set()
+            asyncio.get_running_loop().create_task(self._collect(), context=contextvars.Context())
+        try:
+            with structlog.contextvars.bound_contextvars(handler=self.spec.name):
+                await self.worker.apply_batch(self.spec, self.queues, batch)
+        except Exception as exc:  # the broker will redeliver what was not acked
+            log.warning("batch_not_settled", handler=self.spec.name, error=repr(exc))
+        finally:
+            for waiting in batch:
+                if not waiting.done.done():
+                    waiting.done.set_result(None)
 
 
 async def run_worker(

@@ -40,9 +40,15 @@ EVENTS_DEAD_LETTERED = Counter(
 )
 HANDLER_SECONDS = Histogram(
     "orderflow_handler_duration_seconds",
-    "Time to apply one delivery (transaction included)",
+    "Time to apply one delivery, or one batch of a batch handler (transaction included)",
     ["handler"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+BATCH_SIZE = Histogram(
+    "orderflow_handler_batch_size",
+    "Deliveries applied together in one transaction by a batch handler",
+    ["handler"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
 EVENT_LAG_SECONDS = Histogram(
     "orderflow_event_lag_seconds",

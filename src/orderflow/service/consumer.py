@@ -6,6 +6,7 @@ calls ``apply`` and acks, retries or dead-letters according to the outcome or th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 
 import asyncpg
@@ -15,6 +16,11 @@ from orderflow.service.registry import Delivery, HandlerSpec
 
 _CLAIM = "INSERT INTO inbox (event_id, handler) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1"
 _SEEN = "SELECT 1 FROM inbox WHERE event_id = $1 AND handler = $2"
+# Sorted ids: two batches claiming overlapping keys take their locks in the same order.
+_CLAIM_MANY = """
+INSERT INTO inbox (event_id, handler) SELECT id, $2 FROM unnest($1::uuid[]) AS ids(id)
+ON CONFLICT DO NOTHING RETURNING event_id
+"""
 
 
 class Outcome(StrEnum):
@@ -44,3 +50,28 @@ async def apply(pool: asyncpg.Pool, spec: HandlerSpec, delivery: Delivery) -> Ou
             return Outcome.DUPLICATE
         await spec.handle(delivery, uow, prepared)
     return Outcome.APPLIED
+
+
+async def apply_batch(
+    pool: asyncpg.Pool, spec: HandlerSpec, deliveries: Sequence[Delivery]
+) -> list[Outcome]:
+    """Run ``spec`` for every delivery the inbox does not hold yet, all in one transaction.
+
+    All or nothing: if the handler raises for any delivery, nothing of the batch is applied
+    and the exception propagates (the worker then applies the deliveries one by one). A
+    duplicate within the batch, or of an earlier delivery, is skipped as with ``apply``.
+    """
+    if spec.prepare is not None:
+        raise ValueError(f"handler {spec.name!r} has a prepare step and cannot be batched")
+    ids = sorted({d.envelope.event_id for d in deliveries})
+    outcomes: list[Outcome] = []
+    async with unit_of_work(pool) as uow:
+        fresh = {r["event_id"] for r in await uow.conn.fetch(_CLAIM_MANY, ids, spec.name)}
+        for delivery in deliveries:
+            if delivery.envelope.event_id in fresh:
+                fresh.discard(delivery.envelope.event_id)
+                await spec.handle(delivery, uow, None)
+                outcomes.append(Outcome.APPLIED)
+            else:
+                outcomes.append(Outcome.DUPLICATE)
+    return outcomes

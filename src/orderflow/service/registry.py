@@ -9,6 +9,11 @@ A step that must call the outside world (the payment gateway) does so in ``prepa
 runs before the transaction opens; ``prepare`` must be idempotent (it is retried on
 redelivery) and its result is handed to ``handle``. A ``prepare`` that returns None found
 nothing to do: no transaction is opened and nothing is recorded (a redelivery asks again).
+
+A handler marked ``batch`` may be applied to several deliveries in one transaction (one inbox
+statement, one commit); if any of them fails, that transaction rolls back and each delivery
+is applied on its own, so a failure still touches only its own message. Only for handlers
+without ``prepare`` whose deliveries never contend with each other (notifications).
 """
 
 from __future__ import annotations
@@ -59,6 +64,11 @@ class HandlerSpec:
     event_types: tuple[str, ...]
     handle: HandleFn
     prepare: PrepareFn | None = None
+    batch: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch and self.prepare is not None:
+            raise ValueError(f"handler {self.name!r}: a batch handler cannot have a prepare step")
 
 
 class Registry:

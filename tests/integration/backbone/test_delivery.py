@@ -11,11 +11,15 @@ import uuid
 import aio_pika
 import asyncpg
 import orjson
+import pytest
 from prometheus_client import REGISTRY
 
 from orderflow.adapters.postgres import outbox
 from orderflow.adapters.rabbitmq.topology import ATTEMPT, Names
+from orderflow.domain.events import Envelope, OrderDelivered
 from orderflow.entrypoints.dead_letters import process
+from orderflow.service.consumer import Outcome, apply_batch
+from orderflow.service.registry import Delivery, PermanentError
 from orderflow.settings import Settings
 from tests.backbone_app import EVENT, make_registry
 from tests.integration.backbone.helpers import (
@@ -233,3 +237,46 @@ async def test_published_rows_past_retention_are_pruned_and_others_kept(
     )
     assert {r["event_id"] for r in left} == {recent, pending}
     await pool.execute("UPDATE outbox SET published_at = now() WHERE event_id = $1", pending)
+
+
+async def test_a_batch_handler_shares_transactions_and_a_failure_stays_its_own(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    names = Names.from_settings(bb_settings)
+    batched = bb_settings.model_copy(update={"worker_batch_window_s": 0.05})
+    async with running(batched, pool, make_registry(["alpha"], batch=True), workers=2):
+        ok = await emit(pool, ["ok"] * 40)
+        await eventually(lambda: all_applied_once(pool, "alpha", ok))
+        largest = await pool.fetchval(
+            "SELECT max(n) FROM (SELECT count(*) AS n FROM backbone_applied GROUP BY txid) AS t"
+        )
+        assert largest > 1, "no two deliveries were applied in one transaction"
+        # A batch with a bug and a transient failure in it: the others are still applied
+        # once, the flaky one after its retry, and only the bug is dead-lettered.
+        [bug] = await emit(pool, ["bug"])
+        mixed = await emit(pool, ["ok"] * 20 + ["flaky:1"] + ["ok"] * 20)
+        await eventually(lambda: all_applied_once(pool, "alpha", ok + mixed))
+        await eventually(lambda: _depth_is(batched, names.dead_letters, 1))
+    assert bug not in await applied_counts(pool, "alpha")
+    [letter] = await process(batched, action="list")
+    assert letter.message_id == str(bug)
+
+
+async def test_apply_batch_is_all_or_nothing_and_skips_duplicates(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    spec = make_registry(["alpha"], batch=True).get("alpha")
+
+    def delivery(carrier: str) -> Delivery:
+        envelope = Envelope.wrap(OrderDelivered(carrier=carrier), order_id=uuid.uuid4())
+        return Delivery(envelope=envelope, event=envelope.event())
+
+    first, second, bad = delivery("ok"), delivery("ok"), delivery("bug")
+    with pytest.raises(PermanentError):
+        await apply_batch(pool, spec, [first, bad, second])
+    assert await applied_counts(pool, "alpha") == {}  # rolled back, inbox rows too
+    outcomes = await apply_batch(pool, spec, [first, first, second])
+    assert outcomes == [Outcome.APPLIED, Outcome.DUPLICATE, Outcome.APPLIED]
+    assert await apply_batch(pool, spec, [second]) == [Outcome.DUPLICATE]
+    ids = [first.envelope.event_id, second.envelope.event_id]
+    assert await applied_counts(pool, "alpha") == dict.fromkeys(ids, 1)
