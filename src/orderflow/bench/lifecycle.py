@@ -33,12 +33,15 @@ TERMINAL = ("delivered", "cancelled")
 
 
 class QueueSampler:
-    """Samples the message count of every work queue once a second."""
+    """Samples, once a second, the ready messages of every work queue and the outbox backlog
+    (rows not yet published). A backlog held as unacknowledged deliveries inside the
+    consumers' prefetch windows shows in neither: the end-to-end latency shows it."""
 
     def __init__(self, run: BenchRun, queues: list[str]) -> None:
         self.run = run
         self.queues = queues
-        self.samples: list[tuple[float, int]] = []  # (wall time, messages in all work queues)
+        # (wall time, ready messages in all work queues, unpublished outbox rows)
+        self.samples: list[tuple[float, int, int]] = []
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> QueueSampler:
@@ -63,13 +66,23 @@ class QueueSampler:
                         async with connection.channel() as channel:
                             queue = await channel.declare_queue(name, passive=True)
                             total += queue.declaration_result.message_count or 0
-                self.samples.append((time.time(), total))
+                backlog = await self.pool.fetchval(
+                    "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+                )
+                self.samples.append((time.time(), total, int(backlog)))
                 await asyncio.sleep(1.0)
         finally:
             await connection.close()
 
-    def max_between(self, start: float, end: float) -> int:
-        return max((n for t, n in self.samples if start <= t <= end), default=0)
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self.run.pool is not None
+        return self.run.pool
+
+    def max_between(self, start: float, end: float) -> tuple[int, int]:
+        """The largest queue depth and outbox backlog sampled in [start, end]."""
+        inside = [(q, b) for t, q, b in self.samples if start <= t <= end]
+        return max((q for q, _ in inside), default=0), max((b for _, b in inside), default=0)
 
 
 async def _wait_terminal(pool: asyncpg.Pool, ids: list[uuid.UUID], timeout_s: float) -> int:
@@ -198,7 +211,9 @@ async def run_lifecycle(
                     )
                 step = await _step_figures(pool, result, offered=rate, warmup_s=warmup_s)
                 step["label"], step["unfinished"] = label, unfinished
-                step["max_queue_depth"] = sampler.max_between(*step["window"])
+                step["max_queue_depth"], step["max_outbox_backlog"] = sampler.max_between(
+                    *step["window"]
+                )
                 steps.append(step)
                 if n == 0:
                     server.mark_rss_start()  # warm now
@@ -216,7 +231,7 @@ async def run_lifecycle(
 def _result(
     run: BenchRun,
     steps: list[dict[str, Any]],
-    queue_depths: list[tuple[float, int]],
+    queue_depths: list[tuple[float, int, int]],
     rss: list[dict[str, Any]],
     audit: dict[str, Any],
     ceiling: dict[str, Any] | None,
@@ -257,11 +272,15 @@ def _result(
             "knee": (
                 f"{knee['offered_per_s']:g} orders/s offered, {knee['completed_per_s']} completed/s"
                 if knee
-                else "not reached: even the lowest step fell behind"
+                else f"below {loaded[0]['offered_per_s']:g} orders/s: the lowest loaded step fell "
+                "behind (the idle step kept up)"
+                if loaded
+                else "not measured: no loaded step ran"
             ),
             "idle_payment_initiated_ms": idle["payment_initiated_ms"],
             "idle_e2e_ms": idle["e2e_ms"],
             "steps": [{k: v for k, v in s.items() if k != "window"} for s in steps],
-            "queue_depths": [(round(t - t0, 1), n) for t, n in queue_depths],
+            # [seconds since the first sample, ready messages, outbox backlog]
+            "queue_depths": [(round(t - t0, 1), q, b) for t, q, b in queue_depths],
         },
     }

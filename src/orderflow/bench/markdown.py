@@ -80,15 +80,16 @@ def figures_block(doc: dict[str, Any]) -> str:
 def _lifecycle_lines(extra: dict[str, Any]) -> list[str]:
     lines = [
         "| offered/s | placed/s | completed/s | events/s | e2e p50 ms | e2e p99 ms "
-        "| 201→payment.initiated p50 ms | max queue depth |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| 201→payment.initiated p50 ms | max queue depth | max outbox backlog |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for step in extra.get("steps", []):
         lines.append(
             f"| {_n(step['offered_per_s'])} | {_n(step['placed_per_s'])} "
             f"| {_n(step['completed_per_s'])} | {_n(step['events_per_s'])} "
             f"| {_n(step['e2e_ms'].get('p50'))} | {_n(step['e2e_ms'].get('p99'))} "
-            f"| {_n(step['payment_initiated_ms'].get('p50'))} | {_n(step['max_queue_depth'])} |"
+            f"| {_n(step['payment_initiated_ms'].get('p50'))} | {_n(step['max_queue_depth'])} "
+            f"| {_n(step.get('max_outbox_backlog'))} |"
         )
     lines += ["", f"Knee: {extra.get('knee')}."]
     return lines
