@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     )
     idempotency_prune_interval_s: float = Field(default=300, gt=0)
     product_cache_ttl_s: int = Field(default=60, ge=1, description="backstop; writes invalidate")
+    admin_session_ttl_s: int = Field(
+        default=8 * 3600, ge=60, description="an idle admin dashboard session ends after this"
+    )
+    admin_refresh_s: float = Field(
+        default=2.0, gt=0, description="the dashboard's live feed sends a snapshot this often"
+    )
 
     @field_validator("rate_limits")
     @classmethod
@@ -160,11 +166,16 @@ class Settings(BaseSettings):
         return value.upper()
 
     @property
+    def is_production(self) -> bool:
+        """Production: JSON logs by default, Secure cookies."""
+        return self.environment is Environment.PRODUCTION
+
+    @property
     def json_logs(self) -> bool:
         """Whether logs are rendered as JSON lines."""
         if self.log_json is not None:
             return self.log_json
-        return self.environment is Environment.PRODUCTION
+        return self.is_production
 
     def dsn(self) -> str:
         """The PostgreSQL DSN, for drivers."""

@@ -17,11 +17,12 @@ from orderflow.adapters.rabbitmq.probe import BrokerProbe
 from orderflow.adapters.redis.client import create_redis
 from orderflow.adapters.redis.product_cache import RedisProductCache
 from orderflow.adapters.redis.ratelimit import RateLimiter
+from orderflow.adapters.redis.sessions import SessionStore
 from orderflow.entrypoints.api import idempotency, problems
 from orderflow.entrypoints.api.deps import AppState, build_pricing
 from orderflow.entrypoints.api.edge import EdgeMiddleware
 from orderflow.entrypoints.api.middleware import BodyLimitMiddleware, MetricsMiddleware
-from orderflow.entrypoints.api.routers import customers, events, health, orders, products
+from orderflow.entrypoints.api.routers import admin, customers, events, health, orders, products
 from orderflow.service.keys import KeyVerifier
 from orderflow.settings import Settings, get_settings
 
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             limiter=RateLimiter(redis),
             product_cache=RedisProductCache(redis, ttl_s=settings.product_cache_ttl_s),
+            sessions=SessionStore(redis, ttl_s=settings.admin_session_ttl_s),
             broker=broker,
         )
         app.state.orderflow = state
@@ -92,7 +94,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     idempotency.install(app)
-    for router in (products.router, customers.router, orders.router, events.router, health.router):
+    for router in (
+        products.router,
+        customers.router,
+        orders.router,
+        events.router,
+        health.router,
+        admin.router,
+    ):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(EdgeMiddleware)  # outside the body limit: refuse before reading bodies

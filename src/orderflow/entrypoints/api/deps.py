@@ -14,6 +14,7 @@ from orderflow.adapters.rabbitmq.probe import BrokerProbe
 from orderflow.adapters.redis.client import RedisLink
 from orderflow.adapters.redis.product_cache import RedisProductCache
 from orderflow.adapters.redis.ratelimit import RateLimiter
+from orderflow.adapters.redis.sessions import SessionStore
 from orderflow.domain.access import Principal, Role
 from orderflow.domain.errors import Forbidden, Unauthenticated
 from orderflow.domain.pricing import PricingStrategy, make_strategy
@@ -33,6 +34,7 @@ class AppState:
     keys: KeyVerifier
     limiter: RateLimiter
     product_cache: RedisProductCache
+    sessions: SessionStore
     broker: BrokerProbe | None = None  # /readyz's broker check (event backbone)
 
 
