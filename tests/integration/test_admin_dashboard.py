@@ -6,6 +6,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable
 
+import aio_pika
 import asyncpg
 import httpx
 import orjson
@@ -14,6 +15,7 @@ import redis.asyncio as redis
 import uvicorn
 from pydantic import SecretStr
 
+from orderflow.adapters.rabbitmq.topology import Names, declare_topology
 from orderflow.domain.access import Role
 from orderflow.entrypoints.api.app import create_app
 from orderflow.entrypoints.api.routers.admin import COOKIE
@@ -29,7 +31,8 @@ async def browser(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
     """A cookie-keeping client on a real HTTP server of its own (its own Redis key prefix):
     the in-process ASGI transport cannot stream, and the live feed never ends by itself."""
-    settings = app_settings(admin_refresh_s=0.05)
+    base = app_settings()
+    settings = app_settings(admin_refresh_s=0.05, queue_prefix=f"{base.queue_prefix}.admin")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -111,6 +114,10 @@ async def test_an_admin_session_lives_in_redis_and_ends_at_logout(
         assert order["id"] in [o["id"] for o in snapshot["recent_orders"]]
         assert sum(snapshot["orders_by_status"].values()) >= 1
         assert snapshot["outbox_backlog"] >= 0
+        assert snapshot["dead_letters"] is None  # this run's broker topology is not declared
+
+        await _one_dead_letter(settings)
+        assert (await http.get("/admin/api/snapshot")).json()["dead_letters"] == 1
 
         async with http.stream("GET", "/admin/stream") as feed:
             assert feed.headers["content-type"].startswith("text/event-stream")
@@ -144,3 +151,12 @@ async def test_with_redis_unreachable_no_session_opens_and_nothing_breaks(
         http.cookies.set(COOKIE, "whatever", path="/admin")
         assert (await http.get("/admin")).status_code == 303
         assert (await http.get("/admin/api/snapshot")).status_code == 401
+
+
+async def _one_dead_letter(settings: Settings) -> None:
+    connection = await aio_pika.connect(settings.rabbitmq_url.get_secret_value(), timeout=10)
+    async with connection:
+        channel = await connection.channel()
+        names = Names.from_settings(settings)
+        await declare_topology(channel, names, {}, delivery_limit=settings.delivery_limit)
+        await channel.default_exchange.publish(aio_pika.Message(b"{}"), names.dead_letters)

@@ -49,6 +49,23 @@ class BrokerProbe:
             return f"down: {type(exc).__name__}"
         return "ok"
 
+    async def queue_depth(self, queue: str) -> int | None:
+        """Ready messages in ``queue`` (a passive declare on the kept connection), or None
+        when the broker or the queue cannot be reached right now."""
+        if await self.check() != "ok" or self._connection is None:
+            return None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                channel = await self._connection.channel(publisher_confirms=False)
+                try:
+                    declared = await channel.declare_queue(queue, passive=True)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await channel.close()
+        except Exception:  # a missing queue closes the channel; a dead broker times out
+            return None
+        return declared.declaration_result.message_count or 0
+
     async def close(self) -> None:
         """Close the kept connection."""
         if self._connection is not None:

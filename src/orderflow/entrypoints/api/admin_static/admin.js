@@ -16,6 +16,9 @@ function render(s) {
   if (s.error) { document.getElementById("live").textContent = "database: " + s.error; return; }
   document.getElementById("placed").textContent = s.placed_last_minute;
   document.getElementById("backlog").textContent = s.outbox_backlog;
+  const dead = document.getElementById("dead");
+  dead.textContent = s.dead_letters === null ? "unknown" : s.dead_letters;
+  dead.title = "orderflow dead-letters list | replay | discard";
   document.getElementById("at").textContent = new Date(s.at).toLocaleTimeString();
   document.getElementById("window").textContent = s.window_minutes;
   const statuses = document.querySelector("#statuses tbody");

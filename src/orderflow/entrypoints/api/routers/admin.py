@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from orderflow.adapters.rabbitmq.topology import Names
 from orderflow.adapters.redis.sessions import SessionsUnavailable
 from orderflow.domain.access import Principal, Role
 from orderflow.domain.errors import Forbidden, Unauthenticated
@@ -141,10 +142,17 @@ async def dashboard_page(request: Request, state: State) -> Response:
     return _page("dashboard.html")
 
 
+async def _snapshot(state: AppState) -> dict[str, Any]:
+    body = await dashboard.snapshot(state.pool)
+    queue = Names.from_settings(state.settings).dead_letters
+    # None when the broker cannot be asked: the page says "unknown", not 0.
+    body["dead_letters"] = await state.broker.queue_depth(queue) if state.broker else None
+    return body
+
+
 @router.get("/api/snapshot", summary="What the dashboard shows, once")
 async def snapshot(state: State, _admin: AdminSession) -> Response:
-    body = await dashboard.snapshot(state.pool)
-    return Response(orjson.dumps(body), media_type="application/json")
+    return Response(orjson.dumps(await _snapshot(state)), media_type="application/json")
 
 
 @router.get(
@@ -160,7 +168,7 @@ async def stream(request: Request, state: State, _admin: AdminSession) -> Stream
                 if await _session_principal(request, state) is None:
                     yield b"event: logout\ndata: {}\n\n"
                     return
-                body = await dashboard.snapshot(state.pool)
+                body = await _snapshot(state)
             except Exception as exc:  # a database or Redis hiccup: say so, keep the stream
                 body = {"error": type(exc).__name__}
             yield b"data: " + orjson.dumps(body) + b"\n\n"
