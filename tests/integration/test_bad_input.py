@@ -47,6 +47,16 @@ CASES: dict[str, tuple[Any, int, str]] = {
         422,
         "validation-error",
     ),
+    "quantity as boolean": (
+        lambda k: _order(k, [{"product_id": k["product"], "quantity": True}]),
+        422,
+        "validation-error",
+    ),
+    "quantity as numeric text": (
+        lambda k: _order(k, [{"product_id": k["product"], "quantity": "2"}]),
+        422,
+        "validation-error",
+    ),
     "unknown product": (
         lambda k: _order(
             k,
@@ -173,7 +183,43 @@ async def test_bad_product_inputs_are_refused(
         {"sku": "A", "name": "n", "price": 1, "stock": -2},
         {"sku": "A", "name": "n", "price": 10**20, "stock": 1},
         {"name": "n", "price": 1, "stock": 1},
+        {"sku": "A", "name": "n", "price": True, "stock": 1},
+        {"sku": "A", "name": "n", "price": "12", "stock": 1},
+        {"sku": "A", "name": "n", "price": 1, "stock": False},
     ):
         response = await client.post("/api/v1/products", json=body)
         assert response.status_code == 422, body
+    assert await snapshot(pool) == before
+
+
+async def test_nul_characters_are_a_422_not_a_500(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, known: dict[str, str]
+) -> None:
+    # PostgreSQL text cannot hold U+0000; it used to surface as a 500 from the database.
+    placed = await client.post(
+        "/api/v1/orders", json=_order(known, [{"product_id": known["product"], "quantity": 1}])
+    )
+    assert placed.status_code == 201
+    order = placed.json()["id"]
+    before = await snapshot(pool)
+    product = known["product"]
+    for method, path, body in (
+        ("POST", "/api/v1/products", {"sku": "NUL-1", "name": "a\x00b", "price": 1, "stock": 1}),
+        (
+            "POST",
+            "/api/v1/products",
+            {"sku": "NUL-2", "name": "ok", "description": "\x00", "price": 1, "stock": 1},
+        ),
+        ("PATCH", f"/api/v1/products/{product}", {"name": "\x00"}),
+        ("PATCH", f"/api/v1/products/{product}", {"description": "x\x00"}),
+        ("PATCH", f"/api/v1/products/{product}", {"price": True}),
+        ("POST", "/api/v1/customers", {"email": "nul@example.com", "name": "Nu\x00l"}),
+        ("POST", f"/api/v1/orders/{order}/cancel", {"reason": "oops\x00"}),
+        ("POST", f"/api/v1/orders/{order}/ship", {"carrier": "D\x00HL"}),
+        ("GET", "/api/v1/products?q=%00", None),
+        ("GET", "/api/v1/orders?cursor=%00", None),
+    ):
+        response = await client.request(method, path, json=body)
+        assert response.status_code == 422, (method, path, body, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
     assert await snapshot(pool) == before

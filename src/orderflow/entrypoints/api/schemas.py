@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from orderflow.domain import model
 from orderflow.domain.orders import OrderStatus
@@ -16,13 +16,30 @@ MAX_STOCK = 10**9
 MAX_QUANTITY = 1000
 MAX_LINES = 100
 
+
+def no_nul(value: str) -> str:
+    """PostgreSQL text cannot hold U+0000: refuse it here rather than fail in the database."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (U+0000) characters")
+    return value
+
+
+# Free text that is stored: only what a PostgreSQL text column can hold.
+Text = Annotated[str, AfterValidator(no_nul)]
+# Counts and money are JSON integers: neither true/false nor "12" stand for a number.
+StrictCount = Annotated[int, Field(strict=True)]
+
 Sku = Annotated[
     str,
     StringConstraints(
         strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
     ),
 ]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(no_nul),
+]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 PaymentToken = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
@@ -40,10 +57,10 @@ class ProductIn(Strict):
     )
     sku: Sku
     name: Name
-    price: int = Field(ge=0, le=MAX_MONEY, description="minor units: 1250 = 12.50")
-    stock: int = Field(ge=0, le=MAX_STOCK)
+    price: StrictCount = Field(ge=0, le=MAX_MONEY, description="minor units: 1250 = 12.50")
+    stock: StrictCount = Field(ge=0, le=MAX_STOCK)
     currency: Currency | None = Field(default=None, description="defaults to the shop currency")
-    description: str = Field(default="", max_length=2000)
+    description: Text = Field(default="", max_length=2000)
 
 
 class ProductPatch(Strict):
@@ -52,9 +69,9 @@ class ProductPatch(Strict):
     )
     sku: Sku | None = None
     name: Name | None = None
-    price: int | None = Field(default=None, ge=0, le=MAX_MONEY)
-    stock: int | None = Field(default=None, ge=0, le=MAX_STOCK)
-    description: str | None = Field(default=None, max_length=2000)
+    price: StrictCount | None = Field(default=None, ge=0, le=MAX_MONEY)
+    stock: StrictCount | None = Field(default=None, ge=0, le=MAX_STOCK)
+    description: Text | None = Field(default=None, max_length=2000)
 
 
 class ProductOut(BaseModel):
@@ -98,7 +115,7 @@ class CustomerOut(BaseModel):
 
 class LineIn(Strict):
     product_id: uuid.UUID
-    quantity: int = Field(gt=0, le=MAX_QUANTITY)
+    quantity: StrictCount = Field(gt=0, le=MAX_QUANTITY)
 
 
 class OrderIn(Strict):
@@ -150,7 +167,9 @@ class DeliverIn(Strict):
 
 
 class CancelIn(Strict):
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=200)] = "customer_request"
+    reason: Annotated[
+        str, StringConstraints(min_length=1, max_length=200), AfterValidator(no_nul)
+    ] = "customer_request"
 
 
 class LineOut(BaseModel):

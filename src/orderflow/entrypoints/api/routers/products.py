@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
+from pydantic import AfterValidator
 
 from orderflow.entrypoints.api.deps import Admin, Pool, State
 from orderflow.entrypoints.api.problems import EDGE_RESPONSES
@@ -15,6 +16,7 @@ from orderflow.entrypoints.api.schemas import (
     ProductOut,
     ProductPage,
     ProductPatch,
+    no_nul,
 )
 from orderflow.service import catalogue
 
@@ -43,7 +45,11 @@ async def create_product(body: ProductIn, state: State, _admin: Admin) -> Produc
 @router.get("", response_model=ProductPage, summary="Search and page through the catalogue")
 async def list_products(
     pool: Pool,
-    q: Annotated[str | None, Query(max_length=100, description="text in name or SKU")] = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=100, description="text in name or SKU"),
+        AfterValidator(lambda v: v if v is None else no_nul(v)),
+    ] = None,
     min_price: Annotated[int | None, Query(ge=0, le=MAX_MONEY)] = None,
     max_price: Annotated[int | None, Query(ge=0, le=MAX_MONEY)] = None,
     in_stock: Annotated[bool | None, Query(description="true: stock > 0, false: sold out")] = None,
