@@ -109,7 +109,7 @@ class Settings(BaseSettings):
         default=64, ge=1, description="deliveries a batch handler applies in one transaction"
     )
     worker_batch_window_s: float = Field(
-        default=0.005, ge=0, description="how long a batch handler waits for more deliveries"
+        default=0.0, ge=0, description="how long a batch handler lingers for more deliveries"
     )
     reconnect_max_backoff_s: float = Field(default=5.0, gt=0)
     broker_check_ttl_s: float = Field(default=2.0, ge=0, description="/readyz cache")

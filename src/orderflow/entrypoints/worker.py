@@ -108,16 +108,19 @@ class Worker:
         await declare_topology(
             publisher, self.names, self.bindings(), delivery_limit=self.settings.delivery_limit
         )
-        consumer = await connection.channel(publisher_confirms=False)
-        for channel in (publisher, consumer):
-            channel.close_callbacks.add(lambda *_: lost.set())
-        await consumer.set_qos(prefetch_count=self.settings.worker_prefetch)
+        publisher.close_callbacks.add(lambda *_: lost.set())
         self._publisher = publisher
         started: list[tuple[AbstractQueue, str]] = []
         for spec in self.registry:
+            # A channel per handler: its delivery tags are that handler's alone, so a batch
+            # can be acked by one frame (see _Unsettled).
+            consumer = await connection.channel(publisher_confirms=False)
+            consumer.close_callbacks.add(lambda *_: lost.set())
+            await consumer.set_qos(prefetch_count=self.settings.worker_prefetch)
             queues = self.names.handler(spec.name)
             queue = await consumer.declare_queue(queues.work, passive=True)
-            tag = await queue.consume(self._callback(spec, queues))
+            unsettled = _Unsettled(self.settings.worker_prefetch) if spec.batch else None
+            tag = await queue.consume(self._callback(spec, queues, unsettled))
             started.append((queue, tag))
         self.connected.set()
         log.info("worker_consuming", handlers=self.registry.names)
@@ -135,9 +138,11 @@ class Worker:
         # Whatever is still unacked returns to its queue when the connection closes.
 
     def _callback(
-        self, spec: HandlerSpec, queues: HandlerQueues
+        self, spec: HandlerSpec, queues: HandlerQueues, unsettled: _Unsettled | None
     ) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
         async def on_message(message: AbstractIncomingMessage) -> None:
+            if unsettled is not None:
+                unsettled.add(message)
             self._in_flight += 1
             self._idle.clear()
             try:
@@ -145,7 +150,7 @@ class Worker:
                     if self._stopping:
                         await message.nack(requeue=True)
                         return
-                    await self._handle(spec, queues, message)
+                    await self._handle(spec, queues, message, unsettled)
             except Exception as exc:  # the broker will redeliver; never crash the worker
                 log.warning("delivery_not_settled", handler=spec.name, error=repr(exc))
             finally:
@@ -156,7 +161,11 @@ class Worker:
         return on_message
 
     async def _handle(
-        self, spec: HandlerSpec, queues: HandlerQueues, message: AbstractIncomingMessage
+        self,
+        spec: HandlerSpec,
+        queues: HandlerQueues,
+        message: AbstractIncomingMessage,
+        unsettled: _Unsettled | None,
     ) -> None:
         attempt = header_int(message, ATTEMPT, 1)
         try:
@@ -173,11 +182,11 @@ class Worker:
             handler=spec.name,
             attempt=attempt,
         ):
-            if spec.batch:
+            if unsettled is not None:
                 batcher = self._batchers.get(spec.name)
                 if batcher is None:
                     batcher = self._batchers[spec.name] = _Batcher(self, spec, queues)
-                await batcher.submit(message, delivery)
+                await batcher.submit(message, delivery, unsettled)
             else:
                 await self._apply(spec, queues, message, delivery)
 
@@ -229,8 +238,8 @@ class Worker:
         finally:
             metrics.HANDLER_SECONDS.labels(spec.name).observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.labels(spec.name).observe(len(batch))
-        for waiting, outcome in zip(batch, outcomes, strict=True):
-            await waiting.message.ack()
+        await _ack_batch(batch)
+        for outcome in outcomes:
             metrics.EVENTS_CONSUMED.labels(spec.name, outcome.value).inc()
 
     async def _failed(
@@ -286,16 +295,72 @@ def _observe_lag(spec: HandlerSpec, delivery: Delivery) -> None:
     )
 
 
+class _Unsettled:
+    """The deliveries of one batch handler's channel that may still be unacked, by tag.
+
+    A batch is acked by one ``basic.ack`` with ``multiple`` (it acks every tag up to the
+    batch's highest) only when no other delivery at or below that tag is still unsettled:
+    a message whose dead-letter copy is still unconfirmed, or that failed to settle, must
+    never be acked on its behalf. Otherwise each is acked on its own.
+    """
+
+    def __init__(self, prefetch: int) -> None:
+        self._by_tag: dict[int, AbstractIncomingMessage] = {}
+        self._prune_above = 4 * prefetch
+
+    def add(self, message: AbstractIncomingMessage) -> None:
+        """A delivery arrived on the channel."""
+        if message.delivery_tag is not None:
+            self._by_tag[message.delivery_tag] = message
+        if len(self._by_tag) > self._prune_above:
+            self._prune()
+
+    def _prune(self) -> None:
+        for tag in [t for t, m in self._by_tag.items() if m.processed]:
+            del self._by_tag[tag]
+
+    async def ack(self, messages: list[AbstractIncomingMessage]) -> None:
+        """Ack these deliveries: with one frame when that acks nothing else."""
+        self._prune()
+        by_tag = {m.delivery_tag: m for m in messages if m.delivery_tag is not None}
+        highest = max(by_tag, default=0)
+        if (
+            len(by_tag) < 2
+            or len(by_tag) != len(messages)
+            or any(t <= highest and t not in by_tag for t in self._by_tag)
+        ):
+            for message in messages:
+                await message.ack()
+            return
+        await by_tag[highest].ack(multiple=True)
+        for tag in by_tag:
+            self._by_tag.pop(tag, None)
+
+
+async def _ack_batch(batch: list[_Waiting]) -> None:
+    """Ack an applied batch; one frame when its channel allows it."""
+    unsettled = batch[0].unsettled
+    if all(w.unsettled is unsettled for w in batch):
+        await unsettled.ack([w.message for w in batch])
+        return
+    for waiting in batch:  # a reconnection mixed channels: the old ones are gone anyway
+        await waiting.message.ack()
+
+
 @dataclass(frozen=True, slots=True)
 class _Waiting:
     message: AbstractIncomingMessage
     delivery: Delivery
     done: asyncio.Future[None]
+    unsettled: _Unsettled
 
 
 class _Batcher:
-    """Gathers one batch handler's deliveries for a few milliseconds (or until the batch is
-    full), then has the worker apply them together; each delivery's callback waits for it."""
+    """Groups one batch handler's deliveries: one batch in flight at a time, and whatever
+    arrives meanwhile forms the next one (up to ``worker_batch_max``). An idle handler applies
+    a delivery at once; a busy one commits many per transaction. One batch at a time also
+    means two batches of one handler never wait on each other's row locks.
+    ``worker_batch_window_s`` > 0 lingers that long for a batch that is not full yet."""
 
     def __init__(self, worker: Worker, spec: HandlerSpec, queues: HandlerQueues) -> None:
         self.worker = worker
@@ -305,33 +370,37 @@ class _Batcher:
         self.window_s = worker.settings.worker_batch_window_s
         self._open: list[_Waiting] = []
         self._full = asyncio.Event()
-        self._collecting = False
+        self._running = False
 
-    async def submit(self, message: AbstractIncomingMessage, delivery: Delivery) -> None:
+    async def submit(
+        self, message: AbstractIncomingMessage, delivery: Delivery, unsettled: _Unsettled
+    ) -> None:
         """Add a delivery to the open batch and wait until its batch has been handled."""
-        waiting = _Waiting(message, delivery, asyncio.get_running_loop().create_future())
+        waiting = _Waiting(message, delivery, asyncio.get_running_loop().create_future(), unsettled)
         self._open.append(waiting)
         if len(self._open) >= self.max:
             self._full.set()
-        if not self._collecting:
-            self._collecting = True
-            # A fresh context: the batch's logs must not carry the first delivery's ids.
-            asyncio.get_running_loop().create_task(self._collect(), context=contextvars.Context())
+        self._start()
         await waiting.done
 
-    async def _collect(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.window_s):
-                await self._full.wait()
-        batch, self._open = self._open[: self.max], self._open[self.max :]
-        self._full.clear()
-        self._collecting = False
-        if self._open:  # more than one batch's worth arrived: the rest starts the next one
-            self._collecting = True
-            if len(self._open) >= self.max:
-                self._full.set()
-            asyncio.get_running_loop().create_task(self._collect(), context=contextvars.Context())
+    def _start(self) -> None:
+        if self._running or not self._open:
+            return
+        self._running = True
+        # A fresh context: the batch's logs must not carry the first delivery's ids. As a
+        # task, it starts once the deliveries already read from the socket have joined.
+        asyncio.get_running_loop().create_task(self._run(), context=contextvars.Context())
+
+    async def _run(self) -> None:
+        batch: list[_Waiting] = []
         try:
+            if self.window_s and len(self._open) < self.max:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.window_s):
+                        await self._full.wait()
+            batch, self._open = self._open[: self.max], self._open[self.max :]
+            if len(self._open) < self.max:
+                self._full.clear()
             with structlog.contextvars.bound_contextvars(handler=self.spec.name):
                 await self.worker.apply_batch(self.spec, self.queues, batch)
         except Exception as exc:  # the broker will redeliver what was not acked
@@ -340,6 +409,8 @@ class _Batcher:
             for waiting in batch:
                 if not waiting.done.done():
                     waiting.done.set_result(None)
+            self._running = False
+            self._start()
 
 
 async def run_worker(

@@ -13,6 +13,7 @@ import asyncpg
 
 from orderflow.adapters.postgres.uow import unit_of_work
 from orderflow.service.registry import Delivery, HandlerSpec
+from orderflow.service.transitions import lock_orders
 
 _CLAIM = "INSERT INTO inbox (event_id, handler) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1"
 _SEEN = "SELECT 1 FROM inbox WHERE event_id = $1 AND handler = $2"
@@ -67,6 +68,15 @@ async def apply_batch(
     outcomes: list[Outcome] = []
     async with unit_of_work(pool) as uow:
         fresh = {r["event_id"] for r in await uow.conn.fetch(_CLAIM_MANY, ids, spec.name)}
+        if spec.locks_order:
+            await lock_orders(
+                uow,
+                (
+                    d.envelope.order_id
+                    for d in deliveries
+                    if d.envelope.event_id in fresh and d.envelope.order_id is not None
+                ),
+            )
         for delivery in deliveries:
             if delivery.envelope.event_id in fresh:
                 fresh.discard(delivery.envelope.event_id)

@@ -78,7 +78,22 @@ def autopilot_handlers(*, delay_s: float) -> list[HandlerSpec]:
         else:
             await step(d, uow, S.SHIPPED, ev.OrderDelivered(carrier=AUTOPILOT_CARRIER))
 
+    # Batched only without a delay: a delayed step defers each first delivery, and a Defer
+    # inside a batch rolls the whole batch back before it is applied one by one.
+    batch = delay_s == 0
     return [
-        HandlerSpec("autopilot.warehouse", (ev.InventoryChecked.TYPE,), warehouse),
-        HandlerSpec("autopilot.carrier", (ev.OrderPrepared.TYPE, ev.OrderShipped.TYPE), carrier),
+        HandlerSpec(
+            "autopilot.warehouse",
+            (ev.InventoryChecked.TYPE,),
+            warehouse,
+            batch=batch,
+            locks_order=True,
+        ),
+        HandlerSpec(
+            "autopilot.carrier",
+            (ev.OrderPrepared.TYPE, ev.OrderShipped.TYPE),
+            carrier,
+            batch=batch,
+            locks_order=True,
+        ),
     ]

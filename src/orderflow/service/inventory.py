@@ -81,8 +81,18 @@ async def release(
 def handlers(cache: ProductCache | None = None) -> list[HandlerSpec]:
     """The inventory handlers; ``cache``, the product cache they keep in step with stock."""
     return [
-        HandlerSpec("inventory.reserve", (ev.OrderPaid.TYPE,), partial(reserve, cache=cache)),
         HandlerSpec(
-            "compensation.release", (ev.OrderCancelled.TYPE,), partial(release, cache=cache)
+            "inventory.reserve",
+            (ev.OrderPaid.TYPE,),
+            partial(reserve, cache=cache),
+            batch=True,
+            locks_order=True,
+        ),
+        HandlerSpec(
+            "compensation.release",
+            (ev.OrderCancelled.TYPE,),
+            partial(release, cache=cache),
+            batch=True,
+            locks_order=True,
         ),
     ]

@@ -202,11 +202,15 @@ def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -
         annotate(uow, order, refunded, actor="compensation", cause=d.envelope)
 
     return [
-        HandlerSpec("payments.initiate", (ev.OrderPlaced.TYPE,), initiate),
+        HandlerSpec(
+            "payments.initiate", (ev.OrderPlaced.TYPE,), initiate, batch=True, locks_order=True
+        ),
         HandlerSpec(
             "payments.charge", (ev.PaymentInitiated.TYPE,), record_charge, prepare=call_gateway
         ),
-        HandlerSpec("orders.mark_paid", (ev.PaymentProcessed.TYPE,), mark_paid),
+        HandlerSpec(
+            "orders.mark_paid", (ev.PaymentProcessed.TYPE,), mark_paid, batch=True, locks_order=True
+        ),
         HandlerSpec(
             "compensation.refund",
             (ev.OrderCancelled.TYPE, ev.PaymentProcessed.TYPE),

@@ -13,7 +13,9 @@ nothing to do: no transaction is opened and nothing is recorded (a redelivery as
 A handler marked ``batch`` may be applied to several deliveries in one transaction (one inbox
 statement, one commit); if any of them fails, that transaction rolls back and each delivery
 is applied on its own, so a failure still touches only its own message. Only for handlers
-without ``prepare`` whose deliveries never contend with each other (notifications).
+without ``prepare``. A handler that ``locks_order`` (every saga step) has the orders of a
+whole batch locked by one statement, in id order, before it runs; and since the worker runs
+one batch of a handler at a time, two batches of one handler never wait on each other.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class HandlerSpec:
     handle: HandleFn
     prepare: PrepareFn | None = None
     batch: bool = False
+    locks_order: bool = False  # the handler locks its delivery's order (lock_order)
 
     def __post_init__(self) -> None:
         if self.batch and self.prepare is not None:

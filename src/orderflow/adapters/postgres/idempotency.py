@@ -24,11 +24,18 @@ SELECT request_hash, status_code, response_body, response_headers
 FROM idempotency_keys WHERE scope = $1 AND key = $2
 """
 
+
 # Appended to the unit of work's final statement, so that answering costs no round trip.
-RESPOND_CTE = """, answered AS (
-    UPDATE idempotency_keys SET status_code = $8, response_body = $9, response_headers = $10
-    WHERE scope = $11 AND key = $12
+def respond_cte(first: int) -> str:
+    """A CTE storing a claimed request's response; its five parameters (``respond_args``)
+    are numbered from ``first``, so that the statement writing the effect carries it."""
+    p = [f"${first + i}" for i in range(5)]
+    return f""", answered AS (
+    UPDATE idempotency_keys SET status_code = {p[0]}, response_body = {p[1]},
+                                response_headers = {p[2]}
+    WHERE scope = {p[3]} AND key = {p[4]}
 )"""
+
 
 _RESPOND = """
 UPDATE idempotency_keys SET status_code = $1, response_body = $2, response_headers = $3
@@ -75,7 +82,7 @@ async def claim(conn: asyncpg.Connection, request: IdempotentRequest) -> None:
 
 
 def respond_args(request: IdempotentRequest, response: RecordedResponse) -> list[object]:
-    """Parameters $8..$12 of RESPOND_CTE."""
+    """The five parameters of ``respond_cte``."""
     return [
         response.status_code,
         response.body,

@@ -1,5 +1,9 @@
 """Stock reservation and release. Rows are locked in product-id order so that concurrent
-orders cannot deadlock (invariant 4)."""
+orders cannot deadlock (invariant 4).
+
+Joins with an ``unnest`` of parameters also filter by ``id = ANY(...)``: a generic plan
+guesses ten rows for the ``unnest`` and would otherwise hash-join them against a sequential
+scan of the whole table; the ``ANY`` gives it the primary-key index."""
 
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ async def reserve(conn: asyncpg.Connection, order_id: uuid.UUID, wants: list[Wan
         WITH w AS (SELECT * FROM unnest($2::uuid[], $3::int[]) AS t(product_id, quantity)),
         u AS (
             UPDATE products p SET stock = p.stock - w.quantity, updated_at = now()
-            FROM w WHERE p.id = w.product_id
+            FROM w WHERE p.id = w.product_id AND p.id = ANY($2::uuid[])
         )
         INSERT INTO stock_movements (product_id, order_id, kind, quantity)
         SELECT product_id, $1, 'reserve', -quantity FROM w
@@ -72,7 +76,7 @@ async def release(conn: asyncpg.Connection, order_id: uuid.UUID) -> list[tuple[u
         WITH w AS (SELECT * FROM unnest($2::uuid[], $3::int[]) AS t(product_id, quantity)),
         u AS (
             UPDATE products p SET stock = p.stock + w.quantity, updated_at = now()
-            FROM w WHERE p.id = w.product_id
+            FROM w WHERE p.id = w.product_id AND p.id = ANY($2::uuid[])
         )
         INSERT INTO stock_movements (product_id, order_id, kind, quantity)
         SELECT product_id, $1, 'release', quantity FROM w

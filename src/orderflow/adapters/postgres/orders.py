@@ -57,6 +57,7 @@ async def insert(
         ), priced AS (
             SELECT t.n, p.id AS product_id, p.sku, p.name, p.price AS unit_price, t.quantity
             FROM t JOIN products p ON p.id = t.product_id AND p.version = t.product_version
+            WHERE p.id = ANY($11::uuid[])  -- the primary key, not a scan (see inventory.py)
         ), o AS (
             INSERT INTO orders (id, customer_id, status, currency, subtotal, discount, tax, total,
                                 pricing, payment_token)
@@ -137,21 +138,14 @@ async def timeline_page(
     return [(r["id"], rows.timeline_entry(r)) for r in records]
 
 
-async def set_status(
-    conn: asyncpg.Connection,
-    order_id: uuid.UUID,
-    status: OrderStatus,
-    *,
-    cancel_reason: str | None = None,
-) -> None:
-    """Move an order to ``status`` (the caller checked the transition under a row lock)."""
-    await conn.execute(
-        "UPDATE orders SET status = $2, cancel_reason = $3, version = version + 1, "
-        "updated_at = now() WHERE id = $1",
-        order_id,
-        status.value,
-        cancel_reason,
+async def lock_many(conn: asyncpg.Connection, order_ids: Sequence[uuid.UUID]) -> list[Order]:
+    """Row-lock these orders in id order (without lines and timeline); absent ids are skipped."""
+    records = await conn.fetch(
+        f"SELECT {rows.ORDER_COLUMNS} FROM orders WHERE id = ANY($1::uuid[]) "
+        "ORDER BY id FOR NO KEY UPDATE",
+        order_ids,
     )
+    return [rows.order(r) for r in records]
 
 
 async def search(

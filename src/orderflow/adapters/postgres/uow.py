@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from orderflow.adapters.postgres import idempotency as records
 from orderflow.adapters.postgres import outbox
 from orderflow.domain.events import Envelope
 from orderflow.domain.idempotency import IdempotentRequest, RecordedResponse
+from orderflow.domain.model import Order
 from orderflow.domain.orders import OrderStatus
 
 Pending = tuple[Envelope, OrderStatus | None]
@@ -57,11 +59,25 @@ def event_args(pending: Sequence[Pending]) -> list[list[Any]]:
     ]
 
 
-# The events of a unit of work, with its idempotent answer when there is one, are written by
-# one statement just before commit.
-_WRITE_EVENTS = "WITH {ctes}{answer} SELECT 1"
-_WRITE_EVENTS_ONLY = _WRITE_EVENTS.format(ctes=event_ctes(1), answer="")
-_WRITE_EVENTS_AND_ANSWER = _WRITE_EVENTS.format(ctes=event_ctes(1), answer=records.RESPOND_CTE)
+# The order statuses a unit of work changed (parameters 8 to 11), written by the statement
+# that writes its events (1 to 7), with its idempotent answer when there is one (from 12).
+_STATUS_CTE = """, statused AS (
+    UPDATE orders o SET status = s.status, cancel_reason = s.cancel_reason,
+                        version = o.version + s.changes, updated_at = now()
+    FROM unnest($8::uuid[], $9::text[], $10::text[], $11::int[])
+        AS s(id, status, cancel_reason, changes)
+    WHERE o.id = s.id AND o.id = ANY($8::uuid[])  -- the primary key (see inventory.py)
+)"""
+_WRITE = "WITH " + event_ctes(1) + _STATUS_CTE + "{answer} SELECT 1"
+_WRITE_CHANGES = _WRITE.format(answer="")
+_WRITE_CHANGES_AND_ANSWER = _WRITE.format(answer=records.respond_cte(12))
+
+
+@dataclass(frozen=True, slots=True)
+class _StatusChange:
+    status: OrderStatus
+    cancel_reason: str | None
+    changes: int  # how many transitions this unit of work made (the row's version moves by it)
 
 
 @dataclass
@@ -72,6 +88,10 @@ class UnitOfWork:
     (invariant 2); an event about an order also lands on that order's timeline. With an
     ``idempotency`` request, its record is claimed first and answered by ``complete``, in the
     same transaction as the effect.
+
+    The orders it locked are kept by id (``locked``), so a batch that locked them all at once
+    finds each again without a query; their status changes are written with the events, by
+    the one statement of ``flush``.
     """
 
     conn: asyncpg.Connection
@@ -81,6 +101,20 @@ class UnitOfWork:
     _after_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     completed: bool = False
     wrote_events: bool = False
+    locked: dict[uuid.UUID, Order] = field(default_factory=dict)
+    _changes: dict[uuid.UUID, _StatusChange] = field(default_factory=dict)
+
+    def change_status(
+        self, order: Order, status: OrderStatus, *, cancel_reason: str | None
+    ) -> None:
+        """Move a locked order to ``status``; written by ``flush``, before commit."""
+        self.locked[order.id] = dataclasses.replace(
+            order, status=status, cancel_reason=cancel_reason
+        )
+        earlier = self._changes.get(order.id)
+        self._changes[order.id] = _StatusChange(
+            status, cancel_reason, (earlier.changes if earlier else 0) + 1
+        )
 
     def after_commit(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run ``hook`` once the transaction has committed (never if it rolls back).
@@ -106,23 +140,29 @@ class UnitOfWork:
         return [env for env, _ in self._pending]
 
     async def flush(self) -> None:
-        """Write the queued events, and the idempotent answer if it is known by now."""
+        """Write the queued events and status changes, and the idempotent answer if it is
+        known by now."""
         answer, self._answer = self._answer, None
         request = self.idempotency
-        if not self._pending:
+        if not self._pending and not self._changes:
             if request is not None and answer is not None:
                 await records.respond(self.conn, request, answer)
             return
         pending, self._pending = self._pending, []
-        self.wrote_events = True
+        changes, self._changes = self._changes, {}
+        self.wrote_events = self.wrote_events or bool(pending)
         extra = (
             records.respond_args(request, answer)
             if request is not None and answer is not None
             else []
         )
         await self.conn.execute(
-            _WRITE_EVENTS_AND_ANSWER if extra else _WRITE_EVENTS_ONLY,
+            _WRITE_CHANGES_AND_ANSWER if extra else _WRITE_CHANGES,
             *event_args(pending),
+            list(changes),
+            [c.status.value for c in changes.values()],
+            [c.cancel_reason for c in changes.values()],
+            [c.changes for c in changes.values()],
             *extra,
         )
 
