@@ -9,6 +9,7 @@ from orderflow.adapters.rabbitmq.client import traceparent
 from orderflow.adapters.rabbitmq.topology import Names, retry_delays_ms
 from orderflow.entrypoints.failures import is_transient
 from orderflow.entrypoints.supervisor import plan
+from orderflow.entrypoints.worker import acks_only
 from orderflow.service.registry import PermanentError, TransientError
 from orderflow.settings import Settings
 
@@ -95,3 +96,14 @@ def test_up_plans_api_relay_and_workers_with_autopilot_settings() -> None:
     quiet = plan(port=1, workers=1, autopilot=False, autopilot_delay_s=0, metrics_port=0)
     assert quiet[2].args == ("worker",)
     assert quiet[2].env["ORDERFLOW_AUTOPILOT"] == "false"
+
+
+def test_a_batch_is_acked_by_one_frame_only_when_that_acks_nothing_else() -> None:
+    # Tags 1-4 unsettled; the batch is 1, 2, 3: the multiple-ack of 3 acks exactly them.
+    assert acks_only({1, 2, 3}, {1, 2, 3, 4})
+    # Tag 2 (say, a poison message whose dead-letter copy is not confirmed yet) is unsettled
+    # below the batch's highest tag: acking "up to 3" would ack it on its behalf.
+    assert not acks_only({1, 3}, {1, 2, 3})
+    # Tags already settled on their own do not count; a single delivery is acked plainly.
+    assert acks_only({5, 6}, {5, 6, 9})
+    assert not acks_only({7}, {7})

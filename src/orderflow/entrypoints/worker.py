@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import contextvars
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 
 import aio_pika
@@ -323,18 +323,22 @@ class _Unsettled:
         """Ack these deliveries: with one frame when that acks nothing else."""
         self._prune()
         by_tag = {m.delivery_tag: m for m in messages if m.delivery_tag is not None}
-        highest = max(by_tag, default=0)
-        if (
-            len(by_tag) < 2
-            or len(by_tag) != len(messages)
-            or any(t <= highest and t not in by_tag for t in self._by_tag)
-        ):
+        if len(by_tag) != len(messages) or not acks_only(by_tag.keys(), self._by_tag):
             for message in messages:
                 await message.ack()
             return
-        await by_tag[highest].ack(multiple=True)
+        await by_tag[max(by_tag)].ack(multiple=True)
         for tag in by_tag:
             self._by_tag.pop(tag, None)
+
+
+def acks_only(batch: Collection[int], unsettled: Iterable[int]) -> bool:
+    """Whether one ``basic.ack`` with ``multiple`` for the highest tag of ``batch`` acks
+    exactly ``batch``, given the channel's ``unsettled`` tags (a single tag: ack it plainly)."""
+    if len(batch) < 2:
+        return False
+    highest = max(batch)
+    return all(tag > highest or tag in batch for tag in unsettled)
 
 
 async def _ack_batch(batch: list[_Waiting]) -> None:
