@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from orderflow.adapters.redis.product_cache import RedisProductCache
-from orderflow.domain.events import HAPPY_PATH, Envelope
+from orderflow.domain.events import HAPPY_PATH, Envelope, OrderPaid
 from orderflow.service.bootstrap import Deps, build_registry
-from orderflow.service.consumer import Outcome, apply
+from orderflow.service.consumer import Outcome, apply, apply_batch
 from orderflow.service.expiry import expire_unpaid
 from orderflow.service.registry import Delivery, Registry
 from orderflow.settings import Settings
@@ -265,3 +265,33 @@ async def test_each_step_notifies_its_recipients_once(
     )
     recipients = [r["recipient"] for r in rows]
     assert recipients == ["customer", "customer", "warehouse", "carrier", "customer", "customer"]
+
+
+async def test_reservation_batches_lock_stock_in_one_order_and_cannot_deadlock(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
+) -> None:
+    # Two workers' batches: [one on A, one on B] and [one on B, one on A]. Locking product
+    # rows order by order, each batch would hold one row the other wants next.
+    spec = registry.get("inventory.reserve")
+    a, b = [await make_product(client, stock=10) for _ in range(2)]
+    customer = await make_customer(client)
+
+    async def paid(product: dict[str, Any]) -> Delivery:
+        order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
+        await pool.execute(
+            "UPDATE orders SET status = 'paid' WHERE id = $1", uuid.UUID(order["id"])
+        )
+        envelope = Envelope.wrap(
+            OrderPaid(payment_id=uuid.uuid4(), amount=order["total"], currency=order["currency"]),
+            order_id=uuid.UUID(order["id"]),
+        )
+        return Delivery(envelope=envelope, event=envelope.event())
+
+    for _ in range(3):
+        first = [await paid(a), await paid(b)]
+        second = [await paid(b), await paid(a)]
+        outcomes = await asyncio.gather(
+            apply_batch(pool, spec, first), apply_batch(pool, spec, second)
+        )
+        assert outcomes == [[Outcome.APPLIED] * 2] * 2
+    assert await _stock(client, a) == await _stock(client, b) == 4

@@ -13,7 +13,6 @@ import asyncpg
 
 from orderflow.adapters.postgres.uow import unit_of_work
 from orderflow.service.registry import Delivery, HandlerSpec
-from orderflow.service.transitions import lock_orders
 
 _CLAIM = "INSERT INTO inbox (event_id, handler) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1"
 _SEEN = "SELECT 1 FROM inbox WHERE event_id = $1 AND handler = $2"
@@ -68,15 +67,14 @@ async def apply_batch(
     outcomes: list[Outcome] = []
     async with unit_of_work(pool) as uow:
         fresh = {r["event_id"] for r in await uow.conn.fetch(_CLAIM_MANY, ids, spec.name)}
-        if spec.locks_order:
-            await lock_orders(
-                uow,
-                (
-                    d.envelope.order_id
-                    for d in deliveries
-                    if d.envelope.event_id in fresh and d.envelope.order_id is not None
-                ),
-            )
+        if spec.lock_batch is not None:
+            order_ids = {
+                d.envelope.order_id
+                for d in deliveries
+                if d.envelope.event_id in fresh and d.envelope.order_id is not None
+            }
+            if order_ids:
+                await spec.lock_batch(uow, sorted(order_ids))
         for delivery in deliveries:
             if delivery.envelope.event_id in fresh:
                 fresh.discard(delivery.envelope.event_id)

@@ -12,7 +12,7 @@ from orderflow.domain.orders import CancelReason
 from orderflow.domain.orders import OrderStatus as S
 from orderflow.service.catalogue import ProductCache
 from orderflow.service.registry import Delivery, HandlerSpec
-from orderflow.service.transitions import advance, annotate, lock_order
+from orderflow.service.transitions import advance, annotate, lock_order, lock_orders
 
 ACTOR = "inventory"
 
@@ -78,6 +78,12 @@ async def release(
         annotate(uow, order, event, actor="compensation", cause=d.envelope)
 
 
+async def _lock_orders_and_stock(uow: UnitOfWork, order_ids: list[uuid.UUID]) -> None:
+    """A batch's orders, then every product on them, each in id order."""
+    await lock_orders(uow, order_ids)
+    await inventory.lock_products_of(uow.conn, order_ids)
+
+
 def handlers(cache: ProductCache | None = None) -> list[HandlerSpec]:
     """The inventory handlers; ``cache``, the product cache they keep in step with stock."""
     return [
@@ -86,13 +92,13 @@ def handlers(cache: ProductCache | None = None) -> list[HandlerSpec]:
             (ev.OrderPaid.TYPE,),
             partial(reserve, cache=cache),
             batch=True,
-            locks_order=True,
+            lock_batch=_lock_orders_and_stock,
         ),
         HandlerSpec(
             "compensation.release",
             (ev.OrderCancelled.TYPE,),
             partial(release, cache=cache),
             batch=True,
-            locks_order=True,
+            lock_batch=_lock_orders_and_stock,
         ),
     ]

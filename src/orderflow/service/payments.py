@@ -15,7 +15,14 @@ from orderflow.domain.model import Order
 from orderflow.domain.orders import OrderStatus as S
 from orderflow.service.ports import ChargeResult, PaymentGateway
 from orderflow.service.registry import Delivery, HandlerSpec, TransientError
-from orderflow.service.transitions import act_on_order, advance, annotate, lock_order, publish
+from orderflow.service.transitions import (
+    act_on_order,
+    advance,
+    annotate,
+    lock_order,
+    lock_orders,
+    publish,
+)
 
 ACTOR = "payments"
 
@@ -203,13 +210,21 @@ def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -
 
     return [
         HandlerSpec(
-            "payments.initiate", (ev.OrderPlaced.TYPE,), initiate, batch=True, locks_order=True
+            "payments.initiate",
+            (ev.OrderPlaced.TYPE,),
+            initiate,
+            batch=True,
+            lock_batch=lock_orders,
         ),
         HandlerSpec(
             "payments.charge", (ev.PaymentInitiated.TYPE,), record_charge, prepare=call_gateway
         ),
         HandlerSpec(
-            "orders.mark_paid", (ev.PaymentProcessed.TYPE,), mark_paid, batch=True, locks_order=True
+            "orders.mark_paid",
+            (ev.PaymentProcessed.TYPE,),
+            mark_paid,
+            batch=True,
+            lock_batch=lock_orders,
         ),
         HandlerSpec(
             "compensation.refund",

@@ -13,13 +13,14 @@ nothing to do: no transaction is opened and nothing is recorded (a redelivery as
 A handler marked ``batch`` may be applied to several deliveries in one transaction (one inbox
 statement, one commit); if any of them fails, that transaction rolls back and each delivery
 is applied on its own, so a failure still touches only its own message. Only for handlers
-without ``prepare``. A handler that ``locks_order`` (every saga step) has the orders of a
-whole batch locked by one statement, in id order, before it runs; and since the worker runs
-one batch of a handler at a time, two batches of one handler never wait on each other.
+without ``prepare``. A batch handler that locks rows declares ``lock_batch``: it locks, in
+one global order (orders by id, then products by id), every row the handler will lock for
+the batch's orders, before the handler runs, so that batches (of any worker) cannot deadlock.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,8 @@ class Delivery:
 
 HandleFn = Callable[[Delivery, UnitOfWork, Any], Awaitable[None]]
 PrepareFn = Callable[[Delivery], Awaitable[Any]]
+# Locks what a batch handler will lock for these orders, in a global order (see above).
+LockBatchFn = Callable[[UnitOfWork, list[uuid.UUID]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,7 @@ class HandlerSpec:
     handle: HandleFn
     prepare: PrepareFn | None = None
     batch: bool = False
-    locks_order: bool = False  # the handler locks its delivery's order (lock_order)
+    lock_batch: LockBatchFn | None = None
 
     def __post_init__(self) -> None:
         if self.batch and self.prepare is not None:

@@ -35,6 +35,21 @@ async def lock_for_order(conn: asyncpg.Connection, order_id: uuid.UUID) -> list[
     return [Want(**dict(r)) for r in rows]
 
 
+async def lock_products_of(conn: asyncpg.Connection, order_ids: list[uuid.UUID]) -> None:
+    """Lock every product on these orders, in id order (a batch locks them all up front)."""
+    await conn.execute(
+        """
+        SELECT p.id FROM products p
+        WHERE p.id = ANY(ARRAY(
+            SELECT l.product_id FROM order_lines l WHERE l.order_id = ANY($1::uuid[])
+        ))
+        ORDER BY p.id
+        FOR NO KEY UPDATE
+        """,
+        order_ids,
+    )
+
+
 async def reserve(conn: asyncpg.Connection, order_id: uuid.UUID, wants: list[Want]) -> None:
     """Take the stock for every line and record a 'reserve' movement each (rows are locked)."""
     await conn.execute(
