@@ -134,11 +134,15 @@ async def _order(
     timeline: list[tuple[str, str]],
     lines: list[tuple[uuid.UUID, int]],
     age_s: float = 3600,
+    updated_age_s: float | None = None,
     reserve: bool | None = None,
     charge: int | None = None,
     refund: int | None = None,
 ) -> uuid.UUID:
-    """An order of unit price 100 per line; ``reserve`` defaults to what its status holds."""
+    """An order of unit price 100 per line; ``reserve`` defaults to what its status holds.
+
+    It was created ``age_s`` ago and last changed ``updated_age_s`` ago (by default, then too).
+    """
     oid, cid = uuid.uuid4(), uuid.uuid4()
     total = sum(100 * q for _, q in lines)
     async with pool.acquire() as conn, conn.transaction():
@@ -147,14 +151,16 @@ async def _order(
         )
         await conn.execute(
             "INSERT INTO orders (id, customer_id, status, currency, subtotal, discount, tax, "
-            "total, pricing, payment_token, cancel_reason, created_at) VALUES ($1, $2, $3, 'EUR',"
-            " $4, 0, 0, $4, 'standard', 'pm_approve', $5, now() - make_interval(secs => $6))",
+            "total, pricing, payment_token, cancel_reason, created_at, updated_at) VALUES ($1,"
+            " $2, $3, 'EUR', $4, 0, 0, $4, 'standard', 'pm_approve', $5,"
+            " now() - make_interval(secs => $6), now() - make_interval(secs => $7))",
             oid,
             cid,
             status,
             total,
             "admin" if status == "cancelled" else None,
             age_s,
+            age_s if updated_age_s is None else updated_age_s,
         )
         for n, (pid, qty) in enumerate(lines, start=1):
             await conn.execute(
@@ -235,6 +241,44 @@ async def test_an_old_order_that_is_not_terminal_is_reported(audit_db: AuditDb) 
         "still paid after the grace period"
     ]
     assert _about(found, Check.STALE, young) == []
+
+
+async def test_an_unpaid_order_is_stale_only_after_the_unpaid_ttl_and_the_grace(
+    audit_db: AuditDb,
+) -> None:
+    pool = audit_db.pool
+    pid = await _product(pool)
+    unpaid = [("order.created", "awaiting_payment")]
+    declined = [*HAPPY[:2], ("payment.failed", "awaiting_payment")]
+    within_ttl = await _order(pool, status="awaiting_payment", timeline=unpaid, lines=[(pid, 1)])
+    declined_lately = await _order(
+        pool,
+        status="awaiting_payment",
+        timeline=declined,
+        lines=[(pid, 1)],
+        age_s=4 * 3600,
+        updated_age_s=3600,
+    )
+    past_ttl = await _order(
+        pool, status="awaiting_payment", timeline=unpaid, lines=[(pid, 1)], age_s=7200 + 61
+    )
+    paid = await _order(pool, status="paid", timeline=HAPPY[:4], lines=[(pid, 1)], charge=100)
+
+    found = (await run_audit(pool, grace_s=60, unpaid_ttl_s=7200)).violations
+
+    assert _about(found, Check.STALE, within_ttl) == []
+    assert _about(found, Check.STALE, declined_lately) == []  # the TTL runs from the decline
+    assert [v.detail for v in _about(found, Check.STALE, past_ttl)] == [
+        "still awaiting_payment after the unpaid-order TTL and the grace period"
+    ]
+    assert [v.detail for v in _about(found, Check.STALE, paid)] == [
+        "still paid after the grace period"
+    ]
+    assert not [
+        v
+        for v in found
+        if v.order_id in {within_ttl, declined_lately, past_ttl} and v.check is not Check.STALE
+    ]
 
 
 async def test_a_timeline_that_skips_a_state_is_reported(audit_db: AuditDb) -> None:
@@ -379,16 +423,39 @@ async def test_money_that_does_not_square_with_the_order_is_reported(audit_db: A
     assert _about(found, Check.MONEY, overcharged)[0].detail == "kept 500 on an order of 100"
 
 
-def test_the_audit_command_prints_violations_and_exits_1(audit_db: AuditDb) -> None:
-    env = {**os.environ, "ORDERFLOW_DATABASE_URL": audit_db.settings.dsn()}
-    done = subprocess.run(
+def _audit_command(audit_db: AuditDb, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "orderflow.entrypoints.cli", "audit", "--json"],
-        env=env,
+        env={**os.environ, "ORDERFLOW_DATABASE_URL": audit_db.settings.dsn(), **env},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+async def test_the_audit_command_gives_unpaid_orders_the_configured_ttl(
+    audit_db: AuditDb,
+) -> None:
+    pid = await _product(audit_db.pool)
+    unpaid = await _order(
+        audit_db.pool,
+        status="awaiting_payment",
+        timeline=[("order.created", "awaiting_payment")],
+        lines=[(pid, 1)],
+        age_s=3600,
+    )
+
+    long_ttl = _audit_command(audit_db, ORDERFLOW_UNPAID_ORDER_TTL_S="7200")
+    short_ttl = _audit_command(audit_db, ORDERFLOW_UNPAID_ORDER_TTL_S="1800")
+
+    assert long_ttl.returncode == 1, long_ttl.stderr  # the other tests' broken orders
+    assert str(unpaid) not in long_ttl.stdout
+    assert str(unpaid) in short_ttl.stdout
+
+
+def test_the_audit_command_prints_violations_and_exits_1(audit_db: AuditDb) -> None:
+    done = _audit_command(audit_db)
     assert done.returncode == 1, done.stderr
     assert '"ok": false' in done.stdout
     assert '"money"' in done.stdout

@@ -197,6 +197,21 @@ async def test_openapi_documents_the_bearer_scheme(client: httpx.AsyncClient) ->
     assert any(p["name"] == "Idempotency-Key" for p in params)
 
 
+async def test_openapi_lists_the_problems_a_body_or_an_idempotency_key_can_cause(
+    client: httpx.AsyncClient,
+) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    place = paths["/api/v1/orders"]["post"]["responses"]
+    assert {"201", "400", "401", "403", "409", "413", "422", "429"} <= set(place)
+    for code in ("400", "409", "413"):
+        assert "application/problem+json" in place[code]["content"], code
+    assert {"400", "409", "413"} <= set(
+        paths["/api/v1/orders/{order_id}/cancel"]["post"]["responses"]
+    )
+    assert {"400", "413"} <= set(paths["/api/v1/products"]["post"]["responses"])
+    assert not {"400", "409", "413"} & set(paths["/api/v1/orders"]["get"]["responses"])
+
+
 async def test_concurrent_first_uses_of_a_key_share_one_lookup(pool: asyncpg.Pool) -> None:
     token = await bearer(pool, Role.ADMIN)
     verifier = KeyVerifier(pool, ttl_s=5, max_entries=10)

@@ -54,10 +54,25 @@ async def test_created_key_is_the_last_line_and_works_until_revoked(
     assert not any(line.startswith(prefix) for line in await orderflow(settings, "keys", "list"))
 
 
+@pytest.mark.parametrize("named_as", ["ofk_prefix", "whole_key"])
+async def test_revoke_accepts_the_prefix_with_ofk_or_the_whole_key(
+    settings: Settings, named_as: str
+) -> None:
+    key = (await orderflow(settings, "keys", "create", "--role", "staff"))[-1]
+    prefix = key.split("_")[1]
+    ident = f"ofk_{prefix}" if named_as == "ofk_prefix" else key
+
+    revoked = await orderflow(settings, "keys", "revoke", ident)
+
+    assert revoked[-1].startswith(f"revoked staff key {prefix};")
+    assert not any(line.startswith(prefix) for line in await orderflow(settings, "keys", "list"))
+
+
 async def test_bad_key_requests_fail_with_a_message(settings: Settings) -> None:
     await orderflow(settings, "keys", "create", "--role", "customer", expect=1)
     await orderflow(settings, "keys", "create", "--role", "root", expect=2)
     await orderflow(settings, "keys", "revoke", "nosuchprefix", expect=1)
+    await orderflow(settings, "keys", "revoke", "ofk_000000000000", expect=1)
 
 
 async def test_seed_prints_working_demo_keys(

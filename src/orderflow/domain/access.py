@@ -11,6 +11,7 @@ from enum import StrEnum
 
 KEY_SCHEME = "ofk"
 _KEY_SHAPE = re.compile(r"^ofk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+_NAMED_PREFIX = re.compile(r"^ofk_([0-9a-f]{12})$")
 
 
 class Role(StrEnum):
@@ -50,6 +51,12 @@ def key_prefix(token: str) -> str | None:
     """The lookup prefix of a well-formed key, None for anything else."""
     found = _KEY_SHAPE.match(token)
     return found.group(1) if found else None
+
+
+def prefix_named_by(ident: str) -> str | None:
+    """The prefix an operator means by ``ofk_<prefix>`` or a whole key; None for anything else."""
+    found = _NAMED_PREFIX.match(ident)
+    return found.group(1) if found else key_prefix(ident)
 
 
 def hash_key(token: str) -> bytes:

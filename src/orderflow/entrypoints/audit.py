@@ -13,7 +13,12 @@ from orderflow.settings import Settings, get_settings
 
 def audit(
     grace: Annotated[
-        float, typer.Option(min=0, help="seconds an order may take to reach a terminal state")
+        float,
+        typer.Option(
+            min=0,
+            help="seconds an order may take to reach a terminal state "
+            "(one awaiting payment: on top of the unpaid-order TTL)",
+        ),
     ] = 60.0,
     page_size: Annotated[int, typer.Option(min=1, max=10_000, help="orders per read")] = 500,
     json_output: Annotated[bool, typer.Option("--json", help="one JSON document")] = False,
@@ -53,6 +58,11 @@ async def audit_database(
 
     pool = await create_pool(settings, min_size=1, max_size=2)
     try:
-        return await run_audit(pool, grace_s=grace_s, page_size=page_size)
+        return await run_audit(
+            pool,
+            grace_s=grace_s,
+            unpaid_ttl_s=settings.unpaid_order_ttl_s,
+            page_size=page_size,
+        )
     finally:
         await pool.close()

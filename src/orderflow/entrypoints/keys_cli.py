@@ -70,7 +70,10 @@ def list_(
 
 @app.command()
 def revoke(
-    key: Annotated[str, typer.Argument(help="the key's prefix or id")],
+    key: Annotated[
+        str,
+        typer.Argument(help="the key's prefix (with or without ofk_), the whole key, or its id"),
+    ],
 ) -> None:
     """Revoke a key; running APIs refuse it within ORDERFLOW_AUTH_CACHE_TTL_S seconds."""
     row = _run(lambda pool: keys.revoke_key(pool, ident=key))

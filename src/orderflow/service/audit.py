@@ -7,7 +7,9 @@ from one snapshot and a saga step committing meanwhile cannot make a healthy ord
 
 Checks that only hold once an order has settled (it is terminal, its money and stock are
 squared) apply to orders older than the grace period; the shape of the timeline and the stock
-ledger must hold at every instant.
+ledger must hold at every instant. An order awaiting payment is not stuck while the unpaid-order
+TTL runs (the expiry sweep cancels it when it passes), so it is stale only once it has been
+awaiting payment for longer than the TTL plus the grace.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ S = OrderStatus
 class Check(StrEnum):
     """The kinds of violation the audit looks for."""
 
-    STALE = "stale_order"  # older than the grace period and not terminal
+    STALE = "stale_order"  # not terminal after the grace (unpaid: after the TTL and the grace)
     TIMELINE = "illegal_timeline"  # the timeline is not a walk of the state machine
     APPLIED_TWICE = "applied_twice"  # a once-only event appears twice on one order
     UNPUBLISHED = "unpublished_event"  # an outbox row the relay never published
@@ -101,6 +103,7 @@ class AuditReport:
 _ORDER_PAGE = """
 SELECT o.id, o.status, o.total, o.payment_token IS NOT NULL AS has_token,
        o.created_at < now() - $3::interval AS settled,
+       o.updated_at < now() - $3::interval - $4::interval AS unpaid_overdue,
        tl.events, tl.statuses, pt.charged, pt.refunded,
        l.products AS line_products, l.quantities AS line_quantities,
        m.products AS move_products, m.kinds AS move_kinds, m.quantities AS move_quantities
@@ -153,16 +156,22 @@ async def run_audit(
     pool: asyncpg.Pool,
     *,
     grace_s: float = 60.0,
+    unpaid_ttl_s: float = 0.0,
     page_size: int = 500,
     checks: Iterable[Check] | None = None,
 ) -> AuditReport:
-    """Check every invariant over the whole database; read-only, paged, lock-free."""
+    """Check every invariant over the whole database; read-only, paged, lock-free.
+
+    ``unpaid_ttl_s`` is the unpaid-order TTL (``Settings.unpaid_order_ttl_s``): how long an order
+    may await payment, on top of the grace, before it counts as stale.
+    """
     wanted = frozenset(checks) if checks is not None else ALL_CHECKS
     report = AuditReport(checks=wanted)
     grace = timedelta(seconds=grace_s)
+    unpaid_ttl = timedelta(seconds=unpaid_ttl_s)
     order_checks = wanted - {Check.UNPUBLISHED, Check.STOCK_LEDGER, Check.NEGATIVE_STOCK}
     if order_checks:
-        async for page in _keyset_pages(pool, _ORDER_PAGE, page_size, grace):
+        async for page in _keyset_pages(pool, _ORDER_PAGE, page_size, grace, unpaid_ttl):
             for row in page:
                 report.violations.extend(v for v in check_order(row) if v.check in order_checks)
             report.orders += len(page)
@@ -231,7 +240,17 @@ def check_order(row: Mapping[str, Any]) -> list[Violation]:
     status = OrderStatus(row["status"])
     settled: bool = row["settled"]
     found: list[Violation] = []
-    if settled and status not in TERMINAL:
+    if status is S.AWAITING_PAYMENT:
+        # The expiry sweep cancels it once it has been unpaid for the TTL (since updated_at).
+        if row["unpaid_overdue"]:
+            found.append(
+                Violation(
+                    Check.STALE,
+                    "still awaiting_payment after the unpaid-order TTL and the grace period",
+                    order_id=oid,
+                )
+            )
+    elif settled and status not in TERMINAL:
         found.append(
             Violation(Check.STALE, f"still {status.value} after the grace period", order_id=oid)
         )

@@ -12,7 +12,15 @@ import asyncpg
 
 from orderflow.adapters.postgres import api_keys
 from orderflow.adapters.postgres.api_keys import ApiKeyRow
-from orderflow.domain.access import Principal, Role, hash_key, key_prefix, new_key, same_key
+from orderflow.domain.access import (
+    Principal,
+    Role,
+    hash_key,
+    key_prefix,
+    new_key,
+    prefix_named_by,
+    same_key,
+)
 from orderflow.domain.errors import InvalidRequest, NotFound
 
 
@@ -54,11 +62,13 @@ async def list_keys(pool: asyncpg.Pool, *, include_revoked: bool = False) -> lis
 
 
 async def revoke_key(pool: asyncpg.Pool, *, ident: str) -> ApiKeyRow:
-    """Revoke a key by prefix or id; verifiers stop accepting it within their cache TTL."""
+    """Revoke a key by prefix, ``ofk_<prefix>``, whole key or id; verifiers drop it in their TTL."""
+    # A whole key is reduced to its prefix, so an unknown one does not echo its secret.
+    named = prefix_named_by(ident.strip()) or ident.strip()
     async with pool.acquire() as conn:
-        found = await api_keys.revoke(conn, ident)
+        found = await api_keys.revoke(conn, named)
     if found is None:
-        raise NotFound(f"no API key with prefix or id {ident!r}")
+        raise NotFound(f"no API key with prefix or id {named!r}")
     return found
 
 

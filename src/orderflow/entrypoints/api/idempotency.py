@@ -22,6 +22,7 @@ from orderflow.domain.idempotency import IdempotentRequest, Replay
 from orderflow.entrypoints.api.deps import caller
 from orderflow.settings import Settings
 
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
@@ -64,7 +65,7 @@ async def _idempotency(
     key: Annotated[
         str | None,
         Header(
-            alias="Idempotency-Key",
+            alias=IDEMPOTENCY_HEADER,
             min_length=1,
             max_length=255,
             pattern=r"^[\x21-\x7e]+$",

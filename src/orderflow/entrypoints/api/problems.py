@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
 import orjson
 import structlog
 from fastapi import FastAPI, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from orderflow.domain import errors
+from orderflow.entrypoints.api.idempotency import IDEMPOTENCY_HEADER
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://orderflow.dev/problems/"
@@ -49,6 +53,36 @@ EDGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: _documented("The key's role may not do this"),
     429: _documented("Rate limit exceeded; see Retry-After and the RateLimit headers"),
 }
+# The answers a route can give because of what it takes, added by ProblemRoute.
+BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _documented("The request body is not valid JSON"),
+    413: _documented("The request body is larger than ORDERFLOW_MAX_BODY_BYTES"),
+}
+IDEMPOTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    409: _documented(
+        f"A request with the same {IDEMPOTENCY_HEADER} is still running, or the request "
+        "clashes with the current state (see the description)"
+    ),
+}
+
+
+class ProblemRoute(APIRoute):
+    """A route that also documents the problems its body or Idempotency-Key can cause."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        implied: dict[int | str, dict[str, Any]] = {}
+        if self.body_field is not None:
+            implied |= BODY_RESPONSES
+        if _takes_header(self.dependant, IDEMPOTENCY_HEADER):
+            implied |= IDEMPOTENT_RESPONSES
+        self.responses = {**implied, **self.responses}  # what the route declares wins
+
+
+def _takes_header(dependant: Dependant, name: str) -> bool:
+    return any(p.alias == name for p in dependant.header_params) or any(
+        _takes_header(sub, name) for sub in dependant.dependencies
+    )
 
 
 def problem(

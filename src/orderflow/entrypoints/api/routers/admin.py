@@ -24,10 +24,10 @@ from orderflow.adapters.redis.sessions import SessionsUnavailable
 from orderflow.domain.access import Principal, Role
 from orderflow.domain.errors import Forbidden, Unauthenticated
 from orderflow.entrypoints.api.deps import AppState, State
-from orderflow.entrypoints.api.problems import problem
+from orderflow.entrypoints.api.problems import ProblemRoute, problem
 from orderflow.service import dashboard
 
-router = APIRouter(prefix="/admin", tags=["admin dashboard"])
+router = APIRouter(prefix="/admin", tags=["admin dashboard"], route_class=ProblemRoute)
 
 COOKIE = "orderflow_admin"
 _STATIC = Path(__file__).resolve().parent.parent / "admin_static"

@@ -8,11 +8,16 @@ from fastapi import APIRouter, status
 
 from orderflow.domain.errors import NotFound
 from orderflow.entrypoints.api.deps import Admin, Pool, Reader
-from orderflow.entrypoints.api.problems import EDGE_RESPONSES
+from orderflow.entrypoints.api.problems import EDGE_RESPONSES, ProblemRoute
 from orderflow.entrypoints.api.schemas import CustomerIn, CustomerOut
 from orderflow.service import customers
 
-router = APIRouter(prefix="/api/v1/customers", tags=["customers"], responses=EDGE_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/customers",
+    tags=["customers"],
+    responses=EDGE_RESPONSES,
+    route_class=ProblemRoute,
+)
 
 
 @router.post(

@@ -13,7 +13,7 @@ from orderflow.domain.errors import Forbidden, InvalidRequest
 from orderflow.domain.orders import OrderStatus
 from orderflow.entrypoints.api.deps import OrderActor, Pool, Reader, Staff, State
 from orderflow.entrypoints.api.idempotency import IdempotencyKey
-from orderflow.entrypoints.api.problems import EDGE_RESPONSES
+from orderflow.entrypoints.api.problems import EDGE_RESPONSES, ProblemRoute
 from orderflow.entrypoints.api.schemas import (
     CancelIn,
     DeliverIn,
@@ -29,7 +29,9 @@ from orderflow.entrypoints.api.schemas import (
 from orderflow.observability.metrics import ORDERS_PLACED
 from orderflow.service import fulfilment, ordering, payments
 
-router = APIRouter(prefix="/api/v1/orders", tags=["orders"], responses=EDGE_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/orders", tags=["orders"], responses=EDGE_RESPONSES, route_class=ProblemRoute
+)
 
 
 @router.post(
@@ -40,7 +42,8 @@ router = APIRouter(prefix="/api/v1/orders", tags=["orders"], responses=EDGE_RESP
     description="Prices are computed server-side from the catalogue. The order, its "
     "lines and its `order.created` event are stored atomically (one statement; with an "
     "`Idempotency-Key`, one transaction that also records the answer). Prices come from the "
-    "product cache and are confirmed against PostgreSQL by the statement that stores the order.",
+    "product cache and are confirmed against PostgreSQL by the statement that stores the order "
+    "(409 if the products kept changing meanwhile: try again).",
 )
 async def place_order(
     body: OrderIn, state: State, principal: OrderActor, idem: IdempotencyKey

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import AfterValidator
 
 from orderflow.entrypoints.api.deps import Admin, Pool, State
-from orderflow.entrypoints.api.problems import EDGE_RESPONSES
+from orderflow.entrypoints.api.problems import EDGE_RESPONSES, ProblemRoute
 from orderflow.entrypoints.api.schemas import (
     MAX_MONEY,
     ProductIn,
@@ -20,7 +20,9 @@ from orderflow.entrypoints.api.schemas import (
 )
 from orderflow.service import catalogue
 
-router = APIRouter(prefix="/api/v1/products", tags=["products"], responses=EDGE_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/products", tags=["products"], responses=EDGE_RESPONSES, route_class=ProblemRoute
+)
 
 
 @router.post(
