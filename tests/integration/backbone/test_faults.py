@@ -130,10 +130,12 @@ async def test_sigterm_lets_the_worker_finish_in_flight_work_and_exit_promptly(
     assert await applied_counts(pool, "slow") == {event_id: 1}
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["one-by-one", "batched"])
 async def test_broker_restart_under_load_loses_nothing_and_every_worker_consumes_again(
-    bb_settings: Settings, pool: asyncpg.Pool
+    bb_settings: Settings, pool: asyncpg.Pool, batch: bool
 ) -> None:
-    registry = make_registry(["alpha", "beta"])
+    # Batched: a batch acked by one frame on a channel the restart closed must come back.
+    registry = make_registry(["alpha", "beta"], batch=batch)
     ids: list[uuid.UUID] = []
     async with running(bb_settings, pool, registry, workers=2, relays=2):
 
