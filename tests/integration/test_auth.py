@@ -197,7 +197,7 @@ async def test_openapi_documents_the_bearer_scheme(client: httpx.AsyncClient) ->
     assert any(p["name"] == "Idempotency-Key" for p in params)
 
 
-async def test_openapi_lists_the_problems_a_body_or_an_idempotency_key_can_cause(
+async def test_openapi_lists_the_problems_each_route_can_answer(
     client: httpx.AsyncClient,
 ) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
@@ -210,6 +210,13 @@ async def test_openapi_lists_the_problems_a_body_or_an_idempotency_key_can_cause
     )
     assert {"400", "413"} <= set(paths["/api/v1/products"]["post"]["responses"])
     assert not {"400", "409", "413"} & set(paths["/api/v1/orders"]["get"]["responses"])
+    # Validation errors are documented as the problem+json this API sends, not FastAPI's own.
+    listing = paths["/api/v1/orders"]["get"]["responses"]
+    assert set(listing["422"]["content"]) == {"application/problem+json"}
+    assert "HTTPValidationError" not in str(paths)
+    # The fulfilment actions document the refusal of an illegal transition.
+    for action in ("prepare", "ship", "deliver"):
+        assert "409" in paths[f"/api/v1/orders/{{order_id}}/{action}"]["post"]["responses"]
 
 
 async def test_concurrent_first_uses_of_a_key_share_one_lookup(pool: asyncpg.Pool) -> None:

@@ -58,6 +58,15 @@ BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _documented("The request body is not valid JSON"),
     413: _documented("The request body is larger than ORDERFLOW_MAX_BODY_BYTES"),
 }
+# Any route with parameters or a body: FastAPI's default 422 entry describes its own
+# HTTPValidationError body, which this API never sends.
+VALIDATION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    422: _documented("The request is invalid; `errors` lists each problem with its location"),
+}
+# Actions that move an order: the state machine may not allow them from its current status.
+TRANSITION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    409: _documented("Not allowed from the order's current status (illegal transition)"),
+}
 IDEMPOTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: _documented(
         f"A request with the same {IDEMPOTENCY_HEADER} is still running, or the request "
@@ -74,9 +83,16 @@ class ProblemRoute(APIRoute):
         implied: dict[int | str, dict[str, Any]] = {}
         if self.body_field is not None:
             implied |= BODY_RESPONSES
+        if self.body_field is not None or _takes_parameters(self.dependant):
+            implied |= VALIDATION_RESPONSES
         if _takes_header(self.dependant, IDEMPOTENCY_HEADER):
             implied |= IDEMPOTENT_RESPONSES
         self.responses = {**implied, **self.responses}  # what the route declares wins
+
+
+def _takes_parameters(dependant: Dependant) -> bool:
+    own = dependant.path_params or dependant.query_params or dependant.header_params
+    return bool(own) or any(_takes_parameters(sub) for sub in dependant.dependencies)
 
 
 def _takes_header(dependant: Dependant, name: str) -> bool:

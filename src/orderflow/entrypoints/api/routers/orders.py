@@ -13,7 +13,7 @@ from orderflow.domain.errors import Forbidden, InvalidRequest
 from orderflow.domain.orders import OrderStatus
 from orderflow.entrypoints.api.deps import OrderActor, Pool, Reader, Staff, State
 from orderflow.entrypoints.api.idempotency import IdempotencyKey
-from orderflow.entrypoints.api.problems import EDGE_RESPONSES, ProblemRoute
+from orderflow.entrypoints.api.problems import EDGE_RESPONSES, TRANSITION_RESPONSES, ProblemRoute
 from orderflow.entrypoints.api.schemas import (
     CancelIn,
     DeliverIn,
@@ -195,6 +195,7 @@ async def pay_order(
 @router.post(
     "/{order_id}/prepare",
     response_model=OrderOut,
+    responses=TRANSITION_RESPONSES,
     tags=["fulfilment"],
     summary="Warehouse: the order is packed and ready to ship",
     description="Allowed once stock is reserved (status `reserved`); 409 otherwise.",
@@ -208,6 +209,7 @@ async def prepare_order(order_id: uuid.UUID, pool: Pool, principal: Staff) -> Or
 @router.post(
     "/{order_id}/ship",
     response_model=OrderOut,
+    responses=TRANSITION_RESPONSES,
     tags=["fulfilment"],
     summary="Carrier: the parcel was picked up",
     description="Allowed once prepared; records carrier and tracking number.",
@@ -227,6 +229,7 @@ async def ship_order(order_id: uuid.UUID, body: ShipIn, pool: Pool, principal: S
 @router.post(
     "/{order_id}/deliver",
     response_model=OrderOut,
+    responses=TRANSITION_RESPONSES,
     tags=["fulfilment"],
     summary="Carrier: delivery confirmed",
     description="Allowed once shipped.",
