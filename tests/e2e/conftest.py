@@ -89,7 +89,7 @@ async def pool(e2e_settings: Settings, e2e_database: str) -> AsyncIterator[async
 def system(
     e2e_settings: Settings, e2e_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """``orderflow up`` on a free port; yields the base URL; stopped with SIGTERM."""
+    """``orderflow up`` (two workers) on a free port; yields the base URL; stopped with SIGTERM."""
     port = free_port()
     log = tmp_path_factory.mktemp("e2e") / "up.log"
     with log.open("wb") as out:
@@ -103,6 +103,9 @@ def system(
                 str(port),
                 "--autopilot-delay",
                 str(AUTOPILOT_DELAY_S),
+                # Two competing workers, as deployed: their batches meet on the same rows.
+                "--workers",
+                "2",
                 "--metrics-port",
                 "0",
             ],
