@@ -375,6 +375,7 @@ class _Batcher:
         self._open: list[_Waiting] = []
         self._full = asyncio.Event()
         self._running = False
+        self._task: asyncio.Task[None] | None = None  # held: the loop keeps tasks weakly
 
     async def submit(
         self, message: AbstractIncomingMessage, delivery: Delivery, unsettled: _Unsettled
@@ -393,7 +394,9 @@ class _Batcher:
         self._running = True
         # A fresh context: the batch's logs must not carry the first delivery's ids. As a
         # task, it starts once the deliveries already read from the socket have joined.
-        asyncio.get_running_loop().create_task(self._run(), context=contextvars.Context())
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), context=contextvars.Context()
+        )
 
     async def _run(self) -> None:
         batch: list[_Waiting] = []
