@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/orderflow")
     rabbitmq_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    # Notifications go to this URL as JSON POSTs when it is set, else to the log.
+    notification_webhook_url: SecretStr | None = None
+    notification_webhook_timeout_s: float = Field(default=5.0, gt=0)
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=20, ge=1)
     db_command_timeout_s: float = Field(default=10.0, gt=0)

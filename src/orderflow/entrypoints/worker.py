@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import aio_pika
 import asyncpg
+import httpx
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
@@ -45,7 +46,7 @@ from orderflow.domain.events import Envelope, UnknownEventType
 from orderflow.entrypoints.failures import is_transient
 from orderflow.entrypoints.runtime import first_of, install_stop_signals, serve_metrics
 from orderflow.observability import metrics
-from orderflow.service.bootstrap import Deps, build_registry
+from orderflow.service.bootstrap import Deps, build_registry, notification_sender
 from orderflow.service.consumer import apply, apply_batch
 from orderflow.service.expiry import expire_unpaid
 from orderflow.service.registry import Defer, Delivery, HandlerSpec, PermanentError, Registry
@@ -431,9 +432,15 @@ async def run_worker(
     stop = install_stop_signals()
     pool = await create_pool(settings)
     redis = create_redis(settings)
+    http = (
+        httpx.AsyncClient(timeout=settings.notification_webhook_timeout_s)
+        if settings.notification_webhook_url is not None
+        else None
+    )
     try:
         cache = RedisProductCache(redis, ttl_s=settings.product_cache_ttl_s)
-        deps = Deps(settings=settings, pool=pool, cache=cache)
+        sender = notification_sender(settings, http)
+        deps = Deps(settings=settings, pool=pool, cache=cache, sender=sender)
         registry = build_registry(deps).select(handlers)
         if not registry.names:
             log.warning("worker_without_handlers")
@@ -446,6 +453,8 @@ async def run_worker(
     finally:
         await pool.close()
         await redis.close()
+        if http is not None:
+            await http.aclose()
     log.info("worker_stopped")
 
 

@@ -29,31 +29,65 @@ RECIPIENTS: Final = MappingProxyType(
 )
 
 
+_RECORD = (
+    "INSERT INTO notifications (order_id, event_id, recipient, channel, subject, sent_at) "
+    "VALUES ($1, $2, $3, $4, $5, now()) "
+    "ON CONFLICT (event_id, recipient) DO NOTHING RETURNING 1"
+)
+
+
+def notifications_for(d: Delivery) -> list[Notification]:
+    """Who hears about this event, and what."""
+    return [
+        Notification(
+            order_id=d.envelope.order_id,
+            event_id=d.envelope.event_id,
+            recipient=recipient,
+            subject=subject,
+        )
+        for recipient, subject in RECIPIENTS.get(d.envelope.type, ())
+    ]
+
+
+async def _record(uow: UnitOfWork, notification: Notification, channel: str) -> bool:
+    """Record a notification once; False if it was recorded already."""
+    inserted = await uow.conn.fetchval(
+        _RECORD,
+        notification.order_id,
+        notification.event_id,
+        notification.recipient,
+        channel,
+        notification.subject,
+    )
+    return bool(inserted)
+
+
 def handlers(sender: NotificationSender) -> list[HandlerSpec]:
     """The notification handler, sending through ``sender``."""
 
     async def notify(d: Delivery, uow: UnitOfWork, _: object) -> None:
-        for recipient, subject in RECIPIENTS.get(d.envelope.type, ()):
-            inserted = await uow.conn.fetchval(
-                "INSERT INTO notifications (order_id, event_id, recipient, channel, subject, "
-                "sent_at) VALUES ($1, $2, $3, $4, $5, now()) "
-                "ON CONFLICT (event_id, recipient) DO NOTHING RETURNING 1",
-                d.envelope.order_id,
-                d.envelope.event_id,
-                recipient,
-                sender.channel,
-                subject,
-            )
-            if inserted:
-                await sender.send(
-                    Notification(
-                        order_id=d.envelope.order_id,
-                        event_id=d.envelope.event_id,
-                        recipient=recipient,
-                        subject=subject,
-                    )
-                )
+        for notification in notifications_for(d):
+            if await _record(uow, notification, sender.channel):
+                await sender.send(notification)
 
-    # Batched: notifications of different events never contend, and they are 6 of the 14
-    # deliveries of a delivered order.
-    return [HandlerSpec("notifications.send", tuple(RECIPIENTS), notify, batch=True)]
+    async def send_first(d: Delivery) -> list[Notification]:
+        """Outside any transaction: deliver them all (again, on a redelivery)."""
+        sent = notifications_for(d)
+        for notification in sent:
+            await sender.send(notification)
+        return sent
+
+    async def record_sent(d: Delivery, uow: UnitOfWork, sent: object) -> None:
+        assert isinstance(sent, list)
+        for notification in sent:
+            await _record(uow, notification, sender.channel)
+
+    name, types = "notifications.send", tuple(RECIPIENTS)
+    if sender.local:
+        # Batched: notifications of different events never contend, and they are 6 of the
+        # 14 deliveries of a delivered order.
+        return [HandlerSpec(name, types, notify, batch=True)]
+    # A remote sender (a webhook) is called before the transaction opens, as the payment
+    # gateway is: a slow receiver holds no transaction open, and a failure is retried by
+    # the worker's retry queues. Delivery is at least once; the receiver deduplicates by key.
+    return [HandlerSpec(name, types, record_sent, prepare=send_first)]

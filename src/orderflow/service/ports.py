@@ -42,11 +42,23 @@ class Notification:
     recipient: str  # customer, supplier, carrier, warehouse
     subject: str
 
+    @property
+    def key(self) -> str:
+        """Idempotency key: one notification per (event, recipient)."""
+        return f"{self.event_id}:{self.recipient}"
+
 
 class NotificationSender(Protocol):
-    """Delivers a notification to its recipient (log, e-mail, webhook...)."""
+    """Delivers a notification to its recipient (log, e-mail, webhook...).
+
+    A ``local`` sender (a log line) is cheap and cannot fail on its own, so it may run inside
+    the handler's transaction and in batches; any other is called before the transaction
+    opens, like the payment gateway, and must accept being called again for the same
+    notification (``Notification.key`` identifies it).
+    """
 
     channel: str
+    local: bool
 
     async def send(self, notification: Notification) -> None:
         """Deliver one notification; raise ``TransientError`` to be retried."""
