@@ -80,10 +80,31 @@ async def test_placement_prices_from_the_cache_and_fills_it(
     await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
     assert _count("miss") == misses + 1
     assert await _cached(settings, product["id"]) is not None  # filled by the placement
-    hits = _count("hit")
+    hits, local = _count("hit"), _count("local")
     order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 2)])
-    assert _count("hit") == hits + 1
+    # Priced from the API process's own copy: Redis is not asked again.
+    assert (_count("hit"), _count("local")) == (hits, local + 1)
     assert order["total"] == 1400
+
+
+async def test_a_price_changed_by_another_process_is_charged_despite_the_local_copy(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    """Another API process changed the price (and cleared Redis): this process's copy is
+    stale, the statement that stores the order sees the new version, and it is priced again."""
+    product = await make_product(client, price=1000)
+    customer = await make_customer(client)
+    await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
+    await pool.execute(
+        "UPDATE products SET price = 1200, version = version + 1 WHERE id = $1",
+        uuid.UUID(product["id"]),
+    )
+    local = _count("local")
+    order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
+    assert _count("local") == local + 1  # it did price from the stale copy first
+    assert order["total"] == 1200
+    again = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 3)])
+    assert again["total"] == 3600
 
 
 async def test_a_stale_cached_price_is_never_charged(

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from orderflow import __version__
 from orderflow.adapters.postgres import idempotency as idempotency_records
 from orderflow.adapters.postgres.database import create_pool
+from orderflow.adapters.price_cache import PriceCache
 from orderflow.adapters.rabbitmq.probe import BrokerProbe
 from orderflow.adapters.redis.client import create_redis
 from orderflow.adapters.redis.product_cache import RedisProductCache
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.rabbitmq_url.get_secret_value(), ttl_s=settings.broker_check_ttl_s
         )
         redis = create_redis(settings)  # connects lazily: a Redis outage never blocks start-up
+        product_cache = RedisProductCache(redis, ttl_s=settings.product_cache_ttl_s)
         state = AppState(
             settings=settings,
             pool=pool,
@@ -69,7 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 pool, ttl_s=settings.auth_cache_ttl_s, max_entries=settings.auth_cache_size
             ),
             limiter=RateLimiter(redis),
-            product_cache=RedisProductCache(redis, ttl_s=settings.product_cache_ttl_s),
+            product_cache=product_cache,
+            price_cache=PriceCache(product_cache, ttl_s=settings.price_cache_ttl_s),
             sessions=SessionStore(redis, ttl_s=settings.admin_session_ttl_s),
             broker=broker,
         )

@@ -10,6 +10,7 @@ import asyncpg
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from orderflow.adapters.price_cache import PriceCache
 from orderflow.adapters.rabbitmq.probe import BrokerProbe
 from orderflow.adapters.redis.client import RedisLink
 from orderflow.adapters.redis.product_cache import RedisProductCache
@@ -34,6 +35,7 @@ class AppState:
     keys: KeyVerifier
     limiter: RateLimiter
     product_cache: RedisProductCache
+    price_cache: PriceCache  # order placement only: in memory, then product_cache
     sessions: SessionStore
     broker: BrokerProbe | None = None  # /readyz's broker check (event backbone)
 

@@ -56,7 +56,7 @@ async def place_order(
         pricing=state.pricing,
         actor=principal.role.value,
         idempotency=idem.recording(OrderOut.of, status_code=status.HTTP_201_CREATED),
-        cache=state.product_cache,
+        cache=state.price_cache,
     )
     ORDERS_PLACED.inc()
     # Serialised once, here: the model is already valid, and the hottest endpoint need not
