@@ -31,5 +31,5 @@ async def expire_unpaid(pool: asyncpg.Pool, *, ttl_s: float, batch: int = 100) -
             order = await orders.get(uow.conn, row["id"], with_details=False)
             assert order is not None
             cancelled = ev.OrderCancelled(reason=reason, previous_status=order.status.value)
-            await advance(uow, order, cancelled, actor="expiry", cancel_reason=reason)
+            advance(uow, order, cancelled, actor="expiry", cancel_reason=reason)
     return len(ids)

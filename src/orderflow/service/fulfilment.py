@@ -25,7 +25,7 @@ def tracking_number() -> str:
 
 async def _act(pool: asyncpg.Pool, order_id: uuid.UUID, event: ev.Event, actor: str) -> Order:
     async def step(uow: UnitOfWork, order: Order) -> None:
-        await advance(uow, order, event, actor=actor)
+        advance(uow, order, event, actor=actor)
 
     return await act_on_order(pool, order_id=order_id, action=step)
 
@@ -66,7 +66,7 @@ def autopilot_handlers(*, delay_s: float) -> list[HandlerSpec]:
         assert d.envelope.order_id is not None
         order = await lock_order(uow, d.envelope.order_id)
         if order.status is expected:  # else a person did it first, or it was cancelled
-            await advance(uow, order, event, actor=AUTOPILOT, cause=d.envelope)
+            advance(uow, order, event, actor=AUTOPILOT, cause=d.envelope)
 
     async def warehouse(d: Delivery, uow: UnitOfWork, _: object) -> None:
         await step(d, uow, S.RESERVED, ev.OrderPrepared(prepared_by=AUTOPILOT))

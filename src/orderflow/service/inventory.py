@@ -51,14 +51,14 @@ async def reserve(
         )
         reason = CancelReason.OUT_OF_STOCK.value
         cancelled = ev.OrderCancelled(reason=reason, previous_status=order.status.value)
-        await advance(uow, order, cancelled, actor=ACTOR, cause=d.envelope, cancel_reason=reason)
+        advance(uow, order, cancelled, actor=ACTOR, cause=d.envelope, cancel_reason=reason)
         return
     await inventory.reserve(uow.conn, order.id, wants)
     _forget_stock(uow, cache, [w.product_id for w in wants])
     checked = ev.InventoryChecked(
         reservations=[ev.Reservation(product_id=w.product_id, quantity=w.requested) for w in wants]
     )
-    await advance(uow, order, checked, actor=ACTOR, cause=d.envelope)
+    advance(uow, order, checked, actor=ACTOR, cause=d.envelope)
 
 
 async def release(

@@ -292,7 +292,7 @@ async def cancel_order(
 
     async def cancel(uow: UnitOfWork, order: Order) -> None:
         cancelled = ev.OrderCancelled(reason=reason, previous_status=order.status.value)
-        await advance(uow, order, cancelled, actor=actor, cancel_reason=reason)
+        advance(uow, order, cancelled, actor=actor, cancel_reason=reason)
 
     return await act_on_order(
         pool, order_id=order_id, action=cancel, owner=owner, idempotency=idempotency

@@ -50,7 +50,7 @@ async def start_payment(
         amount=payment.amount,
         currency=payment.currency,
     )
-    await advance(uow, order, initiated, actor=actor, cause=cause)
+    advance(uow, order, initiated, actor=actor, cause=cause)
 
 
 async def pay_order(
@@ -144,7 +144,7 @@ def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -
         )
         failed = ev.PaymentFailed(payment_id=payment.id, reason=result.decline_reason)
         if order.status is S.PAYMENT_PENDING:
-            await advance(uow, order, failed, actor=ACTOR, cause=d.envelope)
+            advance(uow, order, failed, actor=ACTOR, cause=d.envelope)
         else:
             publish(uow, order, failed, actor=ACTOR, cause=d.envelope)
 
@@ -158,7 +158,7 @@ def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -
             paid = ev.OrderPaid(
                 payment_id=event.payment_id, amount=event.amount, currency=event.currency
             )
-            await advance(uow, order, paid, actor="orders", cause=d.envelope)
+            advance(uow, order, paid, actor="orders", cause=d.envelope)
 
     async def call_refund(d: Delivery) -> tuple[uuid.UUID, str] | None:
         """Outside any transaction: refund a cancelled order's capture, idempotently."""

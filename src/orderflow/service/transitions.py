@@ -45,7 +45,7 @@ def _envelope(order: Order, event: Event, cause: Envelope | None, actor: str) ->
     return Envelope.wrap(event, order_id=order.id, actor=actor)
 
 
-async def advance(
+def advance(
     uow: UnitOfWork,
     order: Order,
     event: Event,
@@ -54,7 +54,8 @@ async def advance(
     cause: Envelope | None = None,
     cancel_reason: str | None = None,
 ) -> OrderStatus:
-    """Apply ``event`` to a locked order: new status, timeline entry, outbox row.
+    """Apply ``event`` to a locked order: new status, timeline entry, outbox row (all written
+    by the unit of work's ``flush``, with its other changes).
 
     Raises ``IllegalTransition`` when the state machine has no such edge.
     """
