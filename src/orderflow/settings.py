@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     worker_batch_window_s: float = Field(
         default=0.0, ge=0, description="how long a batch handler lingers for more deliveries"
     )
+    placement_batch_max: int = Field(
+        default=32,
+        ge=1,
+        description="orders an API process stores with one statement when they arrive together "
+        "(natural batching, ADR 0010); 1 stores each order with its own statement",
+    )
     reconnect_max_backoff_s: float = Field(default=5.0, gt=0)
     broker_check_ttl_s: float = Field(default=2.0, ge=0, description="/readyz cache")
     queue_expires_ms: int | None = Field(

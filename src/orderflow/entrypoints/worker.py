@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from orderflow.domain.events import Envelope, UnknownEventType
 from orderflow.entrypoints.failures import is_transient
 from orderflow.entrypoints.runtime import first_of, install_stop_signals, serve_metrics
 from orderflow.observability import metrics
+from orderflow.service.batching import Coalescer
 from orderflow.service.bootstrap import Deps, build_registry, notification_sender
 from orderflow.service.consumer import apply, apply_batch
 from orderflow.service.expiry import expire_unpaid
@@ -356,69 +356,39 @@ async def _ack_batch(batch: list[_Waiting]) -> None:
 class _Waiting:
     message: AbstractIncomingMessage
     delivery: Delivery
-    done: asyncio.Future[None]
     unsettled: _Unsettled
 
 
 class _Batcher:
-    """Groups one batch handler's deliveries: one batch in flight at a time, and whatever
-    arrives meanwhile forms the next one (up to ``worker_batch_max``). An idle handler applies
-    a delivery at once; a busy one commits many per transaction. One batch at a time also
-    means two batches of one handler never wait on each other's row locks.
-    ``worker_batch_window_s`` > 0 lingers that long for a batch that is not full yet."""
+    """Groups one batch handler's deliveries by natural batching (``service.batching``): one
+    batch in flight at a time, and whatever arrives meanwhile forms the next one (up to
+    ``worker_batch_max``). An idle handler applies a delivery at once; a busy one commits many
+    per transaction. One batch at a time also means two batches of one handler never wait on
+    each other's row locks. ``worker_batch_window_s`` > 0 lingers for a fuller batch."""
 
     def __init__(self, worker: Worker, spec: HandlerSpec, queues: HandlerQueues) -> None:
         self.worker = worker
         self.spec = spec
         self.queues = queues
-        self.max = worker.settings.worker_batch_max
-        self.window_s = worker.settings.worker_batch_window_s
-        self._open: list[_Waiting] = []
-        self._full = asyncio.Event()
-        self._running = False
-        self._task: asyncio.Task[None] | None = None  # held: the loop keeps tasks weakly
+        self._coalescer: Coalescer[_Waiting, None] = Coalescer(
+            self._apply,
+            max_batch=worker.settings.worker_batch_max,
+            window_s=worker.settings.worker_batch_window_s,
+        )
 
     async def submit(
         self, message: AbstractIncomingMessage, delivery: Delivery, unsettled: _Unsettled
     ) -> None:
         """Add a delivery to the open batch and wait until its batch has been handled."""
-        waiting = _Waiting(message, delivery, asyncio.get_running_loop().create_future(), unsettled)
-        self._open.append(waiting)
-        if len(self._open) >= self.max:
-            self._full.set()
-        self._start()
-        await waiting.done
+        await self._coalescer.submit(_Waiting(message, delivery, unsettled))
 
-    def _start(self) -> None:
-        if self._running or not self._open:
-            return
-        self._running = True
-        # A fresh context: the batch's logs must not carry the first delivery's ids. As a
-        # task, it starts once the deliveries already read from the socket have joined.
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), context=contextvars.Context()
-        )
-
-    async def _run(self) -> None:
-        batch: list[_Waiting] = []
+    async def _apply(self, batch: list[_Waiting]) -> list[None]:
         try:
-            if self.window_s and len(self._open) < self.max:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.window_s):
-                        await self._full.wait()
-            batch, self._open = self._open[: self.max], self._open[self.max :]
-            if len(self._open) < self.max:
-                self._full.clear()
             with structlog.contextvars.bound_contextvars(handler=self.spec.name):
                 await self.worker.apply_batch(self.spec, self.queues, batch)
         except Exception as exc:  # the broker will redeliver what was not acked
             log.warning("batch_not_settled", handler=self.spec.name, error=repr(exc))
-        finally:
-            for waiting in batch:
-                if not waiting.done.done():
-                    waiting.done.set_result(None)
-            self._running = False
-            self._start()
+        return [None] * len(batch)
 
 
 async def run_worker(

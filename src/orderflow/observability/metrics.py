@@ -50,6 +50,11 @@ BATCH_SIZE = Histogram(
     ["handler"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
+PLACEMENT_BATCH_SIZE = Histogram(
+    "orderflow_placement_batch_size",
+    "Orders stored together by one statement of an API process (natural batching)",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 EVENT_LAG_SECONDS = Histogram(
     "orderflow_event_lag_seconds",
     "From the event's commit (occurred_at) to its handler starting",

@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+import structlog
 
 from orderflow.adapters.postgres import orders, products
 from orderflow.adapters.postgres.outbox import wake_relays
@@ -26,9 +27,13 @@ from orderflow.domain.errors import (
 from orderflow.domain.idempotency import IdempotentRequest
 from orderflow.domain.model import Order, Page, Product, TimelineEntry
 from orderflow.domain.orders import OrderStatus, initial_status
-from orderflow.domain.pricing import PricedLine, PricingStrategy, Quote
+from orderflow.domain.pricing import PricedLine, PricingStrategy
+from orderflow.observability.metrics import PLACEMENT_BATCH_SIZE
+from orderflow.service.batching import Coalescer
 from orderflow.service.catalogue import ProductCache
 from orderflow.service.transitions import act_on_order, advance
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,80 @@ def _check_lines(lines: Sequence[LineRequest]) -> None:
 # is being rewritten as fast as orders come in, and the caller may try again later.
 _PRICING_ATTEMPTS = 3
 
+# Stores one priced order: the order as stored, or None if a product changed since it was
+# priced (nothing was written).
+_Insert = Callable[[orders.NewOrder], Awaitable[Order | None]]
+
+
+class PlacementBatcher:
+    """Stores the orders placed concurrently in one process with one statement (ADR 0010).
+
+    Natural batching (``service.batching``): an order placed while the previous batch is being
+    written waits for it and joins the next one, so a busy API process shares one round trip
+    and one commit among many orders, and an idle one writes each order at once. Each order is
+    still written with its lines and events or not at all. Only the first try of an order
+    without an idempotency key is batched; if a batch fails on a constraint (a customer or
+    product deleted meanwhile), its orders are written one by one so that each gets its own
+    answer.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, max_batch: int) -> None:
+        self.pool = pool
+        self._coalescer: Coalescer[orders.NewOrder, Order | _Alone | None] = Coalescer(
+            self._insert_batch, max_batch=max_batch
+        )
+
+    @property
+    def busy(self) -> bool:
+        """Whether a batch is being stored."""
+        return self._coalescer.busy
+
+    @property
+    def waiting(self) -> int:
+        """Orders waiting for the next batch (the one in flight not counted)."""
+        return self._coalescer.waiting
+
+    async def insert(self, new: orders.NewOrder) -> Order | None:
+        """Store ``new`` in the next batch (see ``_Insert``)."""
+        outcome = await self._coalescer.submit(new)
+        if isinstance(outcome, _Alone):
+            async with self.pool.acquire() as conn:
+                return await _insert_on(conn)(new)
+        return outcome
+
+    async def _insert_batch(self, batch: list[orders.NewOrder]) -> list[Order | _Alone | None]:
+        async with self.pool.acquire() as conn:
+            try:
+                stored = await orders.insert_many(conn, batch)
+            except asyncpg.IntegrityConstraintViolationError:
+                if len(batch) == 1:
+                    return [_ALONE]
+                log.info("placement_batch_split", size=len(batch))
+                return [_ALONE] * len(batch)
+        PLACEMENT_BATCH_SIZE.observe(len(batch))
+        return [stored.get(new.id) for new in batch]
+
+
+class _Alone:
+    """A batch outcome: store this order on its own."""
+
+
+_ALONE = _Alone()
+
+
+def _insert_on(conn: asyncpg.Connection) -> _Insert:
+    """Store an order alone on ``conn``, with the constraint errors a caller can act on."""
+
+    async def insert(new: orders.NewOrder) -> Order | None:
+        try:
+            return (await orders.insert_many(conn, [new])).get(new.id)
+        except asyncpg.ForeignKeyViolationError as exc:
+            if "customer" in (exc.constraint_name or ""):
+                raise InvalidRequest(f"customer {new.customer_id} does not exist") from None
+            raise UnknownProducts("a product of this order was just deleted") from None
+
+    return insert
+
 
 async def place_order(
     pool: asyncpg.Pool,
@@ -64,25 +143,29 @@ async def place_order(
     actor: str = "customer",
     idempotency: IdempotentRequest | None = None,
     cache: ProductCache | None = None,
+    batcher: PlacementBatcher | None = None,
 ) -> Order:
     """Price and store an order with its ``order.created`` event, atomically.
 
     Products are priced from the cache when it has them; the statement that stores the order
     checks each product's version and writes nothing if one changed, so a stale cache costs
     a second pricing from PostgreSQL, never a wrong price. Without an idempotency key that
-    statement is the whole write (atomic on its own); with one, it runs in the transaction
-    that claims the key and records the answer.
+    statement is the whole write (atomic on its own), shared with other orders when a
+    ``batcher`` is given; with one, it runs in the transaction that claims the key and records
+    the answer.
     """
     _check_lines(lines)
     request = _Placement(customer_id, lines, payment_token, pricing, actor)
     cached = await cache.get_many(request.product_ids) if cache is not None else {}
-    if idempotency is None:
-        async with pool.acquire() as conn:
-            order = await _store(conn, request, cached, cache)
-    else:
+    if idempotency is not None:
         async with unit_of_work(pool, idempotency=idempotency) as uow:
-            order = await _store(uow.conn, request, cached, cache)
+            order = await _store(uow.conn, request, cached, cache, _insert_on(uow.conn))
             uow.complete(order)
+    elif batcher is not None:
+        order = await _store(pool, request, cached, cache, batcher.insert)
+    else:
+        async with pool.acquire() as conn:
+            order = await _store(conn, request, cached, cache, _insert_on(conn))
     wake_relays(pool)
     return order
 
@@ -101,38 +184,25 @@ class _Placement:
 
 
 async def _store(
-    conn: asyncpg.Connection,
+    db: asyncpg.Connection | asyncpg.Pool,
     request: _Placement,
     catalogue: dict[uuid.UUID, Product],
     cache: ProductCache | None,
+    insert: _Insert,
 ) -> Order:
+    """Price the order (from ``catalogue``, then from ``db``) and ``insert`` it, pricing it
+    again from PostgreSQL while its products keep changing under it."""
     ids = request.product_ids
     for _ in range(_PRICING_ATTEMPTS):
         if missing := [pid for pid in ids if pid not in catalogue]:
-            fresh = await products.get_many(conn, missing)
+            fresh = await products.get_many(db, missing)
             catalogue = {**catalogue, **fresh}
             if cache is not None and fresh:
                 await cache.put_many(fresh.values())
-        order, envelope = _draft(request, catalogue)
-        try:
-            stored = await orders.insert(
-                conn,
-                order_id=order.id,
-                customer_id=request.customer_id,
-                status=order.status,
-                currency=order.currency,
-                quote=order.quote,
-                pricing=request.pricing.name,
-                payment_token=request.payment_token,
-                lines=order.lines,
-                events=[(envelope, order.status)],
-            )
-        except asyncpg.ForeignKeyViolationError as exc:
-            if "customer" in (exc.constraint_name or ""):
-                raise InvalidRequest(f"customer {request.customer_id} does not exist") from None
-            raise UnknownProducts("a product of this order was just deleted") from None
+        new, envelope = _draft(request, catalogue)
+        stored = await insert(new)
         if stored is not None:
-            return _with_timeline(stored, envelope, order.status)
+            return _with_timeline(stored, envelope, new.status)
         # A product changed since it was priced: forget what we knew and price it again.
         if cache is not None:
             for pid in ids:
@@ -141,16 +211,9 @@ async def _store(
     raise Conflict("the products of this order kept changing while it was placed; try again")
 
 
-@dataclass(frozen=True, slots=True)
-class _Draft:
-    id: uuid.UUID
-    status: OrderStatus
-    currency: str
-    quote: Quote
-    lines: list[orders.NewLine]
-
-
-def _draft(request: _Placement, catalogue: dict[uuid.UUID, Product]) -> tuple[_Draft, ev.Envelope]:
+def _draft(
+    request: _Placement, catalogue: dict[uuid.UUID, Product]
+) -> tuple[orders.NewOrder, ev.Envelope]:
     """The order priced from ``catalogue``, and its ``order.created`` event."""
     lines, payment_token = request.lines, request.payment_token
     missing = [str(line.product_id) for line in lines if line.product_id not in catalogue]
@@ -159,6 +222,7 @@ def _draft(request: _Placement, catalogue: dict[uuid.UUID, Product]) -> tuple[_D
     currencies = {catalogue[line.product_id].currency for line in lines}
     if len(currencies) > 1:
         raise CurrencyMismatch(f"products are priced in several currencies: {currencies}")
+    currency = currencies.pop()
     new_lines = [
         orders.NewLine(
             product_id=p.id,
@@ -173,7 +237,7 @@ def _draft(request: _Placement, catalogue: dict[uuid.UUID, Product]) -> tuple[_D
     ]
     quote = request.pricing.quote([PricedLine(nl.unit_price, nl.quantity) for nl in new_lines])
     status = initial_status(has_payment_method=payment_token is not None)
-    draft = _Draft(uuid.uuid4(), status, currencies.pop(), quote, new_lines)
+    order_id = uuid.uuid4()
     placed = ev.OrderPlaced(
         customer_id=request.customer_id,
         lines=[
@@ -186,10 +250,22 @@ def _draft(request: _Placement, catalogue: dict[uuid.UUID, Product]) -> tuple[_D
         discount=quote.discount,
         tax=quote.tax,
         total=quote.total,
-        currency=draft.currency,
+        currency=currency,
         has_payment_method=payment_token is not None,
     )
-    return draft, ev.Envelope.wrap(placed, order_id=draft.id, actor=request.actor)
+    envelope = ev.Envelope.wrap(placed, order_id=order_id, actor=request.actor)
+    new = orders.NewOrder(
+        id=order_id,
+        customer_id=request.customer_id,
+        status=status,
+        currency=currency,
+        quote=quote,
+        pricing=request.pricing.name,
+        payment_token=payment_token,
+        lines=new_lines,
+        events=[(envelope, status)],
+    )
+    return new, envelope
 
 
 def _with_timeline(order: Order, envelope: ev.Envelope, status: OrderStatus) -> Order:

@@ -61,7 +61,9 @@ async def get(conn: asyncpg.Connection, product_id: uuid.UUID) -> Product | None
     return rows.product(row) if row else None
 
 
-async def get_many(conn: asyncpg.Connection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Product]:
+async def get_many(
+    conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Product]:
     records = await conn.fetch(
         f"SELECT {rows.PRODUCT_COLUMNS} FROM products WHERE id = ANY($1::uuid[])", list(ids)
     )

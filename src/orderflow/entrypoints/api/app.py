@@ -25,6 +25,7 @@ from orderflow.entrypoints.api.edge import EdgeMiddleware
 from orderflow.entrypoints.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from orderflow.entrypoints.api.routers import admin, customers, events, health, orders, products
 from orderflow.service.keys import KeyVerifier
+from orderflow.service.ordering import PlacementBatcher
 from orderflow.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
@@ -73,6 +74,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limiter=RateLimiter(redis),
             product_cache=product_cache,
             price_cache=PriceCache(product_cache, ttl_s=settings.price_cache_ttl_s),
+            placements=(
+                PlacementBatcher(pool, max_batch=settings.placement_batch_max)
+                if settings.placement_batch_max > 1
+                else None
+            ),
             sessions=SessionStore(redis, ttl_s=settings.admin_session_ttl_s),
             broker=broker,
         )

@@ -20,6 +20,7 @@ from orderflow.domain.access import Principal, Role
 from orderflow.domain.errors import Forbidden, Unauthenticated
 from orderflow.domain.pricing import PricingStrategy, make_strategy
 from orderflow.service.keys import KeyVerifier
+from orderflow.service.ordering import PlacementBatcher
 from orderflow.settings import Settings
 
 
@@ -36,6 +37,7 @@ class AppState:
     limiter: RateLimiter
     product_cache: RedisProductCache
     price_cache: PriceCache  # order placement only: in memory, then product_cache
+    placements: PlacementBatcher | None  # None: each order its own statement
     sessions: SessionStore
     broker: BrokerProbe | None = None  # /readyz's broker check (event backbone)
 

@@ -40,8 +40,9 @@ router = APIRouter(
     response_model=OrderOut,
     summary="Place an order",
     description="Prices are computed server-side from the catalogue. The order, its "
-    "lines and its `order.created` event are stored atomically (one statement; with an "
-    "`Idempotency-Key`, one transaction that also records the answer). Prices come from the "
+    "lines and its `order.created` event are stored atomically (one statement, which may also "
+    "store other orders placed at the same moment; with an `Idempotency-Key`, one transaction "
+    "that also records the answer). Prices come from the "
     "product cache and are confirmed against PostgreSQL by the statement that stores the order "
     "(409 if the products kept changing meanwhile: try again).",
 )
@@ -57,6 +58,7 @@ async def place_order(
         actor=principal.role.value,
         idempotency=idem.recording(OrderOut.of, status_code=status.HTTP_201_CREATED),
         cache=state.price_cache,
+        batcher=state.placements,
     )
     ORDERS_PLACED.inc()
     # Serialised once, here: the model is already valid, and the hottest endpoint need not
