@@ -79,6 +79,49 @@ async def test_quotas_finer_than_a_microsecond_still_decide(
         await link.close()
 
 
+async def test_decisions_asked_together_never_exceed_the_quota(
+    app_settings: Callable[..., Settings],
+) -> None:
+    """Thirty requests of one caller at the same moment, a quota of ten: exactly ten pass,
+    each told a different remaining budget, although they reach Redis in batches of eight."""
+    link = create_redis(app_settings())
+    limiter = RateLimiter(link, max_batch=8)
+    failed_open = _sample("orderflow_rate_limit_fail_open_total")
+    try:
+        decisions = await asyncio.gather(
+            *(limiter.decide(group="t", identity="burst", quota=10, window_s=60) for _ in range(30))
+        )
+        assert all(d is not None for d in decisions)
+        allowed = [d for d in decisions if d is not None and d.allowed]
+        assert len(allowed) == 10
+        assert sorted(d.remaining for d in allowed) == list(range(10))
+        assert _sample("orderflow_rate_limit_fail_open_total") == failed_open
+    finally:
+        await link.close()
+
+
+async def test_a_flushed_script_cache_is_reloaded_not_failed_open(
+    app_settings: Callable[..., Settings],
+) -> None:
+    """After a Redis restart the script is gone (NOSCRIPT): the limiter loads it again and
+    decides, instead of letting the request through unlimited."""
+    link = create_redis(app_settings())
+    limiter = RateLimiter(link)
+    failed_open = _sample("orderflow_rate_limit_fail_open_total")
+    try:
+        assert await limiter.decide(group="t", identity="flush", quota=2, window_s=60)
+        await link.client.script_flush()
+        second = await limiter.decide(group="t", identity="flush", quota=2, window_s=60)
+        assert second is not None
+        assert (second.allowed, second.remaining) == (True, 0)
+        third = await limiter.decide(group="t", identity="flush", quota=2, window_s=60)
+        assert third is not None
+        assert not third.allowed
+        assert _sample("orderflow_rate_limit_fail_open_total") == failed_open
+    finally:
+        await link.close()
+
+
 async def test_responses_carry_ratelimit_headers_and_429_is_a_problem(
     app_settings: Callable[..., Settings], database: str
 ) -> None:

@@ -1,12 +1,16 @@
-"""GCRA rate limiting in Redis: one atomic script, one round trip per decision."""
+"""GCRA rate limiting in Redis: one atomic script per decision, the decisions a process needs
+at the same moment sent together in one pipeline (one round trip)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+from redis.exceptions import NoScriptError
+
 from orderflow.adapters.redis.client import RedisLink
 from orderflow.observability.metrics import RATE_LIMIT_FAIL_OPEN
+from orderflow.service.batching import Coalescer
 
 # Generic cell rate algorithm. The key holds the "theoretical arrival time" (TAT) in
 # microseconds of Redis's own clock, so that every API replica shares one clock. Each request
@@ -48,12 +52,32 @@ class Decision:
     reset_s: float
 
 
-class RateLimiter:
-    """Decides per (group, identity) whether a request may proceed."""
+@dataclass(frozen=True, slots=True)
+class _Check:
+    key: str
+    interval_us: str  # repr of a float: a quota may exceed the window's microseconds
+    window_us: int
 
-    def __init__(self, link: RedisLink) -> None:
+
+# The script's answer: allowed, remaining, retry after (µs), reset (µs); None: failed open.
+_Answer = list[int] | None
+
+
+class RateLimiter:
+    """Decides per (group, identity) whether a request may proceed.
+
+    Decisions asked for while others are on their way to Redis wait and go together in the
+    next pipeline (natural batching, ``service.batching``): a busy API process pays one round
+    trip for many requests, an idle one one per request. Each decision is still its own
+    atomic script run.
+    """
+
+    def __init__(self, link: RedisLink, *, max_batch: int = 64) -> None:
         self._link = link
         self._script = link.client.register_script(_GCRA)
+        self._batches: Coalescer[_Check, _Answer] = Coalescer(
+            self._decide_batch, max_batch=max_batch
+        )
 
     async def decide(
         self, *, group: str, identity: str, quota: int, window_s: float
@@ -63,15 +87,11 @@ class RateLimiter:
             RATE_LIMIT_FAIL_OPEN.inc()
             return None
         window_us = int(window_s * 1_000_000)
-        try:
-            allowed, remaining, retry_us, reset_us = await self._script(
-                keys=[self._link.key("rl", group, identity)],
-                args=[repr(window_us / quota), window_us],
-            )
-        except Exception as exc:  # any Redis failure: fail open (ADR 0005)
-            self._link.failed("rate_limit", exc)
-            RATE_LIMIT_FAIL_OPEN.inc()
+        check = _Check(self._link.key("rl", group, identity), repr(window_us / quota), window_us)
+        answer = await self._batches.submit(check)
+        if answer is None:
             return None
+        allowed, remaining, retry_us, reset_us = answer
         return Decision(
             allowed=bool(allowed),
             quota=quota,
@@ -80,6 +100,25 @@ class RateLimiter:
             retry_after_s=int(retry_us) / 1_000_000,
             reset_s=int(reset_us) / 1_000_000,
         )
+
+    async def _decide_batch(self, checks: list[_Check]) -> list[_Answer]:
+        try:
+            try:
+                return await self._run(checks)
+            except NoScriptError:  # Redis restarted or was flushed: nothing ran; load, again
+                await self._link.client.script_load(_GCRA)
+                return await self._run(checks)
+        except Exception as exc:  # any Redis failure: fail open (ADR 0005)
+            self._link.failed("rate_limit", exc)
+            RATE_LIMIT_FAIL_OPEN.inc(len(checks))
+            return [None] * len(checks)
+
+    async def _run(self, checks: list[_Check]) -> list[_Answer]:
+        async with self._link.client.pipeline(transaction=False) as pipe:
+            for check in checks:
+                pipe.evalsha(self._script.sha, 1, check.key, check.interval_us, check.window_us)
+            answers: list[_Answer] = await pipe.execute()
+        return answers
 
     def headers(self, group: str, decision: Decision) -> list[tuple[bytes, bytes]]:
         """RateLimit-Policy and RateLimit (draft-ietf-httpapi-ratelimit-headers), Retry-After."""

@@ -1,8 +1,9 @@
 """The edge middleware: who is calling (API key) and whether they may call now (rate limit).
 
 Pure ASGI and on every request, so it stays cheap: a known key costs a SHA-256 and a dict
-look-up (no database trip), and the rate-limit decision is one EVALSHA. Role checks happen
-later, in the route dependencies of ``deps.py``; this layer only establishes identity.
+look-up (no database trip), and the rate-limit decision is one EVALSHA (pipelined with the
+process's other requests of the moment). Role checks happen later, in the route dependencies
+of ``deps.py``; this layer only establishes identity.
 """
 
 from __future__ import annotations
