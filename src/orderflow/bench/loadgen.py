@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from orderflow.bench.http import Connection, HttpError
+from orderflow.entrypoints.runtime import settle_heap
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ def _worker(
     import uvloop
 
     share = _Share(spec, index)
+    settle_heap()  # the prepared requests are many objects: no collection should walk them
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         out = runner.run(share.run(start_at, ticks))
     results.put(out)

@@ -25,7 +25,12 @@ from orderflow.adapters.postgres import outbox
 from orderflow.adapters.postgres.database import create_pool
 from orderflow.adapters.rabbitmq.client import Backoff, connect_with_backoff, outbox_message
 from orderflow.adapters.rabbitmq.topology import Names
-from orderflow.entrypoints.runtime import first_of, install_stop_signals, serve_metrics
+from orderflow.entrypoints.runtime import (
+    first_of,
+    install_stop_signals,
+    serve_metrics,
+    settle_heap,
+)
 from orderflow.observability import metrics
 from orderflow.settings import Settings
 
@@ -203,6 +208,7 @@ async def run_relay(settings: Settings, *, metrics_port: int | None = None) -> N
     serve_metrics(metrics_port)
     stop = install_stop_signals()
     pool = await create_pool(settings, min_size=1, max_size=4)
+    settle_heap()
     try:
         await Relay(settings, pool).run(stop)
     finally:

@@ -43,7 +43,12 @@ from orderflow.adapters.redis.client import create_redis
 from orderflow.adapters.redis.product_cache import RedisProductCache
 from orderflow.domain.events import Envelope, UnknownEventType
 from orderflow.entrypoints.failures import is_transient
-from orderflow.entrypoints.runtime import first_of, install_stop_signals, serve_metrics
+from orderflow.entrypoints.runtime import (
+    first_of,
+    install_stop_signals,
+    serve_metrics,
+    settle_heap,
+)
 from orderflow.observability import metrics
 from orderflow.service.batching import Coalescer
 from orderflow.service.bootstrap import Deps, build_registry, notification_sender
@@ -415,6 +420,7 @@ async def run_worker(
         if not registry.names:
             log.warning("worker_without_handlers")
         sweeper = asyncio.create_task(sweep_unpaid_orders(settings, pool, stop))
+        settle_heap()
         try:
             await Worker(settings, registry, pool).run(stop)
         finally:

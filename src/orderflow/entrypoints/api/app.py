@@ -24,6 +24,7 @@ from orderflow.entrypoints.api.deps import AppState, build_pricing
 from orderflow.entrypoints.api.edge import EdgeMiddleware
 from orderflow.entrypoints.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from orderflow.entrypoints.api.routers import admin, customers, events, health, orders, products
+from orderflow.entrypoints.runtime import settle_heap
 from orderflow.service.keys import KeyVerifier
 from orderflow.service.ordering import PlacementBatcher
 from orderflow.settings import Settings, get_settings
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.orderflow = state
         pruner = asyncio.create_task(_prune_idempotency_keys(state))
+        settle_heap()
         log.info("api_started", **settings.safe_summary())
         try:
             yield
