@@ -209,6 +209,15 @@ async def test_openapi_lists_the_problems_each_route_can_answer(
         paths["/api/v1/orders/{order_id}/cancel"]["post"]["responses"]
     )
     assert {"400", "413"} <= set(paths["/api/v1/products"]["post"]["responses"])
+    # Conflicts with what exists: a duplicate SKU or email, a product orders still reference.
+    for path, method in (
+        ("/api/v1/products", "post"),
+        ("/api/v1/products/{product_id}", "patch"),
+        ("/api/v1/products/{product_id}", "delete"),
+        ("/api/v1/customers", "post"),
+    ):
+        conflict = paths[path][method]["responses"]["409"]
+        assert "application/problem+json" in conflict["content"], (path, method)
     assert not {"400", "409", "413"} & set(paths["/api/v1/orders"]["get"]["responses"])
     # Validation errors are documented as the problem+json this API sends, not FastAPI's own.
     listing = paths["/api/v1/orders"]["get"]["responses"]

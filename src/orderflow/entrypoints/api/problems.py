@@ -43,32 +43,33 @@ _PROBLEM_SCHEMA = {
 }
 
 
-def _documented(description: str) -> dict[str, Any]:
+def documented(description: str) -> dict[str, Any]:
+    """An OpenAPI response entry for a problem+json answer."""
     return {"description": description, "content": {PROBLEM_JSON: {"schema": _PROBLEM_SCHEMA}}}
 
 
 # The answers of the edge, documented on every API router (OpenAPI).
 EDGE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: _documented("No API key where one is needed, or a malformed, unknown or revoked key"),
-    403: _documented("The key's role may not do this"),
-    429: _documented("Rate limit exceeded; see Retry-After and the RateLimit headers"),
+    401: documented("No API key where one is needed, or a malformed, unknown or revoked key"),
+    403: documented("The key's role may not do this"),
+    429: documented("Rate limit exceeded; see Retry-After and the RateLimit headers"),
 }
 # The answers a route can give because of what it takes, added by ProblemRoute.
 BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _documented("The request body is not valid JSON"),
-    413: _documented("The request body is larger than ORDERFLOW_MAX_BODY_BYTES"),
+    400: documented("The request body is not valid JSON"),
+    413: documented("The request body is larger than ORDERFLOW_MAX_BODY_BYTES"),
 }
 # Any route with parameters or a body: FastAPI's default 422 entry describes its own
 # HTTPValidationError body, which this API never sends.
 VALIDATION_RESPONSES: dict[int | str, dict[str, Any]] = {
-    422: _documented("The request is invalid; `errors` lists each problem with its location"),
+    422: documented("The request is invalid; `errors` lists each problem with its location"),
 }
 # Actions that move an order: the state machine may not allow them from its current status.
 TRANSITION_RESPONSES: dict[int | str, dict[str, Any]] = {
-    409: _documented("Not allowed from the order's current status (illegal transition)"),
+    409: documented("Not allowed from the order's current status (illegal transition)"),
 }
 IDEMPOTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    409: _documented(
+    409: documented(
         f"A request with the same {IDEMPOTENCY_HEADER} is still running, or the request "
         "clashes with the current state (see the description)"
     ),

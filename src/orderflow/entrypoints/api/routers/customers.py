@@ -8,7 +8,7 @@ from fastapi import APIRouter, status
 
 from orderflow.domain.errors import NotFound
 from orderflow.entrypoints.api.deps import Admin, Pool, Reader
-from orderflow.entrypoints.api.problems import EDGE_RESPONSES, ProblemRoute
+from orderflow.entrypoints.api.problems import EDGE_RESPONSES, ProblemRoute, documented
 from orderflow.entrypoints.api.schemas import CustomerIn, CustomerOut
 from orderflow.service import customers
 
@@ -25,6 +25,7 @@ router = APIRouter(
     status_code=status.HTTP_201_CREATED,
     response_model=CustomerOut,
     summary="Register a customer",
+    responses={409: documented("A customer with this email exists already")},
 )
 async def create_customer(body: CustomerIn, pool: Pool, _admin: Admin) -> CustomerOut:
     found = await customers.create_customer(pool, email=str(body.email), name=body.name)

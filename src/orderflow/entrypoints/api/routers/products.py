@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import AfterValidator
 
 from orderflow.entrypoints.api.deps import Admin, Pool, State
-from orderflow.entrypoints.api.problems import EDGE_RESPONSES, ProblemRoute
+from orderflow.entrypoints.api.problems import EDGE_RESPONSES, ProblemRoute, documented
 from orderflow.entrypoints.api.schemas import (
     MAX_MONEY,
     ProductIn,
@@ -30,6 +30,7 @@ router = APIRouter(
     status_code=status.HTTP_201_CREATED,
     response_model=ProductOut,
     summary="Add a product to the catalogue",
+    responses={409: documented("A product with this SKU exists already")},
 )
 async def create_product(body: ProductIn, state: State, _admin: Admin) -> ProductOut:
     product = await catalogue.create_product(
@@ -88,7 +89,8 @@ async def get_product(product_id: uuid.UUID, state: State) -> ProductOut:
 @router.patch(
     "/{product_id}",
     response_model=ProductOut,
-    summary="Change a product's name, price, stock or description",
+    summary="Change a product's SKU, name, price, stock or description",
+    responses={409: documented("Another product has this SKU already")},
 )
 async def update_product(
     product_id: uuid.UUID, body: ProductPatch, state: State, _admin: Admin
@@ -105,6 +107,7 @@ async def update_product(
     "/{product_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Remove a product (409 while orders reference it)",
+    responses={409: documented("Orders reference this product")},
 )
 async def delete_product(product_id: uuid.UUID, state: State, _admin: Admin) -> Response:
     await catalogue.delete_product(state.pool, product_id=product_id, cache=state.product_cache)
