@@ -62,6 +62,9 @@ def test_bench_place_with_ceilings_writes_its_json_and_passes_the_audit(
     assert set(result["latency_ms"]) == {"p50", "p95", "p99", "max"}
     assert set(doc["ceiling"]) >= {"loadgen_noop", "http_insert", "mq_round_trips", "pg_commits"}
     assert result["rss_mb"]["total"] > 0
+    # the server settings that change what a run can show travel with it
+    assert set(doc["run"]["postgresql"]) >= {"autovacuum", "synchronous_commit", "fsync"}
+    assert doc["run"]["postgresql"]["synchronous_commit"] == "on"
 
     again = _bench(settings, tmp_path, "ceiling", "--duration", "1", "--warmup", "0",
                    "--concurrency", "2", "--workers", "1", "--compare", str(out))  # fmt: skip

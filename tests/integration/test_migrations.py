@@ -49,6 +49,22 @@ async def test_empty_database_migrates_to_head_and_back_down(settings: Settings)
         await drop_database(dsn)
 
 
+async def test_tables_that_churn_are_vacuumed_after_a_fixed_number_of_dead_rows(
+    pool: asyncpg.Pool,
+) -> None:
+    """Orders, outbox rows, payments, stock and idempotency records are updated or deleted
+    all the time: autovacuum must not wait for a fifth of each table to be dead."""
+    rows = await pool.fetch(
+        "SELECT relname, reloptions FROM pg_class WHERE relname = ANY($1::text[])",
+        ["orders", "outbox", "payments", "products", "idempotency_keys"],
+    )
+    assert len(rows) == 5
+    for row in rows:
+        options = dict(option.split("=", 1) for option in row["reloptions"] or [])
+        assert options.get("autovacuum_vacuum_scale_factor") == "0", row["relname"]
+        assert int(options["autovacuum_vacuum_threshold"]) <= 10_000, row["relname"]
+
+
 async def test_schema_refuses_negative_stock_and_float_money(pool: asyncpg.Pool) -> None:
     money_types = await pool.fetch(
         "SELECT table_name, column_name, data_type FROM information_schema.columns "

@@ -80,7 +80,7 @@ def _execute(
                     run, concurrency=concurrency, duration_s=duration, warmup_s=warmup
                 )
             results = await scenario(run, figures) if scenario else []
-            return report.document(results, figures)
+            return report.document(results, figures, run.postgresql)
         finally:
             await run.close()
 

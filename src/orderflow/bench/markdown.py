@@ -29,6 +29,9 @@ def figures_block(doc: dict[str, Any]) -> str:
         f"Python {run['python']}. {run['note']}.",
         "",
     ]
+    if run.get("postgresql"):
+        settings = ", ".join(f"`{k}` {v}" for k, v in sorted(run["postgresql"].items()))
+        out[0] += f" PostgreSQL: {settings}."
     ceiling = doc.get("ceiling")
     if ceiling:
         out += [

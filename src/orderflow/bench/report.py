@@ -16,8 +16,13 @@ from rich.console import Console
 from rich.table import Table
 
 
-def document(results: list[dict[str, Any]], ceiling: dict[str, Any] | None) -> dict[str, Any]:
-    """The JSON document of a run: where and when, the ceilings, one entry per scenario."""
+def document(
+    results: list[dict[str, Any]],
+    ceiling: dict[str, Any] | None,
+    postgresql: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The JSON document of a run: where and when (with the PostgreSQL settings that change
+    what a run can show), the ceilings, one entry per scenario."""
     return {
         "run": {
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -25,6 +30,7 @@ def document(results: list[dict[str, Any]], ceiling: dict[str, Any] | None) -> d
             "python": platform.python_version(),
             "commit": _commit(),
             "note": "2 cores shared by load generator, servers, PostgreSQL and RabbitMQ",
+            "postgresql": postgresql or {},
         },
         "ceiling": ceiling,
         "results": results,

@@ -28,6 +28,8 @@ from orderflow.service.audit import Check, run_audit
 from orderflow.service.keys import create_key
 from orderflow.settings import DEFAULT_RATE_LIMITS, Settings, get_settings
 
+# Server settings that change what a run can show; reported with every run.
+_REPORTED_SETTINGS = ("autovacuum", "synchronous_commit", "fsync", "shared_buffers")
 BENCH_RATE_LIMITS = orjson.dumps(dict.fromkeys(DEFAULT_RATE_LIMITS, "10000000/1")).decode()
 
 
@@ -45,6 +47,7 @@ class BenchRun:
     loadgen_processes: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
     auth: dict[str, str] = field(default_factory=dict)
+    postgresql: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -88,6 +91,15 @@ class BenchRun:
         await ensure_database(dsn)
         await asyncio.to_thread(_upgrade_schema, dsn)
         self.pool = await create_pool(self.settings, min_size=1, max_size=4)
+        self.postgresql = {
+            name: str(await self.pool.fetchval(f"SHOW {name}")) for name in _REPORTED_SETTINGS
+        }
+        if self.postgresql.get("autovacuum") == "off":
+            self.console.print(
+                "[yellow]PostgreSQL runs with autovacuum off: dead rows of orders, outbox "
+                "and inbox pile up, and a run longer than a minute or two slows down as they "
+                "do (docs/performance.md)[/yellow]"
+            )
         # Orders are placed as an admin would (with customer_id), authenticated like any call.
         issued = await create_key(self.pool, role=Role.ADMIN, customer_id=None, label="bench")
         self.auth = {"Authorization": f"Bearer {issued.token}"}
