@@ -3,7 +3,9 @@
 ``pm_approve`` succeeds, ``pm_decline`` is declined, ``pm_flaky`` fails transiently on its first
 two attempts and then succeeds, ``pm_slow`` succeeds after ``slow_delay_s``. Any other token is
 declined. A latency and a random transient failure rate can be added for load runs. Results
-are remembered by idempotency key, as a real provider does.
+are remembered by idempotency key, as a real provider does, for the last ``remember`` keys:
+a provider forgets keys after a while too, and a process that remembered every charge grew
+for as long as it ran (tracemalloc: the worker's largest growing allocations in a soak).
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import asyncio
 import random
 import uuid
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from orderflow.service.ports import ChargeResult
 from orderflow.service.registry import TransientError
+
+_T = TypeVar("_T")
 
 
 class GatewayUnavailable(TransientError):
@@ -27,8 +32,15 @@ class SimulatedGateway:
     latency_s: float = 0.0
     failure_rate: float = 0.0
     flaky_failures: int = 2
+    # Far more than the charges retried within the worker's retry horizon at any rate.
+    remember: int = 100_000
     _charges: dict[str, ChargeResult] = field(default_factory=dict)
     _refunds: dict[str, str] = field(default_factory=dict)
+
+    def _remember(self, memory: dict[str, _T], key: str, value: _T) -> None:
+        memory[key] = value
+        while len(memory) > self.remember:
+            del memory[next(iter(memory))]  # the oldest key first
 
     async def _call(self) -> None:
         if self.latency_s:
@@ -53,7 +65,7 @@ class SimulatedGateway:
             result = ChargeResult(captured=False, decline_reason="card_declined")
         else:
             result = ChargeResult(captured=False, decline_reason="unknown_payment_method")
-        self._charges[idempotency_key] = result
+        self._remember(self._charges, idempotency_key, result)
         return result
 
     async def refund(
@@ -64,5 +76,5 @@ class SimulatedGateway:
             return known
         await self._call()
         ref = f"re_{uuid.uuid4().hex[:20]}"
-        self._refunds[idempotency_key] = ref
+        self._remember(self._refunds, idempotency_key, ref)
         return ref
