@@ -32,8 +32,9 @@ class SimulatedGateway:
     latency_s: float = 0.0
     failure_rate: float = 0.0
     flaky_failures: int = 2
-    # Far more than the charges retried within the worker's retry horizon at any rate.
-    remember: int = 100_000
+    # At 250 charges/s, 40 s of history: more than the worker's retry horizon (1 + 2 + 4 +
+    # 8 s by default), in about a megabyte.
+    remember: int = 10_000
     _charges: dict[str, ChargeResult] = field(default_factory=dict)
     _refunds: dict[str, str] = field(default_factory=dict)
 
