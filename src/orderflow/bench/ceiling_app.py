@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orderflow.adapters.postgres.database import create_pool
+from orderflow.entrypoints.runtime import settle_heap
 from orderflow.settings import Settings, get_settings
 
 CREATE_TABLE = """
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await create_pool(settings)
+        settle_heap()  # as the API does: the same process settings on both sides
         try:
             yield
         finally:
