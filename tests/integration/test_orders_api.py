@@ -2,14 +2,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 import asyncpg
 import httpx
 
 from orderflow.adapters.postgres import inventory, orders
 from orderflow.domain.pricing import StandardPricing
+from orderflow.entrypoints.api.app import create_app
 from orderflow.service import ordering
+from orderflow.settings import Settings
 from tests.factories import make_customer, make_product, place_order
+from tests.integration.conftest import bearer, running
 
 
 async def test_placed_order_is_stored_with_lines_and_exactly_one_outbox_row(
@@ -201,3 +205,51 @@ async def test_orders_are_placed_while_the_saga_holds_their_products_and_custome
                 uuid.uuid4(),
             )
     assert second["status"] == first["status"]
+
+
+async def test_a_statement_cut_off_by_the_database_is_a_503_and_changes_nothing(
+    app_settings: Callable[..., Settings], pool: asyncpg.Pool, client: httpx.AsyncClient
+) -> None:
+    """PostgreSQL restarting terminates the statements in flight: the request whose
+    statement was cut off gets a 503 problem with Retry-After (never a 500), nothing of it is
+    stored, and the next request succeeds on a fresh connection."""
+    product = await make_product(client, price=400)
+    customer = await make_customer(client)
+    name = f"outage-{uuid.uuid4().hex[:8]}"
+    settings = app_settings()
+    dsn = settings.dsn() + f"?application_name={name}"
+    settings = settings.model_copy(update={"database_url": type(settings.database_url)(dsn)})
+    headers = {"Authorization": f"Bearer {await bearer(pool, 'admin')}"}
+    body = {"customer_id": customer["id"], "lines": [{"product_id": product["id"], "quantity": 1}]}
+    count = "SELECT count(*) FROM orders WHERE customer_id = $1"
+    async with (
+        running(create_app(settings)) as transport,
+        httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as http,
+    ):
+        assert (await http.post("/api/v1/orders", json=body)).status_code == 201
+        before = await pool.fetchval(count, uuid.UUID(customer["id"]))
+        async with pool.acquire() as holder, holder.transaction():
+            # the placement's foreign-key check waits for this row lock: cut it off there
+            await holder.execute(
+                "SELECT FROM products WHERE id = $1 FOR UPDATE", uuid.UUID(product["id"])
+            )
+            attempt = asyncio.create_task(http.post("/api/v1/orders", json=body))
+            for _ in range(300):
+                cut = await pool.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                    name,
+                )
+                if cut:
+                    break
+                await asyncio.sleep(0.01)
+            assert cut == 1
+        refused = await attempt
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["type"].endswith("/temporarily-unavailable")
+        assert await pool.fetchval(count, uuid.UUID(customer["id"])) == before
+        again = await http.post("/api/v1/orders", json=body)
+        assert again.status_code == 201, again.text
+        assert await pool.fetchval(count, uuid.UUID(customer["id"])) == before + 1

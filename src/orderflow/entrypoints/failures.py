@@ -6,7 +6,7 @@ import asyncpg
 
 from orderflow.service.registry import PermanentError, TransientError
 
-_TRANSIENT: tuple[type[BaseException], ...] = (
+TRANSIENT: tuple[type[Exception], ...] = (
     TransientError,
     TimeoutError,
     ConnectionError,
@@ -29,4 +29,4 @@ def is_transient(exc: BaseException) -> bool:
     """True for failures a later attempt may not meet; everything else is permanent."""
     if isinstance(exc, PermanentError):
         return False
-    return isinstance(exc, _TRANSIENT)
+    return isinstance(exc, TRANSIENT)

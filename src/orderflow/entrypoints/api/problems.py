@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from orderflow.domain import errors
 from orderflow.entrypoints.api.idempotency import IDEMPOTENCY_HEADER
+from orderflow.entrypoints.failures import TRANSIENT, is_transient
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://orderflow.dev/problems/"
@@ -53,6 +54,10 @@ EDGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: documented("No API key where one is needed, or a malformed, unknown or revoked key"),
     403: documented("The key's role may not do this"),
     429: documented("Rate limit exceeded; see Retry-After and the RateLimit headers"),
+    503: documented(
+        "The database (or another service the request needs) did not answer; "
+        "retry after Retry-After"
+    ),
 }
 # The answers a route can give because of what it takes, added by ProblemRoute.
 BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -185,6 +190,22 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     )
 
 
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    """A dependency failed in a way a later attempt may not meet (the database restarting,
+    its connections exhausted or cut): 503 with Retry-After, as for the key look-up."""
+    if not is_transient(exc):
+        return await _unexpected(request, exc)
+    log.warning("dependency_unavailable", error=repr(exc), path=request.url.path)
+    return problem(
+        503,
+        code="temporarily-unavailable",
+        title="Temporarily unavailable",
+        detail="a service this request needs did not answer; retry shortly, with the same "
+        f"{IDEMPOTENCY_HEADER} where the endpoint takes one (the attempt may have been applied)",
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _unexpected(_request: Request, exc: Exception) -> Response:
     log.error("unhandled_error", exc_info=exc)
     return problem(500, code="internal-error", detail="an unexpected error occurred; it was logged")
@@ -195,4 +216,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.OrderflowError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for transient in TRANSIENT:
+        app.add_exception_handler(transient, _unavailable)
     app.add_exception_handler(Exception, _unexpected)
