@@ -69,10 +69,10 @@ class PlacementBatcher:
     Natural batching (``service.batching``): an order placed while the previous batch is being
     written waits for it and joins the next one, so a busy API process shares one round trip
     and one commit among many orders, and an idle one writes each order at once. Each order is
-    still written with its lines and events or not at all. Only the first try of an order
-    without an idempotency key is batched; if a batch fails on a constraint (a customer or
-    product deleted meanwhile), its orders are written one by one so that each gets its own
-    answer.
+    still written with its lines and events or not at all. Orders without an idempotency key
+    are batched (a second pricing after a product changed joins a later batch too); if a
+    batch fails on a constraint (a customer or product deleted meanwhile), its orders are
+    written one by one so that each gets its own answer.
     """
 
     def __init__(self, pool: asyncpg.Pool, *, max_batch: int) -> None:
