@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import httpx
+import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from orderflow.adapters.redis.client import create_redis
+from orderflow.adapters.redis.client import RedisLink, create_redis
 from orderflow.adapters.redis.ratelimit import RateLimiter
 from orderflow.domain.access import Role
 from orderflow.entrypoints.api.app import create_app
@@ -22,104 +23,96 @@ from tests.integration.conftest import bearer, running
 CLOSED_PORT_REDIS = "redis://127.0.0.1:1/0"
 
 
+@pytest.fixture
+async def link(app_settings: Callable[..., Settings]) -> AsyncIterator[RedisLink]:
+    """A Redis link with this test's own key prefix, closed afterwards."""
+    opened = create_redis(app_settings())
+    yield opened
+    await opened.close()
+
+
 def limits(**groups: str) -> dict[str, str]:
     return {**dict.fromkeys(DEFAULT_RATE_LIMITS, "1000/1"), **groups}
 
 
 async def test_gcra_allows_the_quota_then_refuses_until_it_refills(
-    app_settings: Callable[..., Settings],
+    link: RedisLink,
 ) -> None:
-    link = create_redis(app_settings())
     limiter = RateLimiter(link)
-    try:
-        decisions = [
-            await limiter.decide(group="t", identity="a", quota=3, window_s=1) for _ in range(4)
-        ]
-        assert [d.allowed for d in decisions if d] == [True, True, True, False]
-        assert [d.remaining for d in decisions if d] == [2, 1, 0, 0]
-        refused = decisions[3]
-        assert refused is not None
-        assert 0 < refused.retry_after_s <= 1 / 3 + 0.01
-        assert 0.5 < refused.reset_s <= 1.0
-        # another identity has its own budget
-        other = await limiter.decide(group="t", identity="b", quota=3, window_s=1)
-        assert other is not None
-        assert other.allowed
-        await asyncio.sleep(refused.retry_after_s + 0.02)
-        again = await limiter.decide(group="t", identity="a", quota=3, window_s=1)
-        assert again is not None
-        assert again.allowed
-        assert again.remaining == 0
-        await asyncio.sleep(1.05)  # a whole window later, the whole quota is back
-        full = await limiter.decide(group="t", identity="a", quota=3, window_s=1)
-        assert full is not None
-        assert full.remaining == 2
-    finally:
-        await link.close()
+    decisions = [
+        await limiter.decide(group="t", identity="a", quota=3, window_s=1) for _ in range(4)
+    ]
+    assert [d.allowed for d in decisions if d] == [True, True, True, False]
+    assert [d.remaining for d in decisions if d] == [2, 1, 0, 0]
+    refused = decisions[3]
+    assert refused is not None
+    assert 0 < refused.retry_after_s <= 1 / 3 + 0.01
+    assert 0.5 < refused.reset_s <= 1.0
+    # another identity has its own budget
+    other = await limiter.decide(group="t", identity="b", quota=3, window_s=1)
+    assert other is not None
+    assert other.allowed
+    await asyncio.sleep(refused.retry_after_s + 0.02)
+    again = await limiter.decide(group="t", identity="a", quota=3, window_s=1)
+    assert again is not None
+    assert again.allowed
+    assert again.remaining == 0
+    await asyncio.sleep(1.05)  # a whole window later, the whole quota is back
+    full = await limiter.decide(group="t", identity="a", quota=3, window_s=1)
+    assert full is not None
+    assert full.remaining == 2
 
 
 async def test_quotas_finer_than_a_microsecond_still_decide(
-    app_settings: Callable[..., Settings],
+    link: RedisLink,
 ) -> None:
     """10 million per second is an emission interval of 0.1 µs: it must not round to zero
     (a zero interval made the script fail, and the API silently fail open)."""
-    link = create_redis(app_settings())
     limiter = RateLimiter(link)
     failed_open = _sample("orderflow_rate_limit_fail_open_total")
-    try:
-        decisions = [
-            await limiter.decide(group="t", identity="fast", quota=10_000_000, window_s=1)
-            for _ in range(3)
-        ]
-        assert all(d is not None and d.allowed for d in decisions)
-        # each call comes far more than 0.1 µs after the last: the budget has refilled
-        assert [d.remaining for d in decisions if d] == [9_999_999] * 3
-        assert _sample("orderflow_rate_limit_fail_open_total") == failed_open
-    finally:
-        await link.close()
+    decisions = [
+        await limiter.decide(group="t", identity="fast", quota=10_000_000, window_s=1)
+        for _ in range(3)
+    ]
+    assert all(d is not None and d.allowed for d in decisions)
+    # each call comes far more than 0.1 µs after the last: the budget has refilled
+    assert [d.remaining for d in decisions if d] == [9_999_999] * 3
+    assert _sample("orderflow_rate_limit_fail_open_total") == failed_open
 
 
 async def test_decisions_asked_together_never_exceed_the_quota(
-    app_settings: Callable[..., Settings],
+    link: RedisLink,
 ) -> None:
     """Thirty requests of one caller at the same moment, a quota of ten: exactly ten pass,
     each told a different remaining budget, although they reach Redis in batches of eight."""
-    link = create_redis(app_settings())
     limiter = RateLimiter(link, max_batch=8)
     failed_open = _sample("orderflow_rate_limit_fail_open_total")
-    try:
-        decisions = await asyncio.gather(
-            *(limiter.decide(group="t", identity="burst", quota=10, window_s=60) for _ in range(30))
-        )
-        assert all(d is not None for d in decisions)
-        allowed = [d for d in decisions if d is not None and d.allowed]
-        assert len(allowed) == 10
-        assert sorted(d.remaining for d in allowed) == list(range(10))
-        assert _sample("orderflow_rate_limit_fail_open_total") == failed_open
-    finally:
-        await link.close()
+    decisions = await asyncio.gather(
+        *(limiter.decide(group="t", identity="burst", quota=10, window_s=60) for _ in range(30))
+    )
+    assert all(d is not None for d in decisions)
+    allowed = [d for d in decisions if d is not None and d.allowed]
+    assert len(allowed) == 10
+    assert sorted(d.remaining for d in allowed) == list(range(10))
+    assert _sample("orderflow_rate_limit_fail_open_total") == failed_open
 
 
 async def test_a_flushed_script_cache_is_reloaded_not_failed_open(
-    app_settings: Callable[..., Settings],
+    link: RedisLink,
 ) -> None:
     """After a Redis restart the script is gone (NOSCRIPT): the limiter loads it again and
     decides, instead of letting the request through unlimited."""
-    link = create_redis(app_settings())
     limiter = RateLimiter(link)
     failed_open = _sample("orderflow_rate_limit_fail_open_total")
-    try:
-        assert await limiter.decide(group="t", identity="flush", quota=2, window_s=60)
-        await link.client.script_flush()
-        second = await limiter.decide(group="t", identity="flush", quota=2, window_s=60)
-        assert second is not None
-        assert (second.allowed, second.remaining) == (True, 0)
-        third = await limiter.decide(group="t", identity="flush", quota=2, window_s=60)
-        assert third is not None
-        assert not third.allowed
-        assert _sample("orderflow_rate_limit_fail_open_total") == failed_open
-    finally:
-        await link.close()
+    assert await limiter.decide(group="t", identity="flush", quota=2, window_s=60)
+    await link.client.script_flush()
+    second = await limiter.decide(group="t", identity="flush", quota=2, window_s=60)
+    assert second is not None
+    assert (second.allowed, second.remaining) == (True, 0)
+    third = await limiter.decide(group="t", identity="flush", quota=2, window_s=60)
+    assert third is not None
+    assert not third.allowed
+    assert _sample("orderflow_rate_limit_fail_open_total") == failed_open
 
 
 async def test_responses_carry_ratelimit_headers_and_429_is_a_problem(

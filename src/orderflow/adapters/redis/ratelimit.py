@@ -74,7 +74,7 @@ class RateLimiter:
 
     def __init__(self, link: RedisLink, *, max_batch: int = 64) -> None:
         self._link = link
-        self._script = link.client.register_script(_GCRA)
+        self._sha = link.client.register_script(_GCRA).sha  # sent by EVALSHA in pipelines
         self._batches: Coalescer[_Check, _Answer] = Coalescer(
             self._decide_batch, max_batch=max_batch
         )
@@ -116,7 +116,7 @@ class RateLimiter:
     async def _run(self, checks: list[_Check]) -> list[_Answer]:
         async with self._link.client.pipeline(transaction=False) as pipe:
             for check in checks:
-                pipe.evalsha(self._script.sha, 1, check.key, check.interval_us, check.window_us)
+                pipe.evalsha(self._sha, 1, check.key, check.interval_us, check.window_us)
             answers: list[_Answer] = await pipe.execute()
         return answers
 
