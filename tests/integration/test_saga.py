@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from orderflow.adapters.redis.product_cache import RedisProductCache
-from orderflow.domain.events import HAPPY_PATH, Envelope, OrderPaid
+from orderflow.domain.events import HAPPY_PATH, Envelope, OrderPaid, OrderShipped
 from orderflow.service.bootstrap import Deps, build_registry
 from orderflow.service.consumer import Outcome, apply, apply_batch
 from orderflow.service.expiry import expire_unpaid
@@ -295,3 +295,44 @@ async def test_reservation_batches_lock_stock_in_one_order_and_cannot_deadlock(
         )
         assert outcomes == [[Outcome.APPLIED] * 2] * 2
     assert await _stock(client, a) == await _stock(client, b) == 4
+
+
+async def test_notifications_claim_and_record_in_one_statement_once_per_event(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
+) -> None:
+    spec = registry.get("notifications.send")
+    assert spec.statement is not None
+    assert spec.handle is None
+    product = await make_product(client)
+    customer = await make_customer(client)
+    order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
+    order_id = uuid.UUID(order["id"])
+
+    def shipped(n: int) -> Delivery:
+        envelope = Envelope.wrap(
+            OrderShipped(carrier="c", tracking_number=f"t{n}"), order_id=order_id
+        )
+        return Delivery(envelope=envelope, event=envelope.event())
+
+    a, b, c = shipped(1), shipped(2), shipped(3)
+    assert await apply_batch(pool, spec, [a, a, b]) == [
+        Outcome.APPLIED,
+        Outcome.DUPLICATE,
+        Outcome.APPLIED,
+    ]
+    assert await apply(pool, spec, a) == Outcome.DUPLICATE
+    # Two workers' overlapping batches: each event is claimed and recorded by one of them.
+    first, second = await asyncio.gather(
+        apply_batch(pool, spec, [b, c]), apply_batch(pool, spec, [c, b])
+    )
+    assert first[0] is second[1] is Outcome.DUPLICATE  # b, applied before
+    assert sorted([first[1], second[0]]) == [Outcome.APPLIED, Outcome.DUPLICATE]
+    rows = await pool.fetch(
+        "SELECT n.event_id, count(*) AS n, bool_and(i.event_id IS NOT NULL) AS claimed "
+        "FROM notifications n LEFT JOIN inbox i "
+        "ON i.event_id = n.event_id AND i.handler = 'notifications.send' "
+        "WHERE n.order_id = $1 AND n.subject = 'Your order has shipped' GROUP BY 1",
+        order_id,
+    )
+    events = {d.envelope.event_id for d in (a, b, c)}
+    assert {r["event_id"]: (r["n"], r["claimed"]) for r in rows} == dict.fromkeys(events, (1, True))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 import asyncpg
 import pytest
 
@@ -10,7 +13,7 @@ from orderflow.adapters.rabbitmq.topology import Names, retry_delays_ms
 from orderflow.entrypoints.failures import is_transient
 from orderflow.entrypoints.supervisor import plan
 from orderflow.entrypoints.worker import acks_only
-from orderflow.service.registry import PermanentError, TransientError
+from orderflow.service.registry import HandlerSpec, PermanentError, TransientError
 from orderflow.settings import Settings
 
 
@@ -107,3 +110,27 @@ def test_a_batch_is_acked_by_one_frame_only_when_that_acks_nothing_else() -> Non
     # Tags already settled on their own do not count; a single delivery is acked plainly.
     assert acks_only({5, 6}, {5, 6, 9})
     assert not acks_only({7}, {7})
+
+
+async def _noop(*_: object) -> None:
+    return None
+
+
+async def _claim_nothing(*_: object) -> set[uuid.UUID]:
+    return set()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({}, "either handle or statement"),
+        ({"handle": _noop, "statement": _claim_nothing, "batch": True}, "either handle"),
+        ({"statement": _claim_nothing}, "is a batch handler"),
+        ({"statement": _claim_nothing, "batch": True, "lock_batch": _noop}, "its own locks"),
+        ({"handle": _noop, "batch": True, "prepare": _noop}, "prepare step"),
+    ],
+)
+def test_a_handler_is_a_handle_or_a_batch_statement(kwargs: dict[str, Any], error: str) -> None:
+    kwargs.setdefault("handle", None)
+    with pytest.raises(ValueError, match=error):
+        HandlerSpec("h", ("order.placed",), **kwargs)

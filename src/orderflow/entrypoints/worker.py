@@ -69,7 +69,10 @@ class Worker:
         self.pool = pool
         self.names = Names.from_settings(settings)
         self.connected = asyncio.Event()  # set while every consumer is registered
-        self._slots = asyncio.Semaphore(settings.worker_concurrency)
+        # What may touch the database at once: a delivery of a plain handler, a whole batch
+        # of a batch handler (its waiting deliveries hold none, so that a backlog of one
+        # batch handler never keeps the other handlers' deliveries waiting for a slot).
+        self.slots = asyncio.Semaphore(settings.worker_concurrency)
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -152,7 +155,8 @@ class Worker:
             self._in_flight += 1
             self._idle.clear()
             try:
-                async with self._slots:
+                # A batch handler's delivery waits for its batch, which takes one slot.
+                async with self.slots if unsettled is None else contextlib.nullcontext():
                     if self._stopping:
                         await message.nack(requeue=True)
                         return
@@ -390,7 +394,8 @@ class _Batcher:
     async def _apply(self, batch: list[_Waiting]) -> list[None]:
         try:
             with structlog.contextvars.bound_contextvars(handler=self.spec.name):
-                await self.worker.apply_batch(self.spec, self.queues, batch)
+                async with self.worker.slots:
+                    await self.worker.apply_batch(self.spec, self.queues, batch)
         except Exception as exc:  # the broker will redeliver what was not acked
             log.warning("batch_not_settled", handler=self.spec.name, error=repr(exc))
         return [None] * len(batch)

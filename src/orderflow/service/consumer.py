@@ -6,6 +6,7 @@ calls ``apply`` and acks, retries or dead-letters according to the outcome or th
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from enum import StrEnum
 
@@ -16,11 +17,23 @@ from orderflow.service.registry import Delivery, HandlerSpec
 
 _CLAIM = "INSERT INTO inbox (event_id, handler) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1"
 _SEEN = "SELECT 1 FROM inbox WHERE event_id = $1 AND handler = $2"
-# Sorted ids: two batches claiming overlapping keys take their locks in the same order.
-_CLAIM_MANY = """
-INSERT INTO inbox (event_id, handler) SELECT id, $2 FROM unnest($1::uuid[]) AS ids(id)
-ON CONFLICT DO NOTHING RETURNING event_id
-"""
+
+
+def inbox_cte(first: int) -> str:
+    """A CTE ``claimed(event_id)``: the event ids (parameter ``first``, a uuid[]) that the
+    handler named by parameter ``first + 1`` had not applied yet, now claimed in the inbox.
+
+    A concurrent claim of the same key waits until the first commits, then sees it. Pass the
+    ids sorted: two batches claiming overlapping keys then take their locks in one order.
+    """
+    return f"""claimed AS (
+    INSERT INTO inbox (event_id, handler)
+    SELECT id, ${first + 1} FROM unnest(${first}::uuid[]) AS ids(id)
+    ON CONFLICT DO NOTHING RETURNING event_id
+)"""
+
+
+_CLAIM_MANY = f"WITH {inbox_cte(1)} SELECT event_id FROM claimed"
 
 
 class Outcome(StrEnum):
@@ -37,6 +50,9 @@ async def apply(pool: asyncpg.Pool, spec: HandlerSpec, delivery: Delivery) -> Ou
     the redelivery is recognised as a duplicate). A concurrent duplicate blocks on the inbox
     key until the first commits, then sees it.
     """
+    if spec.statement is not None:
+        return (await apply_batch(pool, spec, [delivery]))[0]
+    assert spec.handle is not None
     key = (delivery.envelope.event_id, spec.name)
     prepared = None
     if spec.prepare is not None:
@@ -63,8 +79,10 @@ async def apply_batch(
     """
     if spec.prepare is not None:
         raise ValueError(f"handler {spec.name!r} has a prepare step and cannot be batched")
+    if spec.statement is not None:
+        return _outcomes(deliveries, await spec.statement(pool, spec.name, deliveries))
+    assert spec.handle is not None
     ids = sorted({d.envelope.event_id for d in deliveries})
-    outcomes: list[Outcome] = []
     async with unit_of_work(pool) as uow:
         fresh = {r["event_id"] for r in await uow.conn.fetch(_CLAIM_MANY, ids, spec.name)}
         if spec.lock_batch is not None:
@@ -75,11 +93,20 @@ async def apply_batch(
             }
             if order_ids:
                 await spec.lock_batch(uow, sorted(order_ids))
-        for delivery in deliveries:
-            if delivery.envelope.event_id in fresh:
-                fresh.discard(delivery.envelope.event_id)
+        outcomes = _outcomes(deliveries, fresh)
+        for delivery, outcome in zip(deliveries, outcomes, strict=True):
+            if outcome is Outcome.APPLIED:
                 await spec.handle(delivery, uow, None)
-                outcomes.append(Outcome.APPLIED)
-            else:
-                outcomes.append(Outcome.DUPLICATE)
+    return outcomes
+
+
+def _outcomes(deliveries: Sequence[Delivery], fresh: set[uuid.UUID]) -> list[Outcome]:
+    """APPLIED for the first delivery of each event id claimed now, DUPLICATE for the rest."""
+    first: set[uuid.UUID] = set()
+    outcomes = []
+    for delivery in deliveries:
+        event_id = delivery.envelope.event_id
+        applied = event_id in fresh and event_id not in first
+        first.add(event_id)
+        outcomes.append(Outcome.APPLIED if applied else Outcome.DUPLICATE)
     return outcomes

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Final
 
+import asyncpg
+
 from orderflow.adapters.postgres.uow import UnitOfWork
 from orderflow.domain import events as ev
+from orderflow.service.consumer import inbox_cte
 from orderflow.service.ports import Notification, NotificationSender
 from orderflow.service.registry import Delivery, HandlerSpec
 
@@ -34,6 +39,21 @@ _RECORD = (
     "VALUES ($1, $2, $3, $4, $5, now()) "
     "ON CONFLICT (event_id, recipient) DO NOTHING RETURNING 1"
 )
+# The deliveries' inbox claim and their notifications, in one statement (one transaction):
+# the notifications of the events claimed now, each (event, recipient) once.
+_CLAIM_AND_RECORD = f"""
+WITH {inbox_cte(1)}, wanted AS (
+    SELECT * FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[])
+        AS n(event_id, order_id, recipient, subject)
+), recorded AS (
+    INSERT INTO notifications (order_id, event_id, recipient, channel, subject, sent_at)
+    SELECT w.order_id, w.event_id, w.recipient, $7, w.subject, now()
+    FROM wanted w JOIN claimed c ON c.event_id = w.event_id
+    ON CONFLICT (event_id, recipient) DO NOTHING
+    RETURNING event_id, recipient
+)
+SELECT c.event_id, r.recipient FROM claimed c LEFT JOIN recorded r ON r.event_id = c.event_id
+"""
 
 
 def notifications_for(d: Delivery) -> list[Notification]:
@@ -65,10 +85,25 @@ async def _record(uow: UnitOfWork, notification: Notification, channel: str) -> 
 def handlers(sender: NotificationSender) -> list[HandlerSpec]:
     """The notification handler, sending through ``sender``."""
 
-    async def notify(d: Delivery, uow: UnitOfWork, _: object) -> None:
-        for notification in notifications_for(d):
-            if await _record(uow, notification, sender.channel):
-                await sender.send(notification)
+    async def notify(
+        pool: asyncpg.Pool, handler: str, deliveries: Sequence[Delivery]
+    ) -> set[uuid.UUID]:
+        """Claim the deliveries and record their notifications, then send those recorded."""
+        wanted = {(n.event_id, n.recipient): n for d in deliveries for n in notifications_for(d)}
+        rows = await pool.fetch(
+            _CLAIM_AND_RECORD,
+            sorted({d.envelope.event_id for d in deliveries}),
+            handler,
+            [n.event_id for n in wanted.values()],
+            [n.order_id for n in wanted.values()],
+            [n.recipient for n in wanted.values()],
+            [n.subject for n in wanted.values()],
+            sender.channel,
+        )
+        for row in rows:
+            if row["recipient"] is not None:
+                await sender.send(wanted[(row["event_id"], row["recipient"])])
+        return {row["event_id"] for row in rows}
 
     async def send_first(d: Delivery) -> list[Notification]:
         """Outside any transaction: deliver them all (again, on a redelivery)."""
@@ -84,9 +119,10 @@ def handlers(sender: NotificationSender) -> list[HandlerSpec]:
 
     name, types = "notifications.send", tuple(RECIPIENTS)
     if sender.local:
-        # Batched: notifications of different events never contend, and they are 6 of the
-        # 14 deliveries of a delivered order.
-        return [HandlerSpec(name, types, notify, batch=True)]
+        # One statement per batch: notifications of different events never contend, and
+        # they are 6 of the 14 deliveries of a delivered order. A local sender (the log)
+        # sends once the record is committed.
+        return [HandlerSpec(name, types, None, batch=True, statement=notify)]
     # A remote sender (a webhook) is called before the transaction opens, as the payment
     # gateway is: a slow receiver holds no transaction open, and a failure is retried by
     # the worker's retry queues. Delivery is at least once; the receiver deduplicates by key.

@@ -16,14 +16,22 @@ is applied on its own, so a failure still touches only its own message. Only for
 without ``prepare``. A batch handler that locks rows declares ``lock_batch``: it locks, in
 one global order (orders by id, then products by id), every row the handler will lock for
 the batch's orders, before the handler runs, so that batches (of any worker) cannot deadlock.
+
+A handler whose whole effect is rows written from its deliveries, with no events to emit
+(notifications), may be a ``statement`` instead of a ``handle``: one SQL statement that claims
+the deliveries in the inbox (``consumer.inbox_cte``) and writes its rows, run outside any
+explicit transaction. The statement is the transaction: one round trip per batch instead of
+``BEGIN``, claim, writes and ``COMMIT``, with the same effectively-once guarantee.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import asyncpg
 
 from orderflow.adapters.postgres.uow import UnitOfWork
 from orderflow.domain.events import Envelope, Event
@@ -59,6 +67,9 @@ HandleFn = Callable[[Delivery, UnitOfWork, Any], Awaitable[None]]
 PrepareFn = Callable[[Delivery], Awaitable[Any]]
 # Locks what a batch handler will lock for these orders, in a global order (see above).
 LockBatchFn = Callable[[UnitOfWork, list[uuid.UUID]], Awaitable[None]]
+# Claims (in the inbox of the named handler) and applies deliveries in one statement; returns
+# the event ids it claimed: the others were applied before.
+StatementFn = Callable[[asyncpg.Pool, str, Sequence[Delivery]], Awaitable[set[uuid.UUID]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +78,21 @@ class HandlerSpec:
 
     name: str
     event_types: tuple[str, ...]
-    handle: HandleFn
+    handle: HandleFn | None
     prepare: PrepareFn | None = None
     batch: bool = False
     lock_batch: LockBatchFn | None = None
+    statement: StatementFn | None = None
 
     def __post_init__(self) -> None:
         if self.batch and self.prepare is not None:
             raise ValueError(f"handler {self.name!r}: a batch handler cannot have a prepare step")
+        if (self.handle is None) == (self.statement is None):
+            raise ValueError(f"handler {self.name!r}: give either handle or statement")
+        if self.statement is not None and not self.batch:
+            raise ValueError(f"handler {self.name!r}: a statement handler is a batch handler")
+        if self.statement is not None and self.lock_batch is not None:
+            raise ValueError(f"handler {self.name!r}: a statement takes its own locks")
 
 
 class Registry:

@@ -15,11 +15,12 @@ import pytest
 from prometheus_client import REGISTRY
 
 from orderflow.adapters.postgres import outbox
+from orderflow.adapters.postgres.uow import UnitOfWork, unit_of_work
 from orderflow.adapters.rabbitmq.topology import ATTEMPT, Names
-from orderflow.domain.events import Envelope, OrderDelivered
+from orderflow.domain.events import Envelope, OrderDelivered, OrderShipped
 from orderflow.entrypoints.dead_letters import process
 from orderflow.service.consumer import Outcome, apply_batch
-from orderflow.service.registry import Delivery, PermanentError
+from orderflow.service.registry import Delivery, HandlerSpec, PermanentError
 from orderflow.settings import Settings
 from tests.backbone_app import EVENT, make_registry
 from tests.integration.backbone.helpers import (
@@ -280,3 +281,35 @@ async def test_apply_batch_is_all_or_nothing_and_skips_duplicates(
     assert await apply_batch(pool, spec, [second]) == [Outcome.DUPLICATE]
     ids = [first.envelope.event_id, second.envelope.event_id]
     assert await applied_counts(pool, "alpha") == dict.fromkeys(ids, 1)
+
+
+async def test_a_backlog_of_a_batch_handler_leaves_slots_to_the_other_handlers(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    # Two slots. The batch handler's first batch sleeps in one of them; its other deliveries
+    # wait for the next batch, holding none, so the plain handler's delivery gets the other
+    # slot at once instead of waiting for the slow batch to finish.
+    settings = bb_settings.model_copy(update={"worker_concurrency": 2})
+
+    async def record(delivery: Delivery, uow: UnitOfWork, _: object) -> None:
+        await uow.conn.execute(
+            "INSERT INTO backbone_applied (event_id, handler, attempt, pid) VALUES ($1,$2,1,0)",
+            delivery.envelope.event_id,
+            "beta",
+        )
+
+    registry = make_registry(["alpha"], batch=True)
+    registry.add(HandlerSpec("beta", (OrderShipped.TYPE,), record))
+    async with running(settings, pool, registry):
+        slow = await emit(pool, ["slow:1500"] * 3)
+        alpha = Names.from_settings(settings).handler("alpha").work
+        await eventually(lambda: _depth_is(settings, alpha, 0))  # all in the worker
+        async with unit_of_work(pool) as uow:
+            shipped = Envelope.wrap(
+                OrderShipped(carrier="c", tracking_number="t"), order_id=uuid.uuid4()
+            )
+            uow.emit(shipped)
+        await eventually(lambda: all_applied_once(pool, "beta", [shipped.event_id]))
+        alpha_done = await applied_counts(pool, "alpha")
+        await eventually(lambda: all_applied_once(pool, "alpha", slow))
+    assert alpha_done == {}, "the plain handler waited for the batch handler's backlog"
