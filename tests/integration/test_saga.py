@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from orderflow.adapters.redis.product_cache import RedisProductCache
-from orderflow.domain.events import HAPPY_PATH, Envelope, OrderPaid, OrderShipped
+from orderflow.domain.errors import NotFound
+from orderflow.domain.events import HAPPY_PATH, Envelope, OrderPaid, OrderShipped, PaymentProcessed
 from orderflow.service.bootstrap import Deps, build_registry
 from orderflow.service.consumer import Outcome, apply, apply_batch
 from orderflow.service.expiry import expire_unpaid
@@ -336,3 +337,47 @@ async def test_notifications_claim_and_record_in_one_statement_once_per_event(
     )
     events = {d.envelope.event_id for d in (a, b, c)}
     assert {r["event_id"]: (r["n"], r["claimed"]) for r in rows} == dict.fromkeys(events, (1, True))
+
+
+async def test_order_locking_batches_claim_and_lock_in_one_statement_and_apply_once(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
+) -> None:
+    spec = registry.get("orders.mark_paid")
+    assert spec.lock_orders
+    product = await make_product(client)
+    customer = await make_customer(client)
+
+    async def processed(order_id: uuid.UUID) -> Delivery:
+        event = PaymentProcessed(
+            payment_id=uuid.uuid4(), amount=1, currency="EUR", gateway_reference="ref"
+        )
+        envelope = Envelope.wrap(event, order_id=order_id)
+        return Delivery(envelope=envelope, event=envelope.event())
+
+    ids = []
+    for _ in range(2):
+        order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
+        ids.append(uuid.UUID(order["id"]))
+    await pool.execute("UPDATE orders SET status = 'payment_pending' WHERE id = ANY($1)", ids)
+    a, b = await processed(ids[0]), await processed(ids[1])
+    assert await apply_batch(pool, spec, [b, a, b]) == [
+        Outcome.APPLIED,
+        Outcome.APPLIED,
+        Outcome.DUPLICATE,
+    ]
+    assert await apply_batch(pool, spec, [a]) == [Outcome.DUPLICATE]
+    paid = await pool.fetch(
+        "SELECT order_id, count(*) AS n FROM order_timeline "
+        "WHERE order_id = ANY($1) AND event_type = 'order.paid' GROUP BY 1",
+        ids,
+    )
+    assert {r["order_id"]: r["n"] for r in paid} == dict.fromkeys(ids, 1)
+    # An event about an order that does not exist is claimed, then refused: nothing of the
+    # batch stays, not even the other delivery's inbox row.
+    missing, c = await processed(uuid.uuid4()), await processed(ids[0])
+    with pytest.raises(NotFound):
+        await apply_batch(pool, spec, [c, missing])
+    assert (
+        await pool.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", c.envelope.event_id)
+        == 0
+    )

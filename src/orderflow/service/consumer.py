@@ -12,28 +12,10 @@ from enum import StrEnum
 
 import asyncpg
 
+from orderflow.adapters.postgres import inbox
 from orderflow.adapters.postgres.uow import unit_of_work
 from orderflow.service.registry import Delivery, HandlerSpec
-
-_CLAIM = "INSERT INTO inbox (event_id, handler) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1"
-_SEEN = "SELECT 1 FROM inbox WHERE event_id = $1 AND handler = $2"
-
-
-def inbox_cte(first: int) -> str:
-    """A CTE ``claimed(event_id)``: the event ids (parameter ``first``, a uuid[]) that the
-    handler named by parameter ``first + 1`` had not applied yet, now claimed in the inbox.
-
-    A concurrent claim of the same key waits until the first commits, then sees it. Pass the
-    ids sorted: two batches claiming overlapping keys then take their locks in one order.
-    """
-    return f"""claimed AS (
-    INSERT INTO inbox (event_id, handler)
-    SELECT id, ${first + 1} FROM unnest(${first}::uuid[]) AS ids(id)
-    ON CONFLICT DO NOTHING RETURNING event_id
-)"""
-
-
-_CLAIM_MANY = f"WITH {inbox_cte(1)} SELECT event_id FROM claimed"
+from orderflow.service.transitions import claim_and_lock_orders
 
 
 class Outcome(StrEnum):
@@ -56,13 +38,13 @@ async def apply(pool: asyncpg.Pool, spec: HandlerSpec, delivery: Delivery) -> Ou
     key = (delivery.envelope.event_id, spec.name)
     prepared = None
     if spec.prepare is not None:
-        if await pool.fetchval(_SEEN, *key):
+        if await inbox.seen(pool, *key):
             return Outcome.DUPLICATE
         prepared = await spec.prepare(delivery)
         if prepared is None:
             return Outcome.NOTHING_TO_DO
     async with unit_of_work(pool) as uow:
-        if not await uow.conn.fetchval(_CLAIM, *key):
+        if not await inbox.claim(uow.conn, *key):
             return Outcome.DUPLICATE
         await spec.handle(delivery, uow, prepared)
     return Outcome.APPLIED
@@ -82,15 +64,14 @@ async def apply_batch(
     if spec.statement is not None:
         return _outcomes(deliveries, await spec.statement(pool, spec.name, deliveries))
     assert spec.handle is not None
-    ids = sorted({d.envelope.event_id for d in deliveries})
+    events = sorted({(d.envelope.event_id, d.envelope.order_id) for d in deliveries})
     async with unit_of_work(pool) as uow:
-        fresh = {r["event_id"] for r in await uow.conn.fetch(_CLAIM_MANY, ids, spec.name)}
+        if spec.lock_orders:
+            fresh = await claim_and_lock_orders(uow, spec.name, events)
+        else:
+            fresh = await inbox.claim_many(uow.conn, spec.name, [e for e, _ in events])
         if spec.lock_batch is not None:
-            order_ids = {
-                d.envelope.order_id
-                for d in deliveries
-                if d.envelope.event_id in fresh and d.envelope.order_id is not None
-            }
+            order_ids = {o for e, o in events if e in fresh and o is not None}
             if order_ids:
                 await spec.lock_batch(uow, sorted(order_ids))
         outcomes = _outcomes(deliveries, fresh)

@@ -12,7 +12,7 @@ from orderflow.domain import events as ev
 from orderflow.domain.model import Order
 from orderflow.domain.orders import OrderStatus as S
 from orderflow.service.registry import Defer, Delivery, HandlerSpec
-from orderflow.service.transitions import act_on_order, advance, lock_order, lock_orders
+from orderflow.service.transitions import act_on_order, advance, lock_order
 
 AUTOPILOT = "autopilot"
 AUTOPILOT_CARRIER = "SimCarrier"
@@ -87,13 +87,13 @@ def autopilot_handlers(*, delay_s: float) -> list[HandlerSpec]:
             (ev.InventoryChecked.TYPE,),
             warehouse,
             batch=batch,
-            lock_batch=lock_orders,
+            lock_orders=True,
         ),
         HandlerSpec(
             "autopilot.carrier",
             (ev.OrderPrepared.TYPE, ev.OrderShipped.TYPE),
             carrier,
             batch=batch,
-            lock_batch=lock_orders,
+            lock_orders=True,
         ),
     ]

@@ -12,7 +12,7 @@ from orderflow.domain.orders import CancelReason
 from orderflow.domain.orders import OrderStatus as S
 from orderflow.service.catalogue import ProductCache
 from orderflow.service.registry import Delivery, HandlerSpec
-from orderflow.service.transitions import advance, annotate, lock_order, lock_orders
+from orderflow.service.transitions import advance, annotate, lock_order
 
 ACTOR = "inventory"
 
@@ -78,9 +78,8 @@ async def release(
         annotate(uow, order, event, actor="compensation", cause=d.envelope)
 
 
-async def _lock_orders_and_stock(uow: UnitOfWork, order_ids: list[uuid.UUID]) -> None:
-    """A batch's orders, then every product on them, each in id order."""
-    await lock_orders(uow, order_ids)
+async def _lock_stock(uow: UnitOfWork, order_ids: list[uuid.UUID]) -> None:
+    """Every product on a batch's (locked) orders, in id order."""
     await inventory.lock_products_of(uow.conn, order_ids)
 
 
@@ -92,13 +91,15 @@ def handlers(cache: ProductCache | None = None) -> list[HandlerSpec]:
             (ev.OrderPaid.TYPE,),
             partial(reserve, cache=cache),
             batch=True,
-            lock_batch=_lock_orders_and_stock,
+            lock_orders=True,
+            lock_batch=_lock_stock,
         ),
         HandlerSpec(
             "compensation.release",
             (ev.OrderCancelled.TYPE,),
             partial(release, cache=cache),
             batch=True,
-            lock_batch=_lock_orders_and_stock,
+            lock_orders=True,
+            lock_batch=_lock_stock,
         ),
     ]

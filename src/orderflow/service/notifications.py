@@ -9,9 +9,9 @@ from typing import Final
 
 import asyncpg
 
+from orderflow.adapters.postgres.inbox import claimed_cte
 from orderflow.adapters.postgres.uow import UnitOfWork
 from orderflow.domain import events as ev
-from orderflow.service.consumer import inbox_cte
 from orderflow.service.ports import Notification, NotificationSender
 from orderflow.service.registry import Delivery, HandlerSpec
 
@@ -42,7 +42,7 @@ _RECORD = (
 # The deliveries' inbox claim and their notifications, in one statement (one transaction):
 # the notifications of the events claimed now, each (event, recipient) once.
 _CLAIM_AND_RECORD = f"""
-WITH {inbox_cte(1)}, wanted AS (
+WITH {claimed_cte(1)}, wanted AS (
     SELECT * FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[])
         AS n(event_id, order_id, recipient, subject)
 ), recorded AS (

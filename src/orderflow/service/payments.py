@@ -20,7 +20,6 @@ from orderflow.service.transitions import (
     advance,
     annotate,
     lock_order,
-    lock_orders,
     publish,
 )
 
@@ -214,7 +213,7 @@ def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -
             (ev.OrderPlaced.TYPE,),
             initiate,
             batch=True,
-            lock_batch=lock_orders,
+            lock_orders=True,
         ),
         HandlerSpec(
             "payments.charge", (ev.PaymentInitiated.TYPE,), record_charge, prepare=call_gateway
@@ -224,7 +223,7 @@ def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -
             (ev.PaymentProcessed.TYPE,),
             mark_paid,
             batch=True,
-            lock_batch=lock_orders,
+            lock_orders=True,
         ),
         HandlerSpec(
             "compensation.refund",

@@ -13,13 +13,14 @@ nothing to do: no transaction is opened and nothing is recorded (a redelivery as
 A handler marked ``batch`` may be applied to several deliveries in one transaction (one inbox
 statement, one commit); if any of them fails, that transaction rolls back and each delivery
 is applied on its own, so a failure still touches only its own message. Only for handlers
-without ``prepare``. A batch handler that locks rows declares ``lock_batch``: it locks, in
-one global order (orders by id, then products by id), every row the handler will lock for
-the batch's orders, before the handler runs, so that batches (of any worker) cannot deadlock.
+without ``prepare``. A batch handler that locks rows takes every lock before it runs, in one
+global order (orders by id, then products by id), so that batches (of any worker) cannot
+deadlock: ``lock_orders`` row-locks the batch's orders with the statement that claims them
+in the inbox, and ``lock_batch`` locks what else the handler will lock (products).
 
 A handler whose whole effect is rows written from its deliveries, with no events to emit
 (notifications), may be a ``statement`` instead of a ``handle``: one SQL statement that claims
-the deliveries in the inbox (``consumer.inbox_cte``) and writes its rows, run outside any
+the deliveries in the inbox (``inbox.claimed_cte``) and writes its rows, run outside any
 explicit transaction. The statement is the transaction: one round trip per batch instead of
 ``BEGIN``, claim, writes and ``COMMIT``, with the same effectively-once guarantee.
 """
@@ -65,7 +66,7 @@ class Delivery:
 
 HandleFn = Callable[[Delivery, UnitOfWork, Any], Awaitable[None]]
 PrepareFn = Callable[[Delivery], Awaitable[Any]]
-# Locks what a batch handler will lock for these orders, in a global order (see above).
+# Locks what else a batch handler will lock for these orders, after them (see above).
 LockBatchFn = Callable[[UnitOfWork, list[uuid.UUID]], Awaitable[None]]
 # Claims (in the inbox of the named handler) and applies deliveries in one statement; returns
 # the event ids it claimed: the others were applied before.
@@ -81,6 +82,7 @@ class HandlerSpec:
     handle: HandleFn | None
     prepare: PrepareFn | None = None
     batch: bool = False
+    lock_orders: bool = False
     lock_batch: LockBatchFn | None = None
     statement: StatementFn | None = None
 
@@ -91,7 +93,7 @@ class HandlerSpec:
             raise ValueError(f"handler {self.name!r}: give either handle or statement")
         if self.statement is not None and not self.batch:
             raise ValueError(f"handler {self.name!r}: a statement handler is a batch handler")
-        if self.statement is not None and self.lock_batch is not None:
+        if self.statement is not None and (self.lock_batch or self.lock_orders):
             raise ValueError(f"handler {self.name!r}: a statement takes its own locks")
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
@@ -30,13 +30,16 @@ async def lock_order(
     return order
 
 
-async def lock_orders(uow: UnitOfWork, order_ids: Iterable[uuid.UUID]) -> None:
-    """Lock these orders at once, in id order (so that two batches cannot deadlock on them);
-    ``lock_order`` then finds them without a query."""
-    wanted = sorted({oid for oid in order_ids if oid not in uow.locked})
-    if wanted:
-        for order in await orders.lock_many(uow.conn, wanted):
-            uow.locked[order.id] = order
+async def claim_and_lock_orders(
+    uow: UnitOfWork, handler: str, events: Sequence[tuple[uuid.UUID, uuid.UUID | None]]
+) -> set[uuid.UUID]:
+    """Claim a batch's (event id, order id) pairs in the inbox and row-lock the orders of the
+    events claimed now, in id order, in one statement; ``lock_order`` then finds them without
+    a query. Returns the event ids claimed now."""
+    claimed, locked = await orders.lock_claimed(uow.conn, handler, events)
+    for order in locked:
+        uow.locked.setdefault(order.id, order)
+    return claimed
 
 
 def _envelope(order: Order, event: Event, cause: Envelope | None, actor: str) -> Envelope:

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from orderflow.adapters.postgres import rows, uow
+from orderflow.adapters.postgres import inbox, rows, uow
 from orderflow.domain.model import Order, OrderLine, TimelineEntry
 from orderflow.domain.orders import OrderStatus
 from orderflow.domain.pricing import Quote
@@ -167,14 +167,37 @@ async def timeline_page(
     return [(r["id"], rows.timeline_entry(r)) for r in records]
 
 
-async def lock_many(conn: asyncpg.Connection, order_ids: Sequence[uuid.UUID]) -> list[Order]:
-    """Row-lock these orders in id order (without lines and timeline); absent ids are skipped."""
-    records = await conn.fetch(
-        f"SELECT {rows.ORDER_COLUMNS} FROM orders WHERE id = ANY($1::uuid[]) "
-        "ORDER BY id FOR NO KEY UPDATE",
-        order_ids,
+# The claim of a batch's deliveries in the inbox and the row locks on their orders, in one
+# statement: inbox keys first (sorted), then the orders of the events claimed now, in id order
+# (so that two batches cannot deadlock). ``id = ANY($3)`` keeps the primary key in the plan.
+_LOCK_CLAIMED = f"""
+WITH {inbox.claimed_cte(1)}, locked AS MATERIALIZED (
+    SELECT {rows.ORDER_COLUMNS} FROM orders
+    WHERE id = ANY($3::uuid[]) AND id IN (
+        SELECT e.order_id FROM unnest($1::uuid[], $3::uuid[]) AS e(event_id, order_id)
+        JOIN claimed c ON c.event_id = e.event_id
     )
-    return [rows.order(r) for r in records]
+    ORDER BY id FOR NO KEY UPDATE
+)
+SELECT (SELECT array_agg(event_id) FROM claimed) AS claimed, l.*
+FROM (VALUES (1)) AS one(x) LEFT JOIN locked l ON TRUE
+"""
+
+
+async def lock_claimed(
+    conn: asyncpg.Connection,
+    handler: str,
+    events: Sequence[tuple[uuid.UUID, uuid.UUID | None]],
+) -> tuple[set[uuid.UUID], list[Order]]:
+    """Claim these (event id, order id) pairs for ``handler`` and row-lock the orders of those
+    claimed now (without lines and timeline); the claimed event ids and the locked orders.
+    Inside a transaction; events sorted by id."""
+    records = await conn.fetch(
+        _LOCK_CLAIMED, [e for e, _ in events], handler, [o for _, o in events]
+    )
+    claimed = set(records[0]["claimed"] or ())
+    locked = [dict(r) for r in records if r["id"] is not None]
+    return claimed, [rows.order({k: v for k, v in r.items() if k != "claimed"}) for r in locked]
 
 
 async def search(
