@@ -381,3 +381,34 @@ async def test_order_locking_batches_claim_and_lock_in_one_statement_and_apply_o
         await pool.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", c.envelope.event_id)
         == 0
     )
+
+
+async def test_a_charge_delivered_twice_at_once_is_applied_once(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
+) -> None:
+    # payments.charge claims its inbox key and locks the order in one statement: the second
+    # of two concurrent deliveries waits on the key, then sees it applied.
+    spec = registry.get("payments.charge")
+    assert spec.lock_orders
+    product = await make_product(client, price=300)
+    customer = await make_customer(client)
+    order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
+    order_id = uuid.UUID(order["id"])
+    await _step_until(pool, registry, order_id, "payment_pending")
+    row = await pool.fetchrow(
+        "SELECT envelope FROM outbox WHERE order_id = $1 AND event_type = 'payment.initiated'",
+        order_id,
+    )
+    envelope = Envelope.model_validate(row["envelope"])
+    delivery = Delivery(envelope, envelope.event(), 1)
+    outcomes = await asyncio.gather(apply(pool, spec, delivery), apply(pool, spec, delivery))
+    # The second is a duplicate, or finds the payment settled already before its transaction.
+    assert sorted(outcomes)[0] is Outcome.APPLIED
+    assert sorted(outcomes)[1] in (Outcome.DUPLICATE, Outcome.NOTHING_TO_DO)
+    assert await _money(pool, order["id"]) == {"charge": 300}
+    processed = await pool.fetchval(
+        "SELECT count(*) FROM order_timeline WHERE order_id = $1 "
+        "AND event_type = 'payment.processed'",
+        order_id,
+    )
+    assert processed == 1

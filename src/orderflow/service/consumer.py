@@ -44,7 +44,12 @@ async def apply(pool: asyncpg.Pool, spec: HandlerSpec, delivery: Delivery) -> Ou
         if prepared is None:
             return Outcome.NOTHING_TO_DO
     async with unit_of_work(pool) as uow:
-        if not await inbox.claim(uow.conn, *key):
+        if spec.lock_orders:
+            pair = (delivery.envelope.event_id, delivery.envelope.order_id)
+            claimed = bool(await claim_and_lock_orders(uow, spec.name, [pair]))
+        else:
+            claimed = await inbox.claim(uow.conn, *key)
+        if not claimed:
             return Outcome.DUPLICATE
         await spec.handle(delivery, uow, prepared)
     return Outcome.APPLIED

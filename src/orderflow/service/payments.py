@@ -14,7 +14,7 @@ from orderflow.domain.idempotency import IdempotentRequest
 from orderflow.domain.model import Order
 from orderflow.domain.orders import OrderStatus as S
 from orderflow.service.ports import ChargeResult, PaymentGateway
-from orderflow.service.registry import Delivery, HandlerSpec, TransientError
+from orderflow.service.registry import Delivery, HandlerSpec, PermanentError, TransientError
 from orderflow.service.transitions import (
     act_on_order,
     advance,
@@ -37,12 +37,20 @@ def refund_key(payment_id: uuid.UUID) -> str:
 
 
 async def start_payment(
-    uow: UnitOfWork, order: Order, *, token: str, actor: str, cause: ev.Envelope | None = None
+    uow: UnitOfWork,
+    order: Order,
+    *,
+    token: str | None,
+    actor: str,
+    cause: ev.Envelope | None = None,
 ) -> None:
-    """Register a payment attempt for a locked order and announce ``payment.initiated``."""
+    """Register a payment attempt for a locked order and announce ``payment.initiated``;
+    ``token`` None charges the payment method the order came with."""
     payment = await payments.insert(
         uow.conn, order_id=order.id, token=token, amount=order.total, currency=order.currency
     )
+    if payment is None:
+        raise PermanentError(f"order {order.id} has no payment method")
     initiated = ev.PaymentInitiated(
         payment_id=payment.id,
         attempt=payment.attempt,
@@ -80,9 +88,7 @@ def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -
         order = await lock_order(uow, d.envelope.order_id)
         if order.status is not S.CREATED:  # no payment method, or cancelled meanwhile
             return
-        token = await payments.order_token(uow.conn, order.id)
-        assert token is not None
-        await start_payment(uow, order, token=token, actor=ACTOR, cause=d.envelope)
+        await start_payment(uow, order, token=None, actor=ACTOR, cause=d.envelope)
 
     async def call_gateway(d: Delivery) -> ChargeResult | None:
         """Outside any transaction: ask the gateway, with a timeout, idempotently."""
@@ -216,7 +222,11 @@ def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -
             lock_orders=True,
         ),
         HandlerSpec(
-            "payments.charge", (ev.PaymentInitiated.TYPE,), record_charge, prepare=call_gateway
+            "payments.charge",
+            (ev.PaymentInitiated.TYPE,),
+            record_charge,
+            prepare=call_gateway,
+            lock_orders=True,
         ),
         HandlerSpec(
             "orders.mark_paid",
@@ -230,5 +240,6 @@ def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -
             (ev.OrderCancelled.TYPE, ev.PaymentProcessed.TYPE),
             record_refund,
             prepare=call_refund,
+            lock_orders=True,
         ),
     ]

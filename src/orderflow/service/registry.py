@@ -16,7 +16,9 @@ is applied on its own, so a failure still touches only its own message. Only for
 without ``prepare``. A batch handler that locks rows takes every lock before it runs, in one
 global order (orders by id, then products by id), so that batches (of any worker) cannot
 deadlock: ``lock_orders`` row-locks the batch's orders with the statement that claims them
-in the inbox, and ``lock_batch`` locks what else the handler will lock (products).
+in the inbox, and ``lock_batch`` locks what else the handler will lock (products). A handler
+applied one delivery at a time may declare ``lock_orders`` too: its claim then locks the
+order the same way, a round trip fewer.
 
 A handler whose whole effect is rows written from its deliveries, with no events to emit
 (notifications), may be a ``statement`` instead of a ``handle``: one SQL statement that claims

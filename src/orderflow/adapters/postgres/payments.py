@@ -23,24 +23,28 @@ class Payment:
 _COLUMNS = "id, order_id, attempt, payment_token, amount, currency, status, gateway_reference"
 
 
-async def order_token(conn: asyncpg.Connection, order_id: uuid.UUID) -> str | None:
-    """The payment method stored on the order."""
-    token: str | None = await conn.fetchval(
-        "SELECT payment_token FROM orders WHERE id = $1", order_id
-    )
-    return token
-
-
 async def insert(
-    conn: asyncpg.Connection, *, order_id: uuid.UUID, token: str, amount: int, currency: str
-) -> Payment:
-    """Register the next payment attempt of an order (the order row is locked by the caller)."""
+    conn: asyncpg.Connection,
+    *,
+    order_id: uuid.UUID,
+    token: str | None,
+    amount: int,
+    currency: str,
+) -> Payment | None:
+    """Register the next payment attempt of an order (the order row is locked by the caller).
+
+    A ``token`` becomes the order's payment method; None charges the one stored on the order
+    (read by the same statement). None if there is no payment method at all.
+    """
     row = await conn.fetchrow(
         f"""
-        WITH o AS (UPDATE orders SET payment_token = $3 WHERE id = $2)
+        WITH o AS (UPDATE orders SET payment_token = $3 WHERE id = $2 AND $3::text IS NOT NULL),
+        t AS (SELECT coalesce($3::text, (SELECT payment_token FROM orders WHERE id = $2)) AS token)
         INSERT INTO payments (id, order_id, attempt, payment_token, amount, currency, status)
-        SELECT $1, $2, coalesce(max(attempt), 0) + 1, $3, $4, $5, 'pending'
-        FROM payments WHERE order_id = $2
+        SELECT $1, $2,
+               (SELECT coalesce(max(attempt), 0) + 1 FROM payments WHERE order_id = $2),
+               t.token, $4, $5, 'pending'
+        FROM t WHERE t.token IS NOT NULL
         RETURNING {_COLUMNS}
         """,
         uuid.uuid4(),
@@ -49,7 +53,7 @@ async def insert(
         amount,
         currency,
     )
-    return Payment(**dict(row))
+    return Payment(**dict(row)) if row else None
 
 
 async def get(
