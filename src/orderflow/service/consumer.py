@@ -13,7 +13,7 @@ from enum import StrEnum
 import asyncpg
 
 from orderflow.adapters.postgres import inbox
-from orderflow.adapters.postgres.uow import unit_of_work
+from orderflow.adapters.postgres.uow import UnitOfWork, unit_of_work
 from orderflow.service.registry import Delivery, HandlerSpec
 from orderflow.service.transitions import claim_and_lock_orders
 
@@ -35,21 +35,16 @@ async def apply(pool: asyncpg.Pool, spec: HandlerSpec, delivery: Delivery) -> Ou
     if spec.statement is not None:
         return (await apply_batch(pool, spec, [delivery]))[0]
     assert spec.handle is not None
-    key = (delivery.envelope.event_id, spec.name)
     prepared = None
     if spec.prepare is not None:
-        if await inbox.seen(pool, *key):
+        if await inbox.seen(pool, delivery.envelope.event_id, spec.name):
             return Outcome.DUPLICATE
         prepared = await spec.prepare(delivery)
         if prepared is None:
             return Outcome.NOTHING_TO_DO
     async with unit_of_work(pool) as uow:
-        if spec.lock_orders:
-            pair = (delivery.envelope.event_id, delivery.envelope.order_id)
-            claimed = bool(await claim_and_lock_orders(uow, spec.name, [pair]))
-        else:
-            claimed = await inbox.claim(uow.conn, *key)
-        if not claimed:
+        pair = (delivery.envelope.event_id, delivery.envelope.order_id)
+        if not await _claim(uow, spec, [pair]):
             return Outcome.DUPLICATE
         await spec.handle(delivery, uow, prepared)
     return Outcome.APPLIED
@@ -71,10 +66,7 @@ async def apply_batch(
     assert spec.handle is not None
     events = sorted({(d.envelope.event_id, d.envelope.order_id) for d in deliveries})
     async with unit_of_work(pool) as uow:
-        if spec.lock_orders:
-            fresh = await claim_and_lock_orders(uow, spec.name, events)
-        else:
-            fresh = await inbox.claim_many(uow.conn, spec.name, [e for e, _ in events])
+        fresh = await _claim(uow, spec, events)
         if spec.lock_batch is not None:
             order_ids = {o for e, o in events if e in fresh and o is not None}
             if order_ids:
@@ -84,6 +76,16 @@ async def apply_batch(
             if outcome is Outcome.APPLIED:
                 await spec.handle(delivery, uow, None)
     return outcomes
+
+
+async def _claim(
+    uow: UnitOfWork, spec: HandlerSpec, events: Sequence[tuple[uuid.UUID, uuid.UUID | None]]
+) -> set[uuid.UUID]:
+    """Claim these sorted (event id, order id) pairs in ``spec``'s inbox, locking their
+    orders with the same statement when it declares ``lock_orders``; the ids claimed now."""
+    if spec.lock_orders:
+        return await claim_and_lock_orders(uow, spec.name, events)
+    return await inbox.claim_many(uow.conn, spec.name, [e for e, _ in events])
 
 
 def _outcomes(deliveries: Sequence[Delivery], fresh: set[uuid.UUID]) -> list[Outcome]:

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 import asyncpg
 
-_CLAIM = "INSERT INTO inbox (event_id, handler) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1"
 _SEEN = "SELECT 1 FROM inbox WHERE event_id = $1 AND handler = $2"
 
 
@@ -27,11 +26,6 @@ def claimed_cte(first: int) -> str:
 
 
 _CLAIM_MANY = f"WITH {claimed_cte(1)} SELECT event_id FROM claimed"
-
-
-async def claim(conn: asyncpg.Connection, event_id: uuid.UUID, handler: str) -> bool:
-    """Claim one key inside a transaction; False if it was applied already."""
-    return bool(await conn.fetchval(_CLAIM, event_id, handler))
 
 
 async def claim_many(

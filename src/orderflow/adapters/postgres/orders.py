@@ -195,9 +195,12 @@ async def lock_claimed(
     records = await conn.fetch(
         _LOCK_CLAIMED, [e for e, _ in events], handler, [o for _, o in events]
     )
-    claimed = set(records[0]["claimed"] or ())
-    locked = [dict(r) for r in records if r["id"] is not None]
-    return claimed, [rows.order({k: v for k, v in r.items() if k != "claimed"}) for r in locked]
+    locked = [
+        rows.order({k: v for k, v in r.items() if k != "claimed"})
+        for r in records
+        if r["id"] is not None
+    ]
+    return set(records[0]["claimed"] or ()), locked
 
 
 async def search(
