@@ -101,7 +101,7 @@ class StallingRelay(Relay):
         super().__init__(settings, pool)
         self.marker = marker
 
-    async def mark_published(self, conn: asyncpg.Connection, ids: list[int]) -> None:
+    async def confirmed(self, ids: list[int]) -> None:
         self.marker.write_text(",".join(map(str, ids)))
         await asyncio.sleep(3600)  # the test SIGKILLs us here
 

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(default=500, ge=1)
     relay_poll_interval_s: float = Field(default=1.0, gt=0, description="fallback to NOTIFY")
     relay_publish_timeout_s: float = Field(default=10.0, gt=0)
+    relay_commit_interval_s: float = Field(
+        default=0.1, gt=0, description="how long a relay's marks may wait for their commit"
+    )
     outbox_retention_s: float = Field(default=3 * 86400, ge=0, description="keep published rows")
     outbox_prune_interval_s: float = Field(default=60.0, gt=0)
     retry_base_delay_ms: int = Field(default=1000, ge=1, description="first retry; doubles")

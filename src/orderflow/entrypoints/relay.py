@@ -1,11 +1,12 @@
 """The outbox relay: PostgreSQL outbox -> RabbitMQ, with publisher confirms.
 
 Each batch is claimed with ``FOR UPDATE SKIP LOCKED`` inside a transaction, published
-(mandatory, persistent), and marked published only once the broker confirmed every message;
-the transaction then commits. A relay that dies anywhere before the commit leaves its rows
-unpublished for the next relay: at-least-once, and the consumers' inbox removes duplicates.
-Relays wake on ``NOTIFY orderflow_outbox``, sent by the writers after they commit
-(``outbox.wake_relays``), and poll as a fallback.
+(mandatory, persistent), and marked published only once the broker confirmed every message.
+The transaction spans batches (a ``_Window``, ADR 0013): a batch's marks travel with the next
+claim, and the window commits every ``relay_commit_interval_s``. A relay that dies anywhere
+before the commit leaves its window's rows unpublished for the next relay: at-least-once, and
+the consumers' inbox removes duplicates. Relays wake on ``NOTIFY orderflow_outbox``, sent by
+the writers after they commit (``outbox.wake_relays``), and poll as a fallback.
 """
 
 from __future__ import annotations
@@ -43,6 +44,60 @@ class BrokerLost(Exception):
     """The broker connection or channel closed under the relay."""
 
 
+class _Window:
+    """The relay's transaction, kept open across batches and committed every ``interval`` s.
+
+    ``pending`` holds the ids the broker confirmed whose marks have not been sent yet; they go
+    with the next claim, or with the commit. Until the commit, the window's rows stay locked
+    (other relays skip them) and its marks invisible; a rollback makes them all unpublished
+    again, to be published a second time.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, interval: float) -> None:
+        self.pool = pool
+        self.interval = interval
+        self.pending: list[int] = []
+        self.claimed = 0  # rows claimed in the open window
+        self.conn: asyncpg.Connection | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._deadline = 0.0
+
+    async def open(self) -> asyncpg.Connection:
+        """The window's connection, beginning a transaction if none is open."""
+        if self.conn is None:
+            async with contextlib.AsyncExitStack() as stack:
+                conn = await stack.enter_async_context(self.pool.acquire())
+                await stack.enter_async_context(conn.transaction())
+                self._stack = stack.pop_all()
+            self.conn, self.claimed = conn, 0
+            self._deadline = time.monotonic() + self.interval
+        return self.conn
+
+    def remaining(self) -> float:
+        """Seconds until the open window is due to commit (0 when closed or overdue)."""
+        return max(0.0, self._deadline - time.monotonic()) if self.conn is not None else 0.0
+
+    async def commit(self) -> None:
+        """Send the pending marks and commit; nothing to do when no window is open."""
+        if self.conn is None:
+            return
+        try:
+            await outbox.mark_published(self.conn, self.pending)
+        except BaseException:
+            await self.abandon()
+            raise
+        self.conn, self.pending, self.claimed = None, [], 0
+        await self._stack.aclose()  # commits, then returns the connection to the pool
+
+    async def abandon(self) -> None:
+        """Roll back (after a failure): the window's rows are unpublished again."""
+        if self.conn is None:
+            return
+        self.conn, self.pending, self.claimed = None, [], 0
+        with contextlib.suppress(Exception):  # a lost connection rolled back on its own
+            await self._stack.__aexit__(RuntimeError, RuntimeError("relay window abandoned"), None)
+
+
 class Relay:
     """One relay process's loop; several may run against the same outbox."""
 
@@ -53,6 +108,7 @@ class Relay:
         self._wake = asyncio.Event()
         self._held: dict[int, float] = {}  # unroutable row id -> monotonic time to retry
         self._next_prune = 0.0
+        self._window = _Window(pool, settings.relay_commit_interval_s)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set, reconnecting to the broker and the database as needed."""
@@ -84,15 +140,36 @@ class Relay:
     async def _pump(
         self, exchange: AbstractExchange, stop: asyncio.Event, closed: Callable[[], bool]
     ) -> None:
+        try:
+            await self._pump_until(exchange, stop, closed)
+        except BaseException:
+            await self._window.abandon()
+            raise
+        try:
+            await self._window.commit()
+        except Exception as exc:  # the next relay publishes the window again
+            log.warning("relay_final_commit_failed", error=repr(exc))
+
+    async def _pump_until(
+        self, exchange: AbstractExchange, stop: asyncio.Event, closed: Callable[[], bool]
+    ) -> None:
         db_backoff = Backoff(self.settings.reconnect_max_backoff_s)
         size = self.settings.relay_batch_size
+        window = self._window
         while not stop.is_set():
             self._wake.clear()
             try:
                 sent = await self.relay_batch(exchange)
+                if sent < size and window.claimed:
+                    # Caught up: the pending marks wait for the next wake-up's claim, or
+                    # for the commit when the window is due.
+                    await self._sleep(stop, window.remaining())
+                if window.remaining() == 0 or not window.claimed:
+                    await window.commit()
                 await self._maybe_prune()
                 db_backoff.reset()
             except Exception as exc:
+                await window.abandon()
                 if closed():
                     raise BrokerLost(repr(exc)) from exc
                 if isinstance(exc, aio_pika.exceptions.AMQPError):
@@ -100,55 +177,63 @@ class Relay:
                 log.warning("relay_batch_failed", error=repr(exc))
                 await db_backoff.wait(stop)
                 continue
-            if sent < size:
-                await self._sleep(stop)
+            if sent < size and window.conn is None:
+                await self._sleep(stop, self.settings.relay_poll_interval_s)
 
-    async def _sleep(self, stop: asyncio.Event) -> None:
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        """Until a wake-up, ``stop`` or ``seconds`` have passed."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.settings.relay_poll_interval_s):
+            async with asyncio.timeout(seconds):
                 await first_of(self._wake.wait(), stop.wait())
 
     async def relay_batch(self, exchange: AbstractExchange) -> int:
-        """Claim, publish and mark one batch; the number of rows claimed."""
+        """Mark the batch before, claim and publish one batch; the number of rows claimed."""
         started = time.perf_counter()
         now = time.monotonic()
         self._held = {k: t for k, t in self._held.items() if t > now}
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await outbox.claim(
-                conn, limit=self.settings.relay_batch_size, skip=list(self._held)
+        window = self._window
+        conn = await window.open()
+        rows = await outbox.claim(
+            conn, limit=self.settings.relay_batch_size, skip=list(self._held), mark=window.pending
+        )
+        window.pending = []
+        window.claimed += len(rows)
+        if not rows:
+            return 0
+        async with asyncio.timeout(self.settings.relay_publish_timeout_s):
+            results = await asyncio.gather(
+                *(
+                    exchange.publish(outbox_message(row), row.event_type, mandatory=True)
+                    for row in rows
+                ),
+                return_exceptions=True,
             )
-            if not rows:
-                return 0
-            async with asyncio.timeout(self.settings.relay_publish_timeout_s):
-                results = await asyncio.gather(
-                    *(
-                        exchange.publish(outbox_message(row), row.event_type, mandatory=True)
-                        for row in rows
-                    ),
-                    return_exceptions=True,
-                )
-            confirmed: list[int] = []
-            failure: BaseException | None = None
-            for row, result in zip(rows, results, strict=True):
-                if isinstance(result, aio_pika.exceptions.PublishError):
-                    # Returned: no queue is bound for this type. An error, not a confirm.
-                    metrics.EVENTS_UNROUTABLE.labels(row.event_type).inc()
-                    log.error("relay_unroutable", event_type=row.event_type, event_id=row.event_id)
-                    self._held[row.id] = now + UNROUTABLE_HOLD_S
-                elif isinstance(result, BaseException):
-                    failure = result
-                else:
-                    confirmed.append(row.id)
-                    metrics.EVENTS_PUBLISHED.labels(row.event_type).inc()
-            await self.mark_published(conn, confirmed)
+        confirmed: list[int] = []
+        failure: BaseException | None = None
+        for row, result in zip(rows, results, strict=True):
+            if isinstance(result, aio_pika.exceptions.PublishError):
+                # Returned: no queue is bound for this type. An error, not a confirm.
+                metrics.EVENTS_UNROUTABLE.labels(row.event_type).inc()
+                log.error("relay_unroutable", event_type=row.event_type, event_id=row.event_id)
+                self._held[row.id] = now + UNROUTABLE_HOLD_S
+            elif isinstance(result, BaseException):
+                failure = result
+            else:
+                confirmed.append(row.id)
+                metrics.EVENTS_PUBLISHED.labels(row.event_type).inc()
+        await self.confirmed(confirmed)
         metrics.RELAY_BATCH_SECONDS.observe(time.perf_counter() - started)
         if failure is not None:
+            await window.commit()  # keep what the broker confirmed
             raise failure
         return len(rows)
 
-    async def mark_published(self, conn: asyncpg.Connection, ids: list[int]) -> None:
-        """Mark confirmed rows (a seam: the crash tests stop the relay right here)."""
-        await outbox.mark_published(conn, ids)
+    async def confirmed(self, ids: list[int]) -> None:
+        """The broker confirmed these rows: their marks go with the next statement.
+
+        A seam: the crash tests stop the relay right here.
+        """
+        self._window.pending += ids
 
     async def _maybe_prune(self) -> None:
         now = time.monotonic()

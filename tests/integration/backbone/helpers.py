@@ -62,6 +62,14 @@ async def all_applied_once(pool: asyncpg.Pool, handler: str, ids: list[uuid.UUID
     return all(counts.get(i) == 1 for i in ids)
 
 
+async def all_published(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> bool:
+    """Whether every one of these outbox rows is marked published (committed)."""
+    n = await pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE event_id = ANY($1) AND published_at IS NULL", ids
+    )
+    return bool(n == 0)
+
+
 @contextlib.asynccontextmanager
 async def running(
     settings: Settings,

@@ -28,6 +28,7 @@ from tests.backbone_app import make_registry
 from tests.integration.backbone.broker import rabbitmqctl, start_broker_app
 from tests.integration.backbone.helpers import (
     all_applied_once,
+    all_published,
     applied_counts,
     emit,
     eventually,
@@ -64,7 +65,7 @@ async def test_relay_killed_after_publishing_before_marking_is_applied_once(
         assert unmarked == 5
         before = _duplicates("alpha")
         async with running(bb_settings, pool, make_registry([]), workers=0):
-            await eventually(lambda: _all_published(pool, ids))
+            await eventually(lambda: all_published(pool, ids))
             await eventually(lambda: _true(_duplicates("alpha") >= before + 5))
     assert await applied_counts(pool, "alpha") == dict.fromkeys(ids, 1)
 
@@ -189,13 +190,6 @@ async def _true(value: bool) -> bool:
 def _duplicates(handler: str) -> float:
     labels = {"handler": handler, "outcome": "duplicate"}
     return REGISTRY.get_sample_value("orderflow_events_consumed_total", labels) or 0.0
-
-
-async def _all_published(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> bool:
-    n = await pool.fetchval(
-        "SELECT count(*) FROM outbox WHERE event_id = ANY($1) AND published_at IS NULL", ids
-    )
-    return bool(n == 0)
 
 
 async def _consumers(settings: Settings, handler: str, n: int) -> bool:

@@ -64,13 +64,17 @@ def wake_relays(pool: asyncpg.Pool) -> None:
 
 
 # SKIP LOCKED lets several relays share the table: each claims rows no other relay holds.
-# The envelope is read as text: it is published as it is stored, never decoded here.
+# The envelope is read as text: it is published as it is stored, never decoded here. The
+# marks of the batch before travel in the same statement ($3): one round trip per batch.
 _CLAIM = """
+WITH marked AS (
+    UPDATE outbox SET published_at = now() WHERE id = ANY($3::bigint[])
+)
 SELECT id, event_id, event_type, envelope::text AS body,
        envelope ->> 'correlation_id' AS correlation_id,
        envelope ->> 'causation_id' AS causation_id
 FROM outbox
-WHERE published_at IS NULL AND NOT (id = ANY($2::bigint[]))
+WHERE published_at IS NULL AND NOT (id = ANY($2::bigint[])) AND NOT (id = ANY($3::bigint[]))
 ORDER BY id
 LIMIT $1
 FOR UPDATE SKIP LOCKED
@@ -97,9 +101,14 @@ class OutboxRow:
     causation_id: str | None
 
 
-async def claim(conn: asyncpg.Connection, *, limit: int, skip: list[int]) -> list[OutboxRow]:
-    """Lock up to ``limit`` unpublished rows, oldest first; call inside a transaction."""
-    records = await conn.fetch(_CLAIM, limit, skip)
+async def claim(
+    conn: asyncpg.Connection, *, limit: int, skip: list[int], mark: list[int]
+) -> list[OutboxRow]:
+    """Mark ``mark`` published, then lock up to ``limit`` other unpublished rows, oldest first.
+
+    Call inside a transaction: the rows stay locked, and the marks uncommitted, until it ends.
+    """
+    records = await conn.fetch(_CLAIM, limit, skip, mark)
     return [
         OutboxRow(
             id=r["id"],
