@@ -152,7 +152,7 @@ class Settings(BaseSettings):
     idempotency_prune_interval_s: float = Field(default=300, gt=0)
     product_cache_ttl_s: int = Field(default=60, ge=1, description="backstop; writes invalidate")
     price_cache_ttl_s: float = Field(
-        default=5.0,
+        default=60.0,
         ge=0,
         description="per-process copy of products for pricing orders (versions are confirmed)",
     )

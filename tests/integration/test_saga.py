@@ -66,6 +66,20 @@ async def test_paid_order_runs_all_eight_steps_to_delivered(
     assert await _stock(client, product) == 3
 
 
+async def test_reserving_several_lines_drops_each_product_from_the_cache(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
+) -> None:
+    products = [await make_product(client, stock=9) for _ in range(3)]
+    for product in products:
+        assert await _stock(client, product) == 9  # now cached, and placing the order reads them
+    customer = await make_customer(client)
+    order = await place_order(
+        client, customer_id=customer["id"], lines=[(p["id"], i + 1) for i, p in enumerate(products)]
+    )
+    assert (await _run(client, pool, registry, order))["status"] == "delivered"
+    assert [await _stock(client, p) for p in products] == [8, 7, 6]
+
+
 async def test_declined_then_paid_again_is_delivered(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:

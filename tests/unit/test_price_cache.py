@@ -30,8 +30,9 @@ class SharedCache:
     async def put_many(self, products: Iterable[Product]) -> None:
         self.products.update({p.id: p for p in products})
 
-    async def invalidate(self, product_id: uuid.UUID) -> None:
-        self.products.pop(product_id, None)
+    async def invalidate(self, *product_ids: uuid.UUID) -> None:
+        for product_id in product_ids:
+            self.products.pop(product_id, None)
 
 
 def _product(price: int = 100) -> Product:

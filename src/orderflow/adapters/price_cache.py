@@ -84,7 +84,8 @@ class PriceCache:
         self._keep(products)
         await self.shared.put_many(products)
 
-    async def invalidate(self, product_id: uuid.UUID) -> None:
-        """Forget a product here and in the shared cache."""
-        self._entries.pop(product_id, None)
-        await self.shared.invalidate(product_id)
+    async def invalidate(self, *product_ids: uuid.UUID) -> None:
+        """Forget products here and in the shared cache."""
+        for product_id in product_ids:
+            self._entries.pop(product_id, None)
+        await self.shared.invalidate(*product_ids)

@@ -25,8 +25,7 @@ def _forget_stock(
         return
 
     async def invalidate() -> None:
-        for product_id in product_ids:
-            await cache.invalidate(product_id)
+        await cache.invalidate(*product_ids)
 
     uow.after_commit(invalidate)
 

@@ -205,8 +205,7 @@ async def _store(
             return _with_timeline(stored, envelope, new.status)
         # A product changed since it was priced: forget what we knew and price it again.
         if cache is not None:
-            for pid in ids:
-                await cache.invalidate(pid)
+            await cache.invalidate(*ids)
         catalogue = {}
     raise Conflict("the products of this order kept changing while it was placed; try again")
 

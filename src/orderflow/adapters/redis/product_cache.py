@@ -104,10 +104,15 @@ class RedisProductCache:
         except Exception as exc:
             self._link.failed("product_cache_put", exc)
 
-    async def invalidate(self, product_id: uuid.UUID) -> None:
-        """Forget a product after a change has committed."""
+    async def invalidate(self, *product_ids: uuid.UUID) -> None:
+        """Forget products after a change has committed (one round trip for them all)."""
+        if not product_ids:
+            return
         try:
-            await self._link.client.set(self._key(product_id), _TOMBSTONE, ex=_TOMBSTONE_TTL_S)
+            async with self._link.client.pipeline(transaction=False) as pipe:
+                for product_id in product_ids:
+                    pipe.set(self._key(product_id), _TOMBSTONE, ex=_TOMBSTONE_TTL_S)
+                await pipe.execute()
         except Exception as exc:
             # Bounded staleness: the TTL is the backstop. Prices charged are never stale,
             # orders read them from PostgreSQL inside their own transaction.
