@@ -5,29 +5,39 @@ Short and at low concurrency: this proves the command, it does not measure anyth
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from orderflow.adapters.postgres.database import with_database
+from orderflow.bench.servers import command_line, process_tree
 from orderflow.settings import Settings
 
 pytestmark = pytest.mark.e2e
 
 
-def _bench(settings: Settings, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
+def _env(settings: Settings) -> dict[str, str]:
+    return {
         **os.environ,
         # Base URLs only: the bench creates (and drops) a database of its own.
         "ORDERFLOW_DATABASE_URL": settings.dsn(),
         "ORDERFLOW_RABBITMQ_URL": settings.rabbitmq_url.get_secret_value(),
     }
+
+
+def _bench(settings: Settings, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "orderflow.entrypoints.cli", "bench", *args],
-        env=env,
+        env=_env(settings),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -95,3 +105,42 @@ def test_bench_lifecycle_runs_orders_to_delivered_through_orderflow_up(
     assert [s["label"] for s in steps] == ["idle", "20/s"]
     assert all(s["unfinished"] == 0 for s in steps)
     assert result["lifecycle"]["idle_payment_initiated_ms"]["p50"] > 0
+
+
+SERVERS = ("up", "api", "relay", "worker")
+
+
+async def test_sigterm_stops_the_bench_with_its_servers_and_drops_its_database(
+    settings: Settings, tmp_path: Path
+) -> None:
+    database = f"orderflow_bench_term_{uuid.uuid4().hex[:8]}"
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "orderflow.entrypoints.cli", "bench", "lifecycle",
+         "--rates", "20", "--duration", "60", "--no-ceiling", "--database", database],
+        env=_env(settings),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    servers: list[int] = []
+    admin = await asyncpg.connect(with_database(settings.dsn(), "postgres"))
+    try:
+        deadline = time.monotonic() + 60
+        while len(servers) < len(SERVERS) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            names = {p: command_line(p).split()[:2] for p in process_tree(bench.pid)}
+            servers = [p for p, n in names.items() if n[1:] and n[1] in SERVERS]
+        assert len(servers) == len(SERVERS), f"the servers did not start: {names}"
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(30) == 128 + signal.SIGTERM
+        alive = [p for p in servers if Path(f"/proc/{p}").exists()]
+        assert alive == [], f"servers outlived the bench: {[command_line(p) for p in alive]}"
+        left = await admin.fetchval("SELECT count(*) FROM pg_database WHERE datname = $1", database)
+        assert left == 0
+    finally:  # leave nothing behind when it fails
+        for pid in [bench.pid, *servers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        bench.wait()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -72,6 +73,11 @@ def _execute(
     run.keep_db, run.server_workers, run.loadgen_processes = keep_db, workers, processes
 
     async def go() -> dict[str, Any]:
+        # SIGTERM stops a run as Ctrl-C does: the servers (in sessions of their own) and the
+        # database go too, instead of outliving the bench.
+        main = asyncio.current_task()
+        assert main is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
         await run.open()
         try:
             figures = None
@@ -84,7 +90,11 @@ def _execute(
         finally:
             await run.close()
 
-    doc = asyncio.run(go())
+    try:
+        doc = asyncio.run(go())
+    except asyncio.CancelledError:
+        console.print("stopped by SIGTERM; servers stopped")
+        raise typer.Exit(128 + signal.SIGTERM) from None
     report.print_report(console, doc)
     if json_path is not None:
         report.write_json(json_path, doc)

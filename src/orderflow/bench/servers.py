@@ -168,14 +168,19 @@ async def start_server(
         log.close()
     server = Server(name, port, process, log_path)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.returncode is not None:
-            break
-        with contextlib.suppress(HttpError, OSError, TimeoutError):
-            status, _ = await get("127.0.0.1", port, ready_path, timeout_s=2)
-            if status == 200:
-                return server
-        await asyncio.sleep(0.2)
-    await server.stop()
+    ready = False
+    try:
+        while time.monotonic() < deadline:
+            if process.returncode is not None:
+                break
+            with contextlib.suppress(HttpError, OSError, TimeoutError):
+                status, _ = await get("127.0.0.1", port, ready_path, timeout_s=2)
+                if status == 200:
+                    ready = True
+                    return server
+            await asyncio.sleep(0.2)
+    finally:
+        if not ready:
+            await server.stop()  # not ready in time, or the bench is stopping meanwhile
     tail = (await asyncio.to_thread(log_path.read_text, errors="replace"))[-2000:]
     raise RuntimeError(f"{name} did not become ready on port {port}:\n{tail}")
