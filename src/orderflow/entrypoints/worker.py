@@ -180,7 +180,12 @@ class Worker:
         attempt = header_int(message, ATTEMPT, 1)
         try:
             envelope = Envelope.model_validate_json(message.body)
-            delivery = Delivery(envelope=envelope, event=envelope.event(), attempt=attempt)
+            delivery = Delivery(
+                envelope=envelope,
+                event=envelope.event(),
+                attempt=attempt,
+                redelivered=bool(message.redelivered),
+            )
         except (ValidationError, UnknownEventType, ValueError) as exc:
             await self._dead_letter(spec, message, attempt, f"invalid envelope: {exc}")
             metrics.EVENTS_CONSUMED.labels(spec.name, "invalid").inc()

@@ -37,7 +37,7 @@ async def apply(pool: asyncpg.Pool, spec: HandlerSpec, delivery: Delivery) -> Ou
     assert spec.handle is not None
     prepared = None
     if spec.prepare is not None:
-        if await inbox.seen(pool, delivery.envelope.event_id, spec.name):
+        if delivery.is_repeat and await inbox.seen(pool, delivery.envelope.event_id, spec.name):
             return Outcome.DUPLICATE
         prepared = await spec.prepare(delivery)
         if prepared is None:

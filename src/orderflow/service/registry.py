@@ -7,7 +7,10 @@ the outbox in that same transaction, commits, then acks.
 
 A step that must call the outside world (the payment gateway) does so in ``prepare``, which
 runs before the transaction opens; ``prepare`` must be idempotent (it is retried on
-redelivery) and its result is handed to ``handle``. A ``prepare`` that returns None found
+redelivery) and its result is handed to ``handle``. A retry or a redelivery that the inbox
+holds already is recognised before ``prepare``; a first delivery is not looked up, so the rare
+copy of an applied event (a relay republishing) runs ``prepare`` again, and the claim then
+finds it a duplicate. A ``prepare`` that returns None found
 nothing to do: no transaction is opened and nothing is recorded (a redelivery asks again).
 
 A handler marked ``batch`` may be applied to several deliveries in one transaction (one inbox
@@ -64,6 +67,16 @@ class Delivery:
     envelope: Envelope
     event: Event
     attempt: int = 1  # 1 for the first delivery, counted across retry queues
+    redelivered: bool = False  # the broker delivered this message before (a worker died)
+
+    @property
+    def is_repeat(self) -> bool:
+        """A retry or a redelivery: a handler may have applied it already.
+
+        A first delivery may be a copy too (a relay that died before its commit publishes
+        its rows again), but rarely; the inbox claim recognises it either way.
+        """
+        return self.attempt > 1 or self.redelivered
 
 
 HandleFn = Callable[[Delivery, UnitOfWork, Any], Awaitable[None]]
