@@ -19,7 +19,9 @@ import asyncpg
 import pytest
 
 from orderflow.adapters.postgres.database import with_database
+from orderflow.bench.markdown import figures_block
 from orderflow.bench.servers import command_line, process_tree
+from orderflow.domain.events import HAPPY_PATH
 from orderflow.settings import Settings
 
 pytestmark = pytest.mark.e2e
@@ -105,6 +107,12 @@ def test_bench_lifecycle_runs_orders_to_delivered_through_orderflow_up(
     assert [s["label"] for s in steps] == ["idle", "20/s"]
     assert all(s["unfinished"] == 0 for s in steps)
     assert result["lifecycle"]["idle_payment_initiated_ms"]["p50"] > 0
+    # Every hop of the happy path is timed, from the order's previous event to this one.
+    hops = steps[-1]["hops_ms"]
+    assert set(hops) == set(HAPPY_PATH[1:])
+    assert all(h["p50"] >= 0 for h in hops.values())
+    block = figures_block(json.loads(out.read_text()))
+    assert "Where an order's time went at 20/s" in block
 
 
 SERVERS = ("up", "api", "relay", "worker")

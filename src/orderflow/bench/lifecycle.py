@@ -125,6 +125,7 @@ async def _step_figures(
         (e2e if r["event_type"] == "order.delivered" else initiated).append(max(delta, 0.0))
     start = result.started_at + warmup_s
     end = start + result.duration_s
+    hops = await _hops(pool, ids)
     window = await pool.fetchrow(
         "SELECT (SELECT count(*) FROM order_timeline WHERE event_type IN "
         "        ('order.delivered', 'order.cancelled') "
@@ -141,12 +142,32 @@ async def _step_figures(
         "events_per_s": round(window["events"] / result.duration_s, 1),
         "e2e_ms": latency_ms(e2e),
         "payment_initiated_ms": latency_ms(initiated),
+        "hops_ms": hops,
         "placement_ms": latency_ms(result.latencies_s),
         "errors": result.errors(),
         "max_lag_ms": round(result.max_lag_ms, 1),
         "orders": len(ids),
         "window": (start, end),
     }
+
+
+async def _hops(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> dict[str, dict[str, float]]:
+    """Per event type, the time from the order's previous event to this one.
+
+    Timeline rows carry their transaction's start time, so a hop is the previous step's
+    transaction, the relay, the broker and the wait for this step's transaction to begin.
+    """
+    rows = await pool.fetch(
+        "SELECT event_type, extract(epoch FROM recorded_at - lag(recorded_at) OVER ("
+        "    PARTITION BY order_id ORDER BY id)) AS gap "
+        "FROM order_timeline WHERE order_id = ANY($1::uuid[])",
+        ids,
+    )
+    gaps: dict[str, list[float]] = {}
+    for r in rows:
+        if r["gap"] is not None:
+            gaps.setdefault(r["event_type"], []).append(max(float(r["gap"]), 0.0))
+    return {event_type: latency_ms(values) for event_type, values in gaps.items()}
 
 
 def _keeps_up(step: dict[str, Any]) -> bool:

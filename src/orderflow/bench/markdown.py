@@ -95,6 +95,20 @@ def _lifecycle_lines(extra: dict[str, Any]) -> list[str]:
             f"| {_n(step.get('max_outbox_backlog'))} |"
         )
     lines += ["", f"Knee: {extra.get('knee')}."]
+    steps = extra.get("steps", [])
+    hops = steps[-1].get("hops_ms") if steps else None
+    if hops:
+        lines += [
+            "",
+            f"Where an order's time went at {steps[-1]['label']}: per event, from the start of "
+            "the transaction that recorded the order's previous event to the start of the one "
+            "that recorded this one (the previous step, the relay, the broker, the queue):",
+            "",
+            "| event | p50 ms | p99 ms |",
+            "|---|---:|---:|",
+        ]
+        order = sorted(hops, key=lambda t: hops[t].get("p50") or 0.0, reverse=True)
+        lines += [f"| `{t}` | {_n(hops[t].get('p50'))} | {_n(hops[t].get('p99'))} |" for t in order]
     return lines
 
 
