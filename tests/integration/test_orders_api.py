@@ -193,7 +193,7 @@ async def test_orders_are_placed_while_the_saga_holds_their_products_and_custome
     first = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
     async with pool.acquire() as conn, conn.transaction():
         await orders.get(conn, uuid.UUID(first["id"]), lock=True)
-        await inventory.lock_for_order(conn, uuid.UUID(first["id"]))
+        await inventory.lock_stock_of(conn, [uuid.UUID(first["id"])])
         async with asyncio.timeout(5):
             second = await place_order(
                 client, customer_id=customer["id"], lines=[(product["id"], 2)]

@@ -312,6 +312,42 @@ async def test_reservation_batches_lock_stock_in_one_order_and_cannot_deadlock(
     assert await _stock(client, a) == await _stock(client, b) == 4
 
 
+async def test_one_reservation_batch_with_two_orders_for_the_last_unit_reserves_one(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
+) -> None:
+    # The batch locks and reads the stock once: the second order must be checked against
+    # what the first left, and the batch's reservations are written by one statement.
+    spec = registry.get("inventory.reserve")
+    last, plenty = await make_product(client, stock=1), await make_product(client, stock=10)
+    customer = await make_customer(client)
+    deliveries, order_ids = [], []
+    for _ in range(2):
+        order = await place_order(
+            client, customer_id=customer["id"], lines=[(plenty["id"], 2), (last["id"], 1)]
+        )
+        order_ids.append(uuid.UUID(order["id"]))
+        await pool.execute("UPDATE orders SET status = 'paid' WHERE id = $1", order_ids[-1])
+        envelope = Envelope.wrap(
+            OrderPaid(payment_id=uuid.uuid4(), amount=order["total"], currency=order["currency"]),
+            order_id=order_ids[-1],
+        )
+        deliveries.append(Delivery(envelope=envelope, event=envelope.event()))
+    assert await apply_batch(pool, spec, deliveries) == [Outcome.APPLIED] * 2
+    statuses = [
+        await pool.fetchval("SELECT status FROM orders WHERE id = $1", i) for i in order_ids
+    ]
+    assert statuses == ["reserved", "cancelled"]
+    assert (await _stock(client, last), await _stock(client, plenty)) == (0, 8)
+    moved = await pool.fetch(
+        "SELECT order_id, product_id, quantity FROM stock_movements WHERE order_id = ANY($1)",
+        order_ids,
+    )
+    assert sorted((r["product_id"], r["quantity"]) for r in moved) == sorted(
+        [(uuid.UUID(plenty["id"]), -2), (uuid.UUID(last["id"]), -1)]
+    )
+    assert {r["order_id"] for r in moved} == {order_ids[0]}
+
+
 async def test_notifications_claim_and_record_in_one_statement_once_per_event(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:

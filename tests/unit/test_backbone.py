@@ -128,6 +128,7 @@ async def _claim_nothing(*_: object) -> set[uuid.UUID]:
         ({"statement": _claim_nothing}, "is a batch handler"),
         ({"statement": _claim_nothing, "batch": True, "lock_batch": _noop}, "its own locks"),
         ({"handle": _noop, "batch": True, "prepare": _noop}, "prepare step"),
+        ({"handle": _noop, "prepare": _noop, "lock_batch": _noop}, "both feed handle"),
     ],
 )
 def test_a_handler_is_a_handle_or_a_batch_statement(kwargs: dict[str, Any], error: str) -> None:

@@ -46,6 +46,8 @@ async def apply(pool: asyncpg.Pool, spec: HandlerSpec, delivery: Delivery) -> Ou
         pair = (delivery.envelope.event_id, delivery.envelope.order_id)
         if not await _claim(uow, spec, [pair]):
             return Outcome.DUPLICATE
+        if spec.lock_batch is not None and delivery.envelope.order_id is not None:
+            prepared = await spec.lock_batch(uow, [delivery.envelope.order_id])
         await spec.handle(delivery, uow, prepared)
     return Outcome.APPLIED
 
@@ -67,14 +69,15 @@ async def apply_batch(
     events = sorted({(d.envelope.event_id, d.envelope.order_id) for d in deliveries})
     async with unit_of_work(pool) as uow:
         fresh = await _claim(uow, spec, events)
+        locked = None
         if spec.lock_batch is not None:
             order_ids = {o for e, o in events if e in fresh and o is not None}
             if order_ids:
-                await spec.lock_batch(uow, sorted(order_ids))
+                locked = await spec.lock_batch(uow, sorted(order_ids))
         outcomes = _outcomes(deliveries, fresh)
         for delivery, outcome in zip(deliveries, outcomes, strict=True):
             if outcome is Outcome.APPLIED:
-                await spec.handle(delivery, uow, None)
+                await spec.handle(delivery, uow, locked)
     return outcomes
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from functools import partial
 
@@ -30,15 +31,56 @@ def _forget_stock(
     uow.after_commit(invalidate)
 
 
+class Stock:
+    """The locked stock of a reservation batch's products, and what the batch has taken.
+
+    Each order is checked against what the orders before it in the batch left; the batch's
+    reservations are written by one statement, before its events (``UnitOfWork.before_flush``).
+    """
+
+    def __init__(self, lines: list[inventory.Line]) -> None:
+        self.available = {line.product_id: line.available for line in lines}
+        self.lines: dict[uuid.UUID, list[inventory.Line]] = {}
+        for line in lines:
+            self.lines.setdefault(line.order_id, []).append(line)
+        self.taken: list[inventory.Line] = []
+
+    def wants(self, order_id: uuid.UUID) -> list[inventory.Line]:
+        """The order's lines, each with the stock still available to it."""
+        return [
+            dataclasses.replace(line, available=self.available[line.product_id])
+            for line in self.lines.get(order_id, [])
+        ]
+
+    def take(self, lines: list[inventory.Line]) -> None:
+        """Reserve these lines (checked against ``wants``)."""
+        for line in lines:
+            self.available[line.product_id] -= line.requested
+        self.taken += lines
+
+    async def write(self, uow: UnitOfWork) -> None:
+        if self.taken:
+            await inventory.reserve(uow.conn, self.taken)
+            self.taken = []
+
+
+async def _lock_stock_to_reserve(uow: UnitOfWork, order_ids: list[uuid.UUID]) -> Stock:
+    """Every product on a batch's (locked) orders, locked in id order, with its stock."""
+    stock = Stock(await inventory.lock_stock_of(uow.conn, order_ids))
+    uow.before_flush(partial(stock.write, uow))
+    return stock
+
+
 async def reserve(
-    d: Delivery, uow: UnitOfWork, _: object, *, cache: ProductCache | None = None
+    d: Delivery, uow: UnitOfWork, stock: object, *, cache: ProductCache | None = None
 ) -> None:
     """order.paid: reserve all lines or none; a shortage cancels the order (then refunded)."""
     assert d.envelope.order_id is not None
+    assert isinstance(stock, Stock)  # from _lock_stock_to_reserve
     order = await lock_order(uow, d.envelope.order_id)
     if order.status is not S.PAID:  # cancelled meanwhile, or already handled
         return
-    wants = await inventory.lock_for_order(uow.conn, order.id)
+    wants = stock.wants(order.id)
     shortages = [
         ev.Shortage(product_id=w.product_id, requested=w.requested, available=w.available)
         for w in wants
@@ -52,7 +94,7 @@ async def reserve(
         cancelled = ev.OrderCancelled(reason=reason, previous_status=order.status.value)
         advance(uow, order, cancelled, actor=ACTOR, cause=d.envelope, cancel_reason=reason)
         return
-    await inventory.reserve(uow.conn, order.id, wants)
+    stock.take(wants)
     _forget_stock(uow, cache, [w.product_id for w in wants])
     checked = ev.InventoryChecked(
         reservations=[ev.Reservation(product_id=w.product_id, quantity=w.requested) for w in wants]
@@ -91,7 +133,7 @@ def handlers(cache: ProductCache | None = None) -> list[HandlerSpec]:
             partial(reserve, cache=cache),
             batch=True,
             lock_orders=True,
-            lock_batch=_lock_stock,
+            lock_batch=_lock_stock_to_reserve,
         ),
         HandlerSpec(
             "compensation.release",

@@ -19,7 +19,9 @@ is applied on its own, so a failure still touches only its own message. Only for
 without ``prepare``. A batch handler that locks rows takes every lock before it runs, in one
 global order (orders by id, then products by id), so that batches (of any worker) cannot
 deadlock: ``lock_orders`` row-locks the batch's orders with the statement that claims them
-in the inbox, and ``lock_batch`` locks what else the handler will lock (products). A handler
+in the inbox, and ``lock_batch`` locks what else the handler will lock (products), for the
+batch's orders at once, or for the one order of a delivery applied alone; what it returns
+(the locked stock) is the third argument of ``handle``. A handler
 applied one delivery at a time may declare ``lock_orders`` too: its claim then locks the
 order the same way, a round trip fewer.
 
@@ -81,8 +83,9 @@ class Delivery:
 
 HandleFn = Callable[[Delivery, UnitOfWork, Any], Awaitable[None]]
 PrepareFn = Callable[[Delivery], Awaitable[Any]]
-# Locks what else a batch handler will lock for these orders, after them (see above).
-LockBatchFn = Callable[[UnitOfWork, list[uuid.UUID]], Awaitable[None]]
+# Locks what else a batch handler will lock for these orders, after them (see above); what it
+# returns is handed to ``handle`` in place of a ``prepare`` result.
+LockBatchFn = Callable[[UnitOfWork, list[uuid.UUID]], Awaitable[Any]]
 # Claims (in the inbox of the named handler) and applies deliveries in one statement; returns
 # the event ids it claimed: the others were applied before.
 StatementFn = Callable[[asyncpg.Pool, str, Sequence[Delivery]], Awaitable[set[uuid.UUID]]]
@@ -108,6 +111,8 @@ class HandlerSpec:
             raise ValueError(f"handler {self.name!r}: give either handle or statement")
         if self.statement is not None and not self.batch:
             raise ValueError(f"handler {self.name!r}: a statement handler is a batch handler")
+        if self.lock_batch is not None and self.prepare is not None:
+            raise ValueError(f"handler {self.name!r}: lock_batch and prepare both feed handle")
         if self.statement is not None and (self.lock_batch or self.lock_orders):
             raise ValueError(f"handler {self.name!r}: a statement takes its own locks")
 

@@ -14,25 +14,31 @@ import asyncpg
 
 
 @dataclass(frozen=True, slots=True)
-class Want:
+class Line:
+    """One line of an order, with its product's stock when it was locked."""
+
+    order_id: uuid.UUID
     product_id: uuid.UUID
     requested: int
     available: int
 
 
-async def lock_for_order(conn: asyncpg.Connection, order_id: uuid.UUID) -> list[Want]:
-    """Lock the products of an order (in id order) and report wanted vs available stock."""
+async def lock_stock_of(conn: asyncpg.Connection, order_ids: list[uuid.UUID]) -> list[Line]:
+    """Lock every product on these orders, in id order, and read their lines against it."""
     rows = await conn.fetch(
         """
-        SELECT p.id AS product_id, l.quantity AS requested, p.stock AS available
-        FROM order_lines l JOIN products p ON p.id = l.product_id
-        WHERE l.order_id = $1
-        ORDER BY p.id
+        SELECT l.order_id, p.id AS product_id, l.quantity AS requested, p.stock AS available
+        FROM products p
+        JOIN order_lines l ON l.product_id = p.id AND l.order_id = ANY($1::uuid[])
+        WHERE p.id = ANY(ARRAY(
+            SELECT l.product_id FROM order_lines l WHERE l.order_id = ANY($1::uuid[])
+        ))
+        ORDER BY p.id, l.order_id
         FOR NO KEY UPDATE OF p
         """,
-        order_id,
+        order_ids,
     )
-    return [Want(**dict(r)) for r in rows]
+    return [Line(**dict(r)) for r in rows]
 
 
 async def lock_products_of(conn: asyncpg.Connection, order_ids: list[uuid.UUID]) -> None:
@@ -50,21 +56,27 @@ async def lock_products_of(conn: asyncpg.Connection, order_ids: list[uuid.UUID])
     )
 
 
-async def reserve(conn: asyncpg.Connection, order_id: uuid.UUID, wants: list[Want]) -> None:
-    """Take the stock for every line and record a 'reserve' movement each (rows are locked)."""
+async def reserve(conn: asyncpg.Connection, lines: list[Line]) -> None:
+    """Take the stock of these lines (of any orders; products locked) and record a 'reserve'
+    movement for each, in one statement."""
+    ids = [line.product_id for line in lines]
     await conn.execute(
         """
-        WITH w AS (SELECT * FROM unnest($2::uuid[], $3::int[]) AS t(product_id, quantity)),
+        WITH t AS (
+            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[])
+                AS t(order_id, product_id, quantity)
+        ),
+        w AS (SELECT product_id, sum(quantity) AS quantity FROM t GROUP BY product_id),
         u AS (
             UPDATE products p SET stock = p.stock - w.quantity, updated_at = now()
             FROM w WHERE p.id = w.product_id AND p.id = ANY($2::uuid[])
         )
         INSERT INTO stock_movements (product_id, order_id, kind, quantity)
-        SELECT product_id, $1, 'reserve', -quantity FROM w
+        SELECT product_id, order_id, 'reserve', -quantity FROM t
         """,
-        order_id,
-        [w.product_id for w in wants],
-        [w.requested for w in wants],
+        [line.order_id for line in lines],
+        ids,
+        [line.requested for line in lines],
     )
 
 

@@ -99,6 +99,7 @@ class UnitOfWork:
     _pending: list[Pending] = field(default_factory=list)
     _answer: RecordedResponse | None = None
     _after_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _before_flush: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     completed: bool = False
     wrote_events: bool = False
     locked: dict[uuid.UUID, Order] = field(default_factory=dict)
@@ -115,6 +116,13 @@ class UnitOfWork:
         self._changes[order.id] = _StatusChange(
             status, cancel_reason, (earlier.changes if earlier else 0) + 1
         )
+
+    def before_flush(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` at the next ``flush``, before the events and status changes are written.
+
+        For writes a batch gathers across its deliveries and makes once (stock reservations).
+        """
+        self._before_flush.append(hook)
 
     def after_commit(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run ``hook`` once the transaction has committed (never if it rolls back).
@@ -142,6 +150,9 @@ class UnitOfWork:
     async def flush(self) -> None:
         """Write the queued events and status changes, and the idempotent answer if it is
         known by now."""
+        hooks, self._before_flush = self._before_flush, []
+        for hook in hooks:
+            await hook()
         answer, self._answer = self._answer, None
         request = self.idempotency
         if not self._pending and not self._changes:
