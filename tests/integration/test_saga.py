@@ -10,6 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
+from orderflow.adapters.postgres.uow import unit_of_work
 from orderflow.adapters.redis.product_cache import RedisProductCache
 from orderflow.domain.errors import NotFound
 from orderflow.domain.events import HAPPY_PATH, Envelope, OrderPaid, OrderShipped, PaymentProcessed
@@ -456,6 +457,41 @@ async def test_a_charge_delivered_twice_at_once_is_applied_once(
     assert sorted(outcomes)[0] is Outcome.APPLIED
     assert sorted(outcomes)[1] in (Outcome.DUPLICATE, Outcome.NOTHING_TO_DO)
     assert await _money(pool, order["id"]) == {"charge": 300}
+    processed = await pool.fetchval(
+        "SELECT count(*) FROM order_timeline WHERE order_id = $1 "
+        "AND event_type = 'payment.processed'",
+        order_id,
+    )
+    assert processed == 1
+
+
+async def test_a_charge_whose_payment_was_settled_after_its_gateway_call_records_nothing(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
+) -> None:
+    # record_charge does not read the payment again: the settle itself only moves a payment
+    # that is still pending. Here another delivery records the charge between this one's
+    # gateway call and its transaction (a relay copy, say, outside the inbox's view).
+    spec = registry.get("payments.charge")
+    assert spec.prepare is not None
+    assert spec.handle is not None
+    product = await make_product(client, price=400)
+    customer = await make_customer(client)
+    order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
+    order_id = uuid.UUID(order["id"])
+    await _step_until(pool, registry, order_id, "payment_pending")
+    row = await pool.fetchrow(
+        "SELECT envelope FROM outbox WHERE order_id = $1 AND event_type = 'payment.initiated'",
+        order_id,
+    )
+    envelope = Envelope.model_validate(row["envelope"])
+    delivery = Delivery(envelope, envelope.event(), 1)
+    prepared = await spec.prepare(delivery)  # the payment, read while pending
+    assert prepared is not None
+    assert await apply(pool, spec, delivery) == Outcome.APPLIED
+    async with unit_of_work(pool) as uow:
+        await spec.handle(delivery, uow, prepared)
+        assert uow.emitted == []
+    assert await _money(pool, order["id"]) == {"charge": 400}
     processed = await pool.fetchval(
         "SELECT count(*) FROM order_timeline WHERE order_id = $1 "
         "AND event_type = 'payment.processed'",

@@ -90,7 +90,7 @@ def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -
             return
         await start_payment(uow, order, token=None, actor=ACTOR, cause=d.envelope)
 
-    async def call_gateway(d: Delivery) -> ChargeResult | None:
+    async def call_gateway(d: Delivery) -> tuple[payments.Payment, ChargeResult] | None:
         """Outside any transaction: ask the gateway, with a timeout, idempotently."""
         event = d.event
         assert isinstance(event, ev.PaymentInitiated)
@@ -99,7 +99,7 @@ def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -
             return None
         try:
             async with asyncio.timeout(timeout_s):
-                return await gateway.charge(
+                result = await gateway.charge(
                     idempotency_key=charge_key(payment.id),
                     token=payment.payment_token,
                     amount=payment.amount,
@@ -108,27 +108,30 @@ def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -
                 )
         except TimeoutError:
             raise TransientError(f"payment gateway did not answer within {timeout_s} s") from None
+        return payment, result
 
-    async def record_charge(d: Delivery, uow: UnitOfWork, result: object) -> None:
-        """payment.initiated: record the gateway's answer and announce it."""
-        if not isinstance(result, ChargeResult):
-            return
+    async def record_charge(d: Delivery, uow: UnitOfWork, prepared: object) -> None:
+        """payment.initiated: record the gateway's answer and announce it.
+
+        The payment as ``call_gateway`` read it is pending; ``settle`` writes only if it still
+        is (a concurrent delivery may have recorded it), so no second read is needed.
+        """
+        assert isinstance(prepared, tuple)
+        payment, result = prepared
+        assert isinstance(payment, payments.Payment)
+        assert isinstance(result, ChargeResult)
         assert d.envelope.order_id is not None
-        event = d.event
-        assert isinstance(event, ev.PaymentInitiated)
         order = await lock_order(uow, d.envelope.order_id)
-        payment = await payments.get(uow.conn, event.payment_id, lock=True)
-        if payment is None or payment.status != "pending":
-            return
         if result.captured:
-            await payments.settle(
+            if not await payments.settle(
                 uow.conn,
                 payment,
                 status="captured",
                 kind="charge",
                 idempotency_key=charge_key(payment.id),
                 reference=result.reference,
-            )
+            ):
+                return
             processed = ev.PaymentProcessed(
                 payment_id=payment.id,
                 amount=payment.amount,
@@ -138,7 +141,7 @@ def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -
             # On a cancelled order this still lands on the timeline; compensation refunds it.
             annotate(uow, order, processed, actor=ACTOR, cause=d.envelope)
             return
-        await payments.settle(
+        if not await payments.settle(
             uow.conn,
             payment,
             status="declined",
@@ -146,7 +149,8 @@ def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -
             idempotency_key=charge_key(payment.id),
             reference=None,
             detail=result.decline_reason,
-        )
+        ):
+            return
         failed = ev.PaymentFailed(payment_id=payment.id, reason=result.decline_reason)
         if order.status is S.PAYMENT_PENDING:
             advance(uow, order, failed, actor=ACTOR, cause=d.envelope)

@@ -87,18 +87,20 @@ async def settle(
     idempotency_key: str,
     reference: str | None,
     detail: str = "",
-) -> None:
-    """Move a payment to ``status`` and append the matching history row, in one statement."""
-    await conn.execute(
+) -> bool:
+    """Move a payment from the status ``payment`` has to ``status`` and append the matching
+    history row, in one statement; False (and nothing written) if it had moved meanwhile."""
+    done = await conn.execute(
         """
         WITH p AS (
             UPDATE payments SET status = $2, gateway_reference = coalesce($6, gateway_reference),
                    updated_at = now()
-            WHERE id = $1
+            WHERE id = $1 AND status = $10
+            RETURNING id
         )
         INSERT INTO payment_transactions (payment_id, order_id, kind, amount, currency,
                                           idempotency_key, gateway_reference, detail)
-        VALUES ($1, $3, $4, $5, $7, $8, $6, $9)
+        SELECT $1, $3, $4, $5, $7, $8, $6, $9 FROM p
         """,
         payment.id,
         status,
@@ -109,4 +111,6 @@ async def settle(
         payment.currency,
         idempotency_key,
         detail,
+        payment.status,
     )
+    return bool(done == "INSERT 0 1")
