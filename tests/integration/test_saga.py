@@ -434,14 +434,11 @@ async def test_order_locking_batches_claim_and_lock_in_one_statement_and_apply_o
     )
 
 
-async def test_a_charge_delivered_twice_at_once_is_applied_once(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
-) -> None:
-    # payments.charge claims its inbox key and locks the order in one statement: the second
-    # of two concurrent deliveries waits on the key, then sees it applied.
-    spec = registry.get("payments.charge")
-    assert spec.lock_orders
-    product = await make_product(client, price=300)
+async def _payment_initiated(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry, *, price: int
+) -> tuple[dict[str, Any], Delivery]:
+    """A new order stepped to payment_pending, and its payment.initiated as a delivery."""
+    product = await make_product(client, price=price)
     customer = await make_customer(client)
     order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
     order_id = uuid.UUID(order["id"])
@@ -451,18 +448,33 @@ async def test_a_charge_delivered_twice_at_once_is_applied_once(
         order_id,
     )
     envelope = Envelope.model_validate(row["envelope"])
-    delivery = Delivery(envelope, envelope.event(), 1)
+    return order, Delivery(envelope, envelope.event(), 1)
+
+
+async def _processed(pool: asyncpg.Pool, order: dict[str, Any]) -> int:
+    return int(
+        await pool.fetchval(
+            "SELECT count(*) FROM order_timeline WHERE order_id = $1 "
+            "AND event_type = 'payment.processed'",
+            uuid.UUID(order["id"]),
+        )
+    )
+
+
+async def test_a_charge_delivered_twice_at_once_is_applied_once(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
+) -> None:
+    # payments.charge claims its inbox key and locks the order in one statement: the second
+    # of two concurrent deliveries waits on the key, then sees it applied.
+    spec = registry.get("payments.charge")
+    assert spec.lock_orders
+    order, delivery = await _payment_initiated(client, pool, registry, price=300)
     outcomes = await asyncio.gather(apply(pool, spec, delivery), apply(pool, spec, delivery))
     # The second is a duplicate, or finds the payment settled already before its transaction.
     assert sorted(outcomes)[0] is Outcome.APPLIED
     assert sorted(outcomes)[1] in (Outcome.DUPLICATE, Outcome.NOTHING_TO_DO)
     assert await _money(pool, order["id"]) == {"charge": 300}
-    processed = await pool.fetchval(
-        "SELECT count(*) FROM order_timeline WHERE order_id = $1 "
-        "AND event_type = 'payment.processed'",
-        order_id,
-    )
-    assert processed == 1
+    assert await _processed(pool, order) == 1
 
 
 async def test_a_charge_whose_payment_was_settled_after_its_gateway_call_records_nothing(
@@ -474,17 +486,7 @@ async def test_a_charge_whose_payment_was_settled_after_its_gateway_call_records
     spec = registry.get("payments.charge")
     assert spec.prepare is not None
     assert spec.handle is not None
-    product = await make_product(client, price=400)
-    customer = await make_customer(client)
-    order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
-    order_id = uuid.UUID(order["id"])
-    await _step_until(pool, registry, order_id, "payment_pending")
-    row = await pool.fetchrow(
-        "SELECT envelope FROM outbox WHERE order_id = $1 AND event_type = 'payment.initiated'",
-        order_id,
-    )
-    envelope = Envelope.model_validate(row["envelope"])
-    delivery = Delivery(envelope, envelope.event(), 1)
+    order, delivery = await _payment_initiated(client, pool, registry, price=400)
     prepared = await spec.prepare(delivery)  # the payment, read while pending
     assert prepared is not None
     assert await apply(pool, spec, delivery) == Outcome.APPLIED
@@ -492,9 +494,4 @@ async def test_a_charge_whose_payment_was_settled_after_its_gateway_call_records
         await spec.handle(delivery, uow, prepared)
         assert uow.emitted == []
     assert await _money(pool, order["id"]) == {"charge": 400}
-    processed = await pool.fetchval(
-        "SELECT count(*) FROM order_timeline WHERE order_id = $1 "
-        "AND event_type = 'payment.processed'",
-        order_id,
-    )
-    assert processed == 1
+    assert await _processed(pool, order) == 1
