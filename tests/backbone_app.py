@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS backbone_applied (
     handler  text NOT NULL,
     attempt  int NOT NULL,
     pid      int NOT NULL,
+    redelivered boolean NOT NULL DEFAULT false,
     txid     bigint NOT NULL DEFAULT txid_current(),
     at       timestamptz NOT NULL DEFAULT clock_timestamp()
 )
@@ -77,11 +78,13 @@ def make_handle(name: str) -> HandleFn:
         elif kind == "defer" and first_time:
             raise Defer(int(arg) / 1000)
         await uow.conn.execute(
-            "INSERT INTO backbone_applied (event_id, handler, attempt, pid) VALUES ($1,$2,$3,$4)",
+            "INSERT INTO backbone_applied (event_id, handler, attempt, pid, redelivered) "
+            "VALUES ($1, $2, $3, $4, $5)",
             event_id,
             name,
             delivery.attempt,
             os.getpid(),
+            delivery.redelivered,
         )
 
     return handle

@@ -82,6 +82,12 @@ async def test_worker_killed_mid_handler_is_redelivered_and_applied_once(
         assert await applied_counts(pool, "slow") == {}
         async with running(bb_settings, pool, make_registry(["slow"]), relays=0):
             await eventually(lambda: all_applied_once(pool, "slow", [event_id]))
+    # The broker marks the second delivery as a redelivery, and the worker passes that on
+    # (a handler with a prepare step looks it up in the inbox first because of it).
+    redelivered = await pool.fetchval(
+        "SELECT redelivered FROM backbone_applied WHERE event_id = $1", event_id
+    )
+    assert redelivered is True
 
 
 async def test_message_that_keeps_crashing_its_worker_ends_in_the_dead_letters(
