@@ -112,20 +112,18 @@ async def _step_figures(
 ) -> dict[str, Any]:
     ids = [uuid.UUID(i) for i, _ in result.ids]
     answered = dict(result.ids)
-    rows = await pool.fetch(
-        "SELECT order_id, event_type, min(extract(epoch FROM recorded_at)) AS at "
-        "FROM order_timeline WHERE order_id = ANY($1::uuid[]) "
-        "AND event_type IN ('payment.initiated', 'order.delivered') GROUP BY 1, 2",
-        ids,
-    )
+    rows = await _timelines(pool, ids)
+    firsts = {}
+    for r in reversed(rows):  # oldest last: the first of each (order, event) wins
+        if r["event_type"] in ("payment.initiated", "order.delivered"):
+            firsts[(r["order_id"], r["event_type"])] = float(r["at"])
     e2e: list[float] = []
     initiated: list[float] = []
-    for r in rows:
-        delta = float(r["at"]) - answered[str(r["order_id"])]
-        (e2e if r["event_type"] == "order.delivered" else initiated).append(max(delta, 0.0))
+    for (order_id, event_type), at in firsts.items():
+        delta = at - answered[str(order_id)]
+        (e2e if event_type == "order.delivered" else initiated).append(max(delta, 0.0))
     start = result.started_at + warmup_s
     end = start + result.duration_s
-    hops = await _hops(pool, ids)
     window = await pool.fetchrow(
         "SELECT (SELECT count(*) FROM order_timeline WHERE event_type IN "
         "        ('order.delivered', 'order.cancelled') "
@@ -142,7 +140,7 @@ async def _step_figures(
         "events_per_s": round(window["events"] / result.duration_s, 1),
         "e2e_ms": latency_ms(e2e),
         "payment_initiated_ms": latency_ms(initiated),
-        "hops_ms": hops,
+        "hops_ms": _hops(rows),
         "placement_ms": latency_ms(result.latencies_s),
         "errors": result.errors(),
         "max_lag_ms": round(result.max_lag_ms, 1),
@@ -151,18 +149,26 @@ async def _step_figures(
     }
 
 
-async def _hops(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> dict[str, dict[str, float]]:
+async def _timelines(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    """Every timeline row of these orders, oldest first per order, with its time (epoch s) and
+    the gap since the order's previous row."""
+    return list(
+        await pool.fetch(
+            "SELECT order_id, event_type, extract(epoch FROM recorded_at) AS at, "
+            "       extract(epoch FROM recorded_at - lag(recorded_at) OVER w) AS gap "
+            "FROM order_timeline WHERE order_id = ANY($1::uuid[]) "
+            "WINDOW w AS (PARTITION BY order_id ORDER BY id) ORDER BY order_id, id",
+            ids,
+        )
+    )
+
+
+def _hops(rows: list[asyncpg.Record]) -> dict[str, dict[str, float]]:
     """Per event type, the time from the order's previous event to this one.
 
     Timeline rows carry their transaction's start time, so a hop is the previous step's
     transaction, the relay, the broker and the wait for this step's transaction to begin.
     """
-    rows = await pool.fetch(
-        "SELECT event_type, extract(epoch FROM recorded_at - lag(recorded_at) OVER ("
-        "    PARTITION BY order_id ORDER BY id)) AS gap "
-        "FROM order_timeline WHERE order_id = ANY($1::uuid[])",
-        ids,
-    )
     gaps: dict[str, list[float]] = {}
     for r in rows:
         if r["gap"] is not None:

@@ -120,8 +120,8 @@ async def release(
 
 
 async def _lock_stock(uow: UnitOfWork, order_ids: list[uuid.UUID]) -> None:
-    """Every product on a batch's (locked) orders, in id order."""
-    await inventory.lock_products_of(uow.conn, order_ids)
+    """Every product on a batch's (locked) orders, in id order (release reads its own)."""
+    await inventory.lock_stock_of(uow.conn, order_ids)
 
 
 def handlers(cache: ProductCache | None = None) -> list[HandlerSpec]:

@@ -41,21 +41,6 @@ async def lock_stock_of(conn: asyncpg.Connection, order_ids: list[uuid.UUID]) ->
     return [Line(**dict(r)) for r in rows]
 
 
-async def lock_products_of(conn: asyncpg.Connection, order_ids: list[uuid.UUID]) -> None:
-    """Lock every product on these orders, in id order (a batch locks them all up front)."""
-    await conn.execute(
-        """
-        SELECT p.id FROM products p
-        WHERE p.id = ANY(ARRAY(
-            SELECT l.product_id FROM order_lines l WHERE l.order_id = ANY($1::uuid[])
-        ))
-        ORDER BY p.id
-        FOR NO KEY UPDATE
-        """,
-        order_ids,
-    )
-
-
 async def reserve(conn: asyncpg.Connection, lines: list[Line]) -> None:
     """Take the stock of these lines (of any orders; products locked) and record a 'reserve'
     movement for each, in one statement."""
