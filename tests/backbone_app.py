@@ -18,6 +18,7 @@ import asyncio
 import os
 import sys
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import asyncpg
@@ -34,6 +35,7 @@ from orderflow.service.registry import (
     HandleFn,
     HandlerSpec,
     PermanentError,
+    PrepareFn,
     Registry,
     TransientError,
 )
@@ -90,11 +92,37 @@ def make_handle(name: str) -> HandleFn:
     return handle
 
 
+def make_prepare(calls: Counter[uuid.UUID]) -> PrepareFn:
+    """A prepare step that counts its calls per event in ``calls`` and reads its behaviour
+    from the carrier too: ``call-slow:MS``, ``call-flaky:N`` (transient on the first N
+    attempts), ``call-none`` (nothing to do); anything else prepares at once."""
+
+    async def prepare(delivery: Delivery) -> object:
+        assert isinstance(delivery.event, OrderDelivered)
+        kind, _, arg = delivery.event.carrier.partition(":")
+        calls[delivery.envelope.event_id] += 1
+        if kind == "call-slow":
+            await asyncio.sleep(int(arg) / 1000)
+        elif kind == "call-flaky" and delivery.attempt <= int(arg):
+            raise TransientError(f"flaky call, attempt {delivery.attempt}")
+        elif kind == "call-none":
+            return None
+        return delivery.event.carrier
+
+    return prepare
+
+
 def make_registry(
-    names: list[str], event_types: tuple[str, ...] = (EVENT,), *, batch: bool = False
+    names: list[str],
+    event_types: tuple[str, ...] = (EVENT,),
+    *,
+    batch: bool = False,
+    prepare: PrepareFn | None = None,
 ) -> Registry:
     """Test handlers called ``names``, each subscribed to ``event_types``."""
-    return Registry(HandlerSpec(n, event_types, make_handle(n), batch=batch) for n in names)
+    return Registry(
+        HandlerSpec(n, event_types, make_handle(n), batch=batch, prepare=prepare) for n in names
+    )
 
 
 class StallingRelay(Relay):

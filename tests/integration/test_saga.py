@@ -15,7 +15,7 @@ from orderflow.adapters.redis.product_cache import RedisProductCache
 from orderflow.domain.errors import NotFound
 from orderflow.domain.events import HAPPY_PATH, Envelope, OrderPaid, OrderShipped, PaymentProcessed
 from orderflow.service.bootstrap import Deps, build_registry
-from orderflow.service.consumer import Outcome, apply, apply_batch
+from orderflow.service.consumer import Outcome, Prepared, apply, apply_batch, prepare
 from orderflow.service.expiry import expire_unpaid
 from orderflow.service.registry import Delivery, Registry
 from orderflow.settings import Settings
@@ -495,3 +495,30 @@ async def test_a_charge_whose_payment_was_settled_after_its_gateway_call_records
         assert uow.emitted == []
     assert await _money(pool, order["id"]) == {"charge": 400}
     assert await _processed(pool, order) == 1
+
+
+async def test_charges_share_one_transaction_and_a_copy_among_them_is_recorded_once(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
+) -> None:
+    # payments.charge is a batch handler: each delivery's gateway call runs on its own, then
+    # the batch records its charges in one transaction. A relay copy in the same batch was
+    # charged by the (idempotent) gateway twice, and is recorded once.
+    spec = registry.get("payments.charge")
+    assert spec.batch
+    first, delivery = await _payment_initiated(client, pool, registry, price=500)
+    second, other = await _payment_initiated(client, pool, registry, price=700)
+    batch = [delivery, other, delivery]
+    ready = [await prepare(pool, spec, d) for d in batch]
+    assert all(isinstance(r, Prepared) for r in ready)
+    outcomes = await apply_batch(pool, spec, batch, [r for r in ready if isinstance(r, Prepared)])
+    assert outcomes == [Outcome.APPLIED, Outcome.APPLIED, Outcome.DUPLICATE]
+    assert await _money(pool, first["id"]) == {"charge": 500}
+    assert await _money(pool, second["id"]) == {"charge": 700}
+    assert [await _processed(pool, o) for o in (first, second)] == [1, 1]
+    transactions = await pool.fetchval(
+        "SELECT count(DISTINCT xmin::text) FROM payment_transactions WHERE order_id = ANY($1)",
+        [uuid.UUID(first["id"]), uuid.UUID(second["id"])],
+    )
+    assert transactions == 1
+    # Its copy, delivered again later, finds the payment settled before any transaction.
+    assert await prepare(pool, spec, delivery) == Outcome.NOTHING_TO_DO

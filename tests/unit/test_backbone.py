@@ -127,7 +127,7 @@ async def _claim_nothing(*_: object) -> set[uuid.UUID]:
         ({"handle": _noop, "statement": _claim_nothing, "batch": True}, "either handle"),
         ({"statement": _claim_nothing}, "is a batch handler"),
         ({"statement": _claim_nothing, "batch": True, "lock_batch": _noop}, "its own locks"),
-        ({"handle": _noop, "batch": True, "prepare": _noop}, "prepare step"),
+        ({"statement": _claim_nothing, "batch": True, "prepare": _noop}, "no prepare step"),
         ({"handle": _noop, "prepare": _noop, "lock_batch": _noop}, "both feed handle"),
     ],
 )

@@ -43,13 +43,23 @@ class QueueSampler:
         # (wall time, ready messages in all work queues, unpublished outbox rows)
         self.samples: list[tuple[float, int, int]] = []
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     async def __aenter__(self) -> QueueSampler:
         self._task = asyncio.create_task(self._loop())
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        if self._task is not None:
+        # Stopped by an event, not by cancelling it: aio-pika may turn a cancellation in the
+        # middle of opening a channel into a channel error, which the loop suppresses, and the
+        # run then waited for the sampler for ever.
+        self._stop.set()
+        if self._task is None:
+            return
+        try:
+            async with asyncio.timeout(15):
+                await self._task
+        except TimeoutError:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -58,7 +68,7 @@ class QueueSampler:
         url = self.run.settings.rabbitmq_url.get_secret_value()
         connection = await aio_pika.connect_robust(url, timeout=10)
         try:
-            while True:
+            while not self._stop.is_set():
                 total = 0
                 for name in self.queues:
                     # A passive declare of a missing queue closes the channel: one per look.
@@ -70,7 +80,9 @@ class QueueSampler:
                     "SELECT count(*) FROM outbox WHERE published_at IS NULL"
                 )
                 self.samples.append((time.time(), total, int(backlog)))
-                await asyncio.sleep(1.0)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._stop.wait()
         finally:
             await connection.close()
 

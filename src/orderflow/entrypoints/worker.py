@@ -52,7 +52,7 @@ from orderflow.entrypoints.runtime import (
 from orderflow.observability import metrics
 from orderflow.service.batching import Coalescer
 from orderflow.service.bootstrap import Deps, build_registry, notification_sender
-from orderflow.service.consumer import apply, apply_batch
+from orderflow.service.consumer import Outcome, Prepared, apply, apply_batch, prepare
 from orderflow.service.expiry import expire_unpaid
 from orderflow.service.registry import Defer, Delivery, HandlerSpec, PermanentError, Registry
 from orderflow.settings import Settings
@@ -197,13 +197,18 @@ class Worker:
             handler=spec.name,
             attempt=attempt,
         ):
-            if unsettled is not None:
-                batcher = self._batchers.get(spec.name)
-                if batcher is None:
-                    batcher = self._batchers[spec.name] = _Batcher(self, spec, queues)
-                await batcher.submit(message, delivery, unsettled)
-            else:
+            if unsettled is None:
                 await self._apply(spec, queues, message, delivery)
+                return
+            prepared = None
+            if spec.prepare is not None:
+                prepared = await self._prepare(spec, queues, message, delivery)
+                if prepared is None:
+                    return
+            batcher = self._batchers.get(spec.name)
+            if batcher is None:
+                batcher = self._batchers[spec.name] = _Batcher(self, spec, queues)
+            await batcher.submit(_Waiting(message, delivery, unsettled, prepared))
 
     async def _apply(
         self,
@@ -211,26 +216,59 @@ class Worker:
         queues: HandlerQueues,
         message: AbstractIncomingMessage,
         delivery: Delivery,
+        prepared: Prepared | None = None,
     ) -> None:
         started = time.perf_counter()
         _observe_lag(spec, delivery)
         try:
-            outcome = await apply(self.pool, spec, delivery)
-        except Defer as defer:
-            await self._publish(
-                copy_message(message, headers={}, expiration_s=defer.delay_s or None),
-                queues.delay if defer.delay_s > 0 else queues.work,
-            )
-            await message.ack()
-            metrics.EVENTS_CONSUMED.labels(spec.name, "deferred").inc()
-            return
+            outcome = await apply(self.pool, spec, delivery, prepared)
         except Exception as exc:
-            await self._failed(spec, queues, message, delivery.attempt, exc)
+            await self._not_applied(spec, queues, message, delivery, exc)
             return
         finally:
             metrics.HANDLER_SECONDS.labels(spec.name).observe(time.perf_counter() - started)
         await message.ack()
         metrics.EVENTS_CONSUMED.labels(spec.name, outcome.value).inc()
+
+    async def _prepare(
+        self,
+        spec: HandlerSpec,
+        queues: HandlerQueues,
+        message: AbstractIncomingMessage,
+        delivery: Delivery,
+    ) -> Prepared | None:
+        """A batch handler's ``prepare`` for one delivery, in a slot of its own; None when
+        that settled the delivery (a duplicate, nothing to do, a failure)."""
+        try:
+            async with self.slots:
+                ready = await prepare(self.pool, spec, delivery)
+        except Exception as exc:
+            await self._not_applied(spec, queues, message, delivery, exc)
+            return None
+        if isinstance(ready, Outcome):
+            await message.ack()
+            metrics.EVENTS_CONSUMED.labels(spec.name, ready.value).inc()
+            return None
+        return ready
+
+    async def _not_applied(
+        self,
+        spec: HandlerSpec,
+        queues: HandlerQueues,
+        message: AbstractIncomingMessage,
+        delivery: Delivery,
+        exc: Exception,
+    ) -> None:
+        """Defer, retry or dead-letter a delivery whose handler raised ``exc``."""
+        if not isinstance(exc, Defer):
+            await self._failed(spec, queues, message, delivery.attempt, exc)
+            return
+        await self._publish(
+            copy_message(message, headers={}, expiration_s=exc.delay_s or None),
+            queues.delay if exc.delay_s > 0 else queues.work,
+        )
+        await message.ack()
+        metrics.EVENTS_CONSUMED.labels(spec.name, "deferred").inc()
 
     async def apply_batch(
         self, spec: HandlerSpec, queues: HandlerQueues, batch: list[_Waiting]
@@ -241,14 +279,21 @@ class Worker:
         for waiting in batch:
             _observe_lag(spec, waiting.delivery)
         try:
-            outcomes = await apply_batch(self.pool, spec, [w.delivery for w in batch])
+            outcomes = await apply_batch(
+                self.pool,
+                spec,
+                [w.delivery for w in batch],
+                None if spec.prepare is None else [w.prepared or Prepared(None) for w in batch],
+            )
         except Exception as exc:
             log.info("batch_failed_applying_one_by_one", size=len(batch), error=repr(exc))
             for waiting in batch:
                 with structlog.contextvars.bound_contextvars(
                     event_id=str(waiting.delivery.envelope.event_id)
                 ):
-                    await self._apply(spec, queues, waiting.message, waiting.delivery)
+                    await self._apply(
+                        spec, queues, waiting.message, waiting.delivery, waiting.prepared
+                    )
             return
         finally:
             metrics.HANDLER_SECONDS.labels(spec.name).observe(time.perf_counter() - started)
@@ -371,6 +416,7 @@ class _Waiting:
     message: AbstractIncomingMessage
     delivery: Delivery
     unsettled: _Unsettled
+    prepared: Prepared | None = None  # what the handler's prepare step gave this delivery
 
 
 class _Batcher:
@@ -390,11 +436,9 @@ class _Batcher:
             window_s=worker.settings.worker_batch_window_s,
         )
 
-    async def submit(
-        self, message: AbstractIncomingMessage, delivery: Delivery, unsettled: _Unsettled
-    ) -> None:
+    async def submit(self, waiting: _Waiting) -> None:
         """Add a delivery to the open batch and wait until its batch has been handled."""
-        await self._coalescer.submit(_Waiting(message, delivery, unsettled))
+        await self._coalescer.submit(waiting)
 
     async def _apply(self, batch: list[_Waiting]) -> list[None]:
         try:

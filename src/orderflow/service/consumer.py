@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import asyncpg
 
@@ -24,45 +26,75 @@ class Outcome(StrEnum):
     NOTHING_TO_DO = "nothing_to_do"  # ``prepare`` found no work: no transaction was opened
 
 
-async def apply(pool: asyncpg.Pool, spec: HandlerSpec, delivery: Delivery) -> Outcome:
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What a delivery's ``prepare`` step returned, for its ``handle``."""
+
+    value: Any
+
+
+async def prepare(pool: asyncpg.Pool, spec: HandlerSpec, delivery: Delivery) -> Outcome | Prepared:
+    """Run ``spec``'s ``prepare`` for ``delivery``, outside any transaction.
+
+    DUPLICATE for a retry or redelivery the inbox holds already, NOTHING_TO_DO when
+    ``prepare`` found no work (nothing is recorded: a redelivery asks again), else what
+    ``handle`` gets.
+    """
+    assert spec.prepare is not None
+    if delivery.is_repeat and await inbox.seen(pool, delivery.envelope.event_id, spec.name):
+        return Outcome.DUPLICATE
+    value = await spec.prepare(delivery)
+    return Outcome.NOTHING_TO_DO if value is None else Prepared(value)
+
+
+async def apply(
+    pool: asyncpg.Pool, spec: HandlerSpec, delivery: Delivery, prepared: Prepared | None = None
+) -> Outcome:
     """Run ``spec`` for ``delivery`` unless the inbox says it already ran; one transaction.
 
     The inbox row, the handler's writes and the events it emits commit together, so a crash at
     any point either leaves no trace (and the redelivery applies it) or leaves all of it (and
     the redelivery is recognised as a duplicate). A concurrent duplicate blocks on the inbox
-    key until the first commits, then sees it.
+    key until the first commits, then sees it. ``prepared``: the delivery's ``prepare`` ran
+    already (its batch failed and it is applied alone).
     """
     if spec.statement is not None:
         return (await apply_batch(pool, spec, [delivery]))[0]
     assert spec.handle is not None
-    prepared = None
-    if spec.prepare is not None:
-        if delivery.is_repeat and await inbox.seen(pool, delivery.envelope.event_id, spec.name):
-            return Outcome.DUPLICATE
-        prepared = await spec.prepare(delivery)
-        if prepared is None:
-            return Outcome.NOTHING_TO_DO
+    if spec.prepare is not None and prepared is None:
+        ready = await prepare(pool, spec, delivery)
+        if isinstance(ready, Outcome):
+            return ready
+        prepared = ready
     async with unit_of_work(pool) as uow:
         pair = (delivery.envelope.event_id, delivery.envelope.order_id)
         if not await _claim(uow, spec, [pair]):
             return Outcome.DUPLICATE
+        extra = prepared.value if prepared is not None else None
         if spec.lock_batch is not None and delivery.envelope.order_id is not None:
-            prepared = await spec.lock_batch(uow, [delivery.envelope.order_id])
-        await spec.handle(delivery, uow, prepared)
+            extra = await spec.lock_batch(uow, [delivery.envelope.order_id])
+        await spec.handle(delivery, uow, extra)
     return Outcome.APPLIED
 
 
 async def apply_batch(
-    pool: asyncpg.Pool, spec: HandlerSpec, deliveries: Sequence[Delivery]
+    pool: asyncpg.Pool,
+    spec: HandlerSpec,
+    deliveries: Sequence[Delivery],
+    prepared: Sequence[Prepared] | None = None,
 ) -> list[Outcome]:
     """Run ``spec`` for every delivery the inbox does not hold yet, all in one transaction.
 
     All or nothing: if the handler raises for any delivery, nothing of the batch is applied
     and the exception propagates (the worker then applies the deliveries one by one). A
     duplicate within the batch, or of an earlier delivery, is skipped as with ``apply``.
+    A handler with a ``prepare`` step gets ``prepared``, one per delivery: each delivery's
+    ``prepare`` ran on its own before (``prepare``), so that a slow one never holds up a batch.
     """
-    if spec.prepare is not None:
-        raise ValueError(f"handler {spec.name!r} has a prepare step and cannot be batched")
+    if (spec.prepare is None) != (prepared is None):
+        raise ValueError(f"handler {spec.name!r}: a prepare step needs prepared, one per delivery")
+    if prepared is not None and len(prepared) != len(deliveries):
+        raise ValueError(f"{len(deliveries)} deliveries, {len(prepared)} prepared")
     if spec.statement is not None:
         return _outcomes(deliveries, await spec.statement(pool, spec.name, deliveries))
     assert spec.handle is not None
@@ -75,9 +107,10 @@ async def apply_batch(
             if order_ids:
                 locked = await spec.lock_batch(uow, sorted(order_ids))
         outcomes = _outcomes(deliveries, fresh)
-        for delivery, outcome in zip(deliveries, outcomes, strict=True):
+        for i, (delivery, outcome) in enumerate(zip(deliveries, outcomes, strict=True)):
             if outcome is Outcome.APPLIED:
-                await spec.handle(delivery, uow, locked)
+                extra = prepared[i].value if prepared is not None else locked
+                await spec.handle(delivery, uow, extra)
     return outcomes
 
 

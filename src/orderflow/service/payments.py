@@ -230,6 +230,7 @@ def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -
             (ev.PaymentInitiated.TYPE,),
             record_charge,
             prepare=call_gateway,
+            batch=True,
             lock_orders=True,
         ),
         HandlerSpec(

@@ -15,8 +15,11 @@ nothing to do: no transaction is opened and nothing is recorded (a redelivery as
 
 A handler marked ``batch`` may be applied to several deliveries in one transaction (one inbox
 statement, one commit); if any of them fails, that transaction rolls back and each delivery
-is applied on its own, so a failure still touches only its own message. Only for handlers
-without ``prepare``. A batch handler that locks rows takes every lock before it runs, in one
+is applied on its own, so a failure still touches only its own message. A batch handler's
+``prepare`` runs for each delivery on its own, concurrently, as it arrives; a delivery joins
+a batch only once its ``prepare`` is done, so that a slow call to the outside world delays
+its own delivery and no other, and a ``prepare`` that fails retries only its own message. A
+batch handler that locks rows takes every lock before it runs, in one
 global order (orders by id, then products by id), so that batches (of any worker) cannot
 deadlock: ``lock_orders`` row-locks the batch's orders with the statement that claims them
 in the inbox, and ``lock_batch`` locks what else the handler will lock (products), for the
@@ -105,14 +108,14 @@ class HandlerSpec:
     statement: StatementFn | None = None
 
     def __post_init__(self) -> None:
-        if self.batch and self.prepare is not None:
-            raise ValueError(f"handler {self.name!r}: a batch handler cannot have a prepare step")
         if (self.handle is None) == (self.statement is None):
             raise ValueError(f"handler {self.name!r}: give either handle or statement")
         if self.statement is not None and not self.batch:
             raise ValueError(f"handler {self.name!r}: a statement handler is a batch handler")
         if self.lock_batch is not None and self.prepare is not None:
             raise ValueError(f"handler {self.name!r}: lock_batch and prepare both feed handle")
+        if self.statement is not None and self.prepare is not None:
+            raise ValueError(f"handler {self.name!r}: a statement has no prepare step")
         if self.statement is not None and (self.lock_batch or self.lock_orders):
             raise ValueError(f"handler {self.name!r}: a statement takes its own locks")
 

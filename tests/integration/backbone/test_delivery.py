@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 
 import aio_pika
 import asyncpg
@@ -22,7 +23,7 @@ from orderflow.entrypoints.dead_letters import process
 from orderflow.service.consumer import Outcome, apply_batch
 from orderflow.service.registry import Delivery, HandlerSpec, PermanentError
 from orderflow.settings import Settings
-from tests.backbone_app import EVENT, make_registry
+from tests.backbone_app import EVENT, make_prepare, make_registry
 from tests.integration.backbone.helpers import (
     all_applied_once,
     all_published,
@@ -282,6 +283,38 @@ async def test_a_batch_handler_shares_transactions_and_a_failure_stays_its_own(
     assert bug not in await applied_counts(pool, "alpha")
     [letter] = await process(batched, action="list")
     assert letter.message_id == str(bug)
+
+
+async def test_a_batch_handler_prepares_each_delivery_alone_and_batches_the_prepared(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    # A slow outside call delays only its own delivery; a failing one retries only its own
+    # message (nobody else is prepared twice); one with nothing to do is settled, unrecorded.
+    calls: Counter[uuid.UUID] = Counter()
+    batched = bb_settings.model_copy(update={"worker_batch_window_s": 0.05})
+    registry = make_registry(["alpha"], batch=True, prepare=make_prepare(calls))
+    names = Names.from_settings(batched)
+    async with running(batched, pool, registry):
+        [slow] = await emit(pool, ["call-slow:3000"])
+        [flaky] = await emit(pool, ["call-flaky:1"])
+        [idle] = await emit(pool, ["call-none"])
+        fast = await emit(pool, ["ok"] * 30)
+        await eventually(lambda: all_applied_once(pool, "alpha", [*fast, flaky]), timeout=2.5)
+        assert slow not in await applied_counts(pool, "alpha"), "applied before its call ended"
+        await eventually(lambda: all_applied_once(pool, "alpha", [slow]))
+        await eventually(lambda: _depth_is(batched, names.handler("alpha").work, 0))
+        largest = await pool.fetchval(
+            "SELECT max(n) FROM (SELECT count(*) AS n FROM backbone_applied GROUP BY txid) AS t"
+        )
+        assert largest > 1, "no two prepared deliveries were applied in one transaction"
+    assert idle not in await applied_counts(pool, "alpha")
+    assert calls[flaky] == 2
+    assert {calls[e] for e in [*fast, slow, idle]} == {1}
+    attempts = await pool.fetchval(
+        "SELECT attempt FROM backbone_applied WHERE event_id = $1", flaky
+    )
+    assert attempts == 2
+    assert await queue_depth(batched, names.dead_letters) == 0
 
 
 async def test_apply_batch_is_all_or_nothing_and_skips_duplicates(
