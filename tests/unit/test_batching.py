@@ -1,4 +1,5 @@
-"""Natural batching (``service.batching.Coalescer``): how batches form and how they end."""
+"""Natural batching (``service.batching``): how batches form and how they end, and the keyed
+reads built on it."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 
 import pytest
 
-from orderflow.service.batching import Coalescer
+from orderflow.service.batching import Coalescer, Lookup
 
 
 class Recorder:
@@ -90,3 +91,26 @@ async def test_a_window_lingers_for_a_fuller_batch() -> None:
 def test_a_batch_holds_at_least_one_item() -> None:
     with pytest.raises(ValueError):
         Coalescer(Recorder(), max_batch=0)
+
+
+async def test_reads_asked_together_are_one_fetch_and_reads_asked_later_the_next() -> None:
+    fetched: list[list[str]] = []
+    release = asyncio.Event()
+    table = {"a": 1, "b": 2}
+
+    async def fetch(keys: list[str]) -> dict[str, int]:
+        fetched.append(keys)
+        found = {k: table[k] for k in keys if k in table}  # its snapshot: when it began
+        await release.wait()
+        return found
+
+    lookup: Lookup[str, int] = Lookup(fetch, max_batch=8)
+    first = asyncio.ensure_future(lookup.get("a"))
+    while not fetched:  # until the first read is in flight, alone
+        await asyncio.sleep(0)
+    table["a"] = 10  # committed after the first read began, before the next ones were asked
+    later = [asyncio.ensure_future(lookup.get(k)) for k in ("a", "b", "a", "missing")]
+    release.set()
+    assert await first == 1
+    assert await asyncio.gather(*later) == [10, 2, 10, None]
+    assert fetched == [["a"], ["a", "b", "missing"]]

@@ -3,8 +3,8 @@
 One batch is in flight at a time. An idle coalescer applies a submission at once (alone, so
 no latency is added); a busy one gathers whatever arrives meanwhile, up to ``max_batch``, and
 applies it with one call. The batch size follows the load by itself, with no timer. The saga
-handlers' deliveries (ADR 0009) and the API's order placements (ADR 0010) are batched this
-way.
+handlers' deliveries (ADR 0009), the API's order placements (ADR 0010) and the reads of the
+saga's ``prepare`` steps (``Lookup``) are batched this way.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class Coalescer(Generic[T, R]):
@@ -99,3 +101,26 @@ class Coalescer(Generic[T, R]):
                     done.cancel()
             self._running = False
             self._start()
+
+
+class Lookup(Generic[K, V]):
+    """Reads by key that arrive together are answered by one ``fetch`` of all their keys.
+
+    ``fetch`` gets distinct keys and returns what it found by key; a key it did not find
+    reads as None. Each read starts after it was asked for, so it sees whatever was committed
+    before: a read waiting for the batch in flight is part of the next one.
+    """
+
+    def __init__(
+        self, fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]], *, max_batch: int
+    ) -> None:
+        self._fetch = fetch
+        self._coalescer: Coalescer[K, V | None] = Coalescer(self._apply, max_batch=max_batch)
+
+    async def get(self, key: K) -> V | None:
+        """The value of ``key``, or None."""
+        return await self._coalescer.submit(key)
+
+    async def _apply(self, keys: list[K]) -> list[V | None]:
+        found = await self._fetch(list(dict.fromkeys(keys)))
+        return [found.get(key) for key in keys]

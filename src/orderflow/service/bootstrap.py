@@ -51,7 +51,12 @@ def build_registry(deps: Deps) -> Registry:
     settings = deps.settings
     gateway = deps.gateway or simulated_gateway(settings)
     specs = [
-        *payments.handlers(deps.pool, gateway, timeout_s=settings.payment_timeout_s),
+        *payments.handlers(
+            deps.pool,
+            gateway,
+            timeout_s=settings.payment_timeout_s,
+            read_batch_max=settings.worker_batch_max,
+        ),
         *inventory.handlers(deps.cache),
         *notifications.handlers(deps.sender),
     ]

@@ -7,12 +7,13 @@ import uuid
 
 import asyncpg
 
-from orderflow.adapters.postgres import payments
+from orderflow.adapters.postgres import orders, payments
 from orderflow.adapters.postgres.uow import UnitOfWork
 from orderflow.domain import events as ev
 from orderflow.domain.idempotency import IdempotentRequest
 from orderflow.domain.model import Order
 from orderflow.domain.orders import OrderStatus as S
+from orderflow.service.batching import Lookup
 from orderflow.service.ports import ChargeResult, PaymentGateway
 from orderflow.service.registry import Delivery, HandlerSpec, PermanentError, TransientError
 from orderflow.service.transitions import (
@@ -78,9 +79,22 @@ async def pay_order(
     )
 
 
-def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -> list[HandlerSpec]:
+def handlers(
+    pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float, read_batch_max: int = 256
+) -> list[HandlerSpec]:
     """The payment handlers, bound to ``gateway``; ``pool`` serves their reads before a
-    transaction opens."""
+    transaction opens. Those reads are batched: the prepare steps of many deliveries run at
+    once under load, and each read of a payment or an order's status would otherwise be a
+    round trip of its own (``Lookup``)."""
+
+    async def fetch_payments(ids: list[uuid.UUID]) -> dict[uuid.UUID, payments.Payment]:
+        return await payments.get_many(pool, ids)
+
+    async def fetch_statuses(ids: list[uuid.UUID]) -> dict[uuid.UUID, S]:
+        return await orders.statuses(pool, ids)
+
+    payment_of = Lookup(fetch_payments, max_batch=read_batch_max)
+    status_of = Lookup(fetch_statuses, max_batch=read_batch_max)
 
     async def initiate(d: Delivery, uow: UnitOfWork, _: object) -> None:
         """order.created: charge the payment method the order came with."""
@@ -94,7 +108,7 @@ def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -
         """Outside any transaction: ask the gateway, with a timeout, idempotently."""
         event = d.event
         assert isinstance(event, ev.PaymentInitiated)
-        payment = await payments.get(pool, event.payment_id)
+        payment = await payment_of.get(event.payment_id)
         if payment is None or payment.status != "pending":
             return None
         try:
@@ -172,8 +186,7 @@ def handlers(pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float) -
     async def call_refund(d: Delivery) -> tuple[uuid.UUID, str] | None:
         """Outside any transaction: refund a cancelled order's capture, idempotently."""
         assert d.envelope.order_id is not None
-        status = await pool.fetchval("SELECT status FROM orders WHERE id = $1", d.envelope.order_id)
-        if status != S.CANCELLED.value:
+        if await status_of.get(d.envelope.order_id) is not S.CANCELLED:
             return None
         payment = await payments.captured(pool, d.envelope.order_id)
         if payment is None or payment.gateway_reference is None:

@@ -66,6 +66,14 @@ async def get(
     return Payment(**dict(row)) if row else None
 
 
+async def get_many(
+    conn: asyncpg.Connection | asyncpg.Pool, payment_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, Payment]:
+    """The payments of these ids that exist, by id."""
+    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM payments WHERE id = ANY($1)", payment_ids)
+    return {row["id"]: Payment(**dict(row)) for row in rows}
+
+
 async def captured(
     conn: asyncpg.Connection | asyncpg.Pool, order_id: uuid.UUID, *, lock: bool = False
 ) -> Payment | None:
