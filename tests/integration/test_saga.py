@@ -17,7 +17,7 @@ from orderflow.domain.events import HAPPY_PATH, Envelope, OrderPaid, OrderShippe
 from orderflow.service.bootstrap import Deps, build_registry
 from orderflow.service.consumer import Outcome, Prepared, apply, apply_batch, prepare
 from orderflow.service.expiry import expire_unpaid
-from orderflow.service.registry import Delivery, Registry
+from orderflow.service.registry import Delivery, PermanentError, Registry
 from orderflow.settings import Settings
 from tests.factories import make_customer, make_product, place_order
 from tests.pump import pump
@@ -522,3 +522,62 @@ async def test_charges_share_one_transaction_and_a_copy_among_them_is_recorded_o
     assert transactions == 1
     # Its copy, delivered again later, finds the payment settled before any transaction.
     assert await prepare(pool, spec, delivery) == Outcome.NOTHING_TO_DO
+
+
+async def test_new_orders_of_one_batch_get_their_payments_with_one_statement_once(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
+) -> None:
+    # payments.initiate registers the payments of a batch's new orders with one statement,
+    # after its claim locked them (lock_batch); a copy in the batch registers nothing more.
+    spec = registry.get("payments.initiate")
+    assert spec.batch
+    assert spec.lock_batch is not None
+    product = await make_product(client, price=250)
+    customer = await make_customer(client)
+    ids = []
+    for quantity in (1, 2):
+        placed = await place_order(
+            client, customer_id=customer["id"], lines=[(product["id"], quantity)]
+        )
+        ids.append(uuid.UUID(placed["id"]))
+
+    async def created(order_id: uuid.UUID) -> Delivery:
+        row = await pool.fetchrow(
+            "SELECT envelope FROM outbox WHERE order_id = $1 AND event_type = 'order.created'",
+            order_id,
+        )
+        envelope = Envelope.model_validate(row["envelope"])
+        return Delivery(envelope=envelope, event=envelope.event())
+
+    a, b = await created(ids[0]), await created(ids[1])
+    # An order whose payment method went missing fails the whole batch: nothing stays.
+    await pool.execute("UPDATE orders SET payment_token = NULL WHERE id = $1", ids[1])
+    with pytest.raises(PermanentError):
+        await apply_batch(pool, spec, [a, b])
+    assert await pool.fetchval("SELECT count(*) FROM payments WHERE order_id = ANY($1)", ids) == 0
+    await pool.execute("UPDATE orders SET payment_token = 'pm_approve' WHERE id = $1", ids[1])
+    assert await apply_batch(pool, spec, [b, a, b]) == [
+        Outcome.APPLIED,
+        Outcome.APPLIED,
+        Outcome.DUPLICATE,
+    ]
+    payments = await pool.fetch(
+        "SELECT id, order_id, attempt, amount, status, xmin::text AS tx FROM payments "
+        "WHERE order_id = ANY($1)",
+        ids,
+    )
+    assert sorted((p["order_id"], p["attempt"], p["amount"], p["status"]) for p in payments) == (
+        sorted([(ids[0], 1, 250, "pending"), (ids[1], 1, 500, "pending")])
+    )
+    assert len({p["tx"] for p in payments}) == 1
+    initiated = await pool.fetch(
+        "SELECT order_id, envelope FROM outbox WHERE order_id = ANY($1) "
+        "AND event_type = 'payment.initiated'",
+        ids,
+    )
+    by_order = {p["order_id"]: p["id"] for p in payments}
+    assert sorted(
+        (r["order_id"], uuid.UUID(r["envelope"]["payload"]["payment_id"])) for r in initiated
+    ) == sorted(by_order.items())
+    statuses = await pool.fetch("SELECT status FROM orders WHERE id = ANY($1)", ids)
+    assert {r["status"] for r in statuses} == {"payment_pending"}

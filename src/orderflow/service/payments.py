@@ -50,6 +50,19 @@ async def start_payment(
     payment = await payments.insert(
         uow.conn, order_id=order.id, token=token, amount=order.total, currency=order.currency
     )
+    announce_payment(uow, order, payment, actor=actor, cause=cause)
+
+
+def announce_payment(
+    uow: UnitOfWork,
+    order: Order,
+    payment: payments.Payment | None,
+    *,
+    actor: str,
+    cause: ev.Envelope | None = None,
+) -> None:
+    """Move a locked order to payment_pending with ``payment.initiated`` for the payment
+    attempt just registered (None: it has no payment method, a permanent error)."""
     if payment is None:
         raise PermanentError(f"order {order.id} has no payment method")
     initiated = ev.PaymentInitiated(
@@ -96,13 +109,20 @@ def handlers(
     payment_of = Lookup(fetch_payments, max_batch=read_batch_max)
     status_of = Lookup(fetch_statuses, max_batch=read_batch_max)
 
-    async def initiate(d: Delivery, uow: UnitOfWork, _: object) -> None:
+    async def open_payments(uow: UnitOfWork, order_ids: list[uuid.UUID]) -> object:
+        """A batch's orders are locked by its claim: register a payment for each one still
+        created, charged to the payment method it came with, all with one statement."""
+        created = [o for o in order_ids if o in uow.locked and uow.locked[o].status is S.CREATED]
+        return await payments.insert_for(uow.conn, created) if created else {}
+
+    async def initiate(d: Delivery, uow: UnitOfWork, opened: object) -> None:
         """order.created: charge the payment method the order came with."""
         assert d.envelope.order_id is not None
+        assert isinstance(opened, dict)  # from open_payments
         order = await lock_order(uow, d.envelope.order_id)
         if order.status is not S.CREATED:  # no payment method, or cancelled meanwhile
             return
-        await start_payment(uow, order, token=None, actor=ACTOR, cause=d.envelope)
+        announce_payment(uow, order, opened.get(order.id), actor=ACTOR, cause=d.envelope)
 
     async def call_gateway(d: Delivery) -> tuple[payments.Payment, ChargeResult] | None:
         """Outside any transaction: ask the gateway, with a timeout, idempotently."""
@@ -237,6 +257,7 @@ def handlers(
             initiate,
             batch=True,
             lock_orders=True,
+            lock_batch=open_payments,
         ),
         HandlerSpec(
             "payments.charge",

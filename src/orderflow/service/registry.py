@@ -24,7 +24,8 @@ global order (orders by id, then products by id), so that batches (of any worker
 deadlock: ``lock_orders`` row-locks the batch's orders with the statement that claims them
 in the inbox, and ``lock_batch`` locks what else the handler will lock (products), for the
 batch's orders at once, or for the one order of a delivery applied alone; what it returns
-(the locked stock) is the third argument of ``handle``. A handler
+is the third argument of ``handle``. It may also do the batch's work that one statement can
+do for all its orders (read their stock, register their payments). A handler
 applied one delivery at a time may declare ``lock_orders`` too: its claim then locks the
 order the same way, a round trip fewer.
 
@@ -86,8 +87,8 @@ class Delivery:
 
 HandleFn = Callable[[Delivery, UnitOfWork, Any], Awaitable[None]]
 PrepareFn = Callable[[Delivery], Awaitable[Any]]
-# Locks what else a batch handler will lock for these orders, after them (see above); what it
-# returns is handed to ``handle`` in place of a ``prepare`` result.
+# Locks what else a batch handler will lock for these orders, after them, and may do the
+# batch's set-based work (see above); what it returns is handed to ``handle``.
 LockBatchFn = Callable[[UnitOfWork, list[uuid.UUID]], Awaitable[Any]]
 # Claims (in the inbox of the named handler) and applies deliveries in one statement; returns
 # the event ids it claimed: the others were applied before.

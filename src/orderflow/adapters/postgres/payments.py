@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -54,6 +55,29 @@ async def insert(
         currency,
     )
     return Payment(**dict(row)) if row else None
+
+
+async def insert_for(
+    conn: asyncpg.Connection, order_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Payment]:
+    """Register the next payment attempt of each of these orders (locked by the caller) for
+    its total, charged to the payment method stored on it, in one statement; by order id.
+    An order without a payment method gets none."""
+    records = await conn.fetch(
+        f"""
+        INSERT INTO payments (id, order_id, attempt, payment_token, amount, currency, status)
+        SELECT n.id, o.id,
+               (SELECT coalesce(max(p.attempt), 0) + 1 FROM payments p WHERE p.order_id = o.id),
+               o.payment_token, o.total, o.currency, 'pending'
+        FROM unnest($1::uuid[], $2::uuid[]) AS n(id, order_id)
+        JOIN orders o ON o.id = n.order_id AND o.id = ANY($2::uuid[])  -- the primary key
+        WHERE o.payment_token IS NOT NULL
+        RETURNING {_COLUMNS}
+        """,
+        [uuid.uuid4() for _ in order_ids],
+        list(order_ids),
+    )
+    return {row["order_id"]: Payment(**dict(row)) for row in records}
 
 
 async def get(
