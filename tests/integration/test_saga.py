@@ -14,6 +14,7 @@ from orderflow.adapters.postgres.uow import unit_of_work
 from orderflow.adapters.redis.product_cache import RedisProductCache
 from orderflow.domain.errors import NotFound
 from orderflow.domain.events import HAPPY_PATH, Envelope, OrderPaid, OrderShipped, PaymentProcessed
+from orderflow.service import inventory
 from orderflow.service.bootstrap import Deps, build_registry
 from orderflow.service.consumer import Outcome, Prepared, apply, apply_batch, prepare
 from orderflow.service.expiry import expire_unpaid
@@ -581,3 +582,41 @@ async def test_new_orders_of_one_batch_get_their_payments_with_one_statement_onc
     ) == sorted(by_order.items())
     statuses = await pool.fetch("SELECT status FROM orders WHERE id = ANY($1)", ids)
     assert {r["status"] for r in statuses} == {"payment_pending"}
+
+
+class _CountingCache(RedisProductCache):
+    """The real Redis product cache, counting its invalidation round trips."""
+
+    invalidations: list[tuple[uuid.UUID, ...]]
+
+    async def invalidate(self, *product_ids: uuid.UUID) -> None:
+        self.invalidations.append(product_ids)
+        await super().invalidate(*product_ids)
+
+
+async def test_a_reservation_batch_drops_all_its_products_from_the_cache_in_one_round_trip(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, product_cache: RedisProductCache
+) -> None:
+    cache = _CountingCache(product_cache._link, ttl_s=60)
+    cache.invalidations = []
+    [spec, _] = inventory.handlers(cache)
+    assert spec.name == "inventory.reserve"
+    products = [await make_product(client, stock=5) for _ in range(3)]
+    for product in products:
+        assert await _stock(client, product) == 5  # cached now
+    customer = await make_customer(client)
+    deliveries = []
+    for lines in ([(products[0]["id"], 1), (products[1]["id"], 2)], [(products[2]["id"], 3)]):
+        order = await place_order(client, customer_id=customer["id"], lines=lines)
+        order_id = uuid.UUID(order["id"])
+        await pool.execute("UPDATE orders SET status = 'paid' WHERE id = $1", order_id)
+        envelope = Envelope.wrap(
+            OrderPaid(payment_id=uuid.uuid4(), amount=order["total"], currency=order["currency"]),
+            order_id=order_id,
+        )
+        deliveries.append(Delivery(envelope=envelope, event=envelope.event()))
+    assert await apply_batch(pool, spec, deliveries) == [Outcome.APPLIED] * 2
+    assert [sorted(call) for call in cache.invalidations] == [
+        sorted(uuid.UUID(p["id"]) for p in products)
+    ]
+    assert [await _stock(client, p) for p in products] == [4, 3, 2]

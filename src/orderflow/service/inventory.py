@@ -35,7 +35,8 @@ class Stock:
     """The locked stock of a reservation batch's products, and what the batch has taken.
 
     Each order is checked against what the orders before it in the batch left; the batch's
-    reservations are written by one statement, before its events (``UnitOfWork.before_flush``).
+    reservations are written by one statement, before its events (``UnitOfWork.before_flush``),
+    and its products dropped from the cache with one round trip once it has committed.
     """
 
     def __init__(self, lines: list[inventory.Line]) -> None:
@@ -44,6 +45,7 @@ class Stock:
         for line in lines:
             self.lines.setdefault(line.order_id, []).append(line)
         self.taken: list[inventory.Line] = []
+        self.changed: set[uuid.UUID] = set()  # products whose stock the batch moved
 
     def wants(self, order_id: uuid.UUID) -> list[inventory.Line]:
         """The order's lines, each with the stock still available to it."""
@@ -56,6 +58,7 @@ class Stock:
         """Reserve these lines (checked against ``wants``)."""
         for line in lines:
             self.available[line.product_id] -= line.requested
+            self.changed.add(line.product_id)
         self.taken += lines
 
     async def write(self, uow: UnitOfWork) -> None:
@@ -64,16 +67,23 @@ class Stock:
             self.taken = []
 
 
-async def _lock_stock_to_reserve(uow: UnitOfWork, order_ids: list[uuid.UUID]) -> Stock:
+async def _lock_stock_to_reserve(
+    uow: UnitOfWork, order_ids: list[uuid.UUID], *, cache: ProductCache | None = None
+) -> Stock:
     """Every product on a batch's (locked) orders, locked in id order, with its stock."""
     stock = Stock(await inventory.lock_stock_of(uow.conn, order_ids))
     uow.before_flush(partial(stock.write, uow))
+    if cache is not None:
+
+        async def forget() -> None:
+            if stock.changed:
+                await cache.invalidate(*sorted(stock.changed))
+
+        uow.after_commit(forget)
     return stock
 
 
-async def reserve(
-    d: Delivery, uow: UnitOfWork, stock: object, *, cache: ProductCache | None = None
-) -> None:
+async def reserve(d: Delivery, uow: UnitOfWork, stock: object) -> None:
     """order.paid: reserve all lines or none; a shortage cancels the order (then refunded)."""
     assert d.envelope.order_id is not None
     assert isinstance(stock, Stock)  # from _lock_stock_to_reserve
@@ -95,7 +105,6 @@ async def reserve(
         advance(uow, order, cancelled, actor=ACTOR, cause=d.envelope, cancel_reason=reason)
         return
     stock.take(wants)
-    _forget_stock(uow, cache, [w.product_id for w in wants])
     checked = ev.InventoryChecked(
         reservations=[ev.Reservation(product_id=w.product_id, quantity=w.requested) for w in wants]
     )
@@ -130,10 +139,10 @@ def handlers(cache: ProductCache | None = None) -> list[HandlerSpec]:
         HandlerSpec(
             "inventory.reserve",
             (ev.OrderPaid.TYPE,),
-            partial(reserve, cache=cache),
+            reserve,
             batch=True,
             lock_orders=True,
-            lock_batch=_lock_stock_to_reserve,
+            lock_batch=partial(_lock_stock_to_reserve, cache=cache),
         ),
         HandlerSpec(
             "compensation.release",
