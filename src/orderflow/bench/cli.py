@@ -188,9 +188,9 @@ Rates = Annotated[str, typer.Option(help="offered orders/s per step, comma-separ
 
 
 # The suite's lifecycle steps: from a rate this 2-core machine sustains up to the target and
-# beyond, close enough together to place the knee within 25-50 %; stepping stops after the
+# beyond, close enough together to place the knee within 20-50 %; stepping stops after the
 # first step past the knee.
-SUITE_RATES = [25.0, 50.0, 75.0, 100.0, 150.0, 200.0, 250.0, 300.0, 400.0]
+SUITE_RATES = [25.0, 50.0, 75.0, 100.0, 125.0, 150.0, 200.0, 250.0, 300.0, 400.0]
 
 
 def _rates(text: str) -> list[float]:
