@@ -197,6 +197,9 @@ async def test_cancel_at_each_cancellable_state_compensates(
     assert await _stock(client, product) == 3
     if status == "payment_pending":  # the charge in flight lands after the cancel: refunded
         assert money == {"charge": 400, "refund": 400}
+        events = [e["event"] for e in done["timeline"]]
+        assert "payment.processed" not in events
+        assert events[-2:] == ["payment.processed_after_cancel", "payment.refunded"]
 
 
 async def _step_until(
@@ -620,3 +623,15 @@ async def test_a_reservation_batch_drops_all_its_products_from_the_cache_in_one_
         sorted(uuid.UUID(p["id"]) for p in products)
     ]
     assert [await _stock(client, p) for p in products] == [4, 3, 2]
+
+
+def test_only_a_capture_on_a_cancelled_order_reaches_compensation(registry: Registry) -> None:
+    # Every order's capture used to be delivered to compensation.refund too, to find the rare
+    # one on a cancelled order: a delivery per order for nothing. That capture has its own
+    # event now, and payment.processed goes to the step that marks the order paid alone.
+    assert [s.name for s in registry.subscribers("payment.processed")] == ["orders.mark_paid"]
+    assert [s.name for s in registry.subscribers("payment.processed_after_cancel")] == [
+        "compensation.refund"
+    ]
+    deliveries = sum(len(registry.subscribers(event)) for event in HAPPY_PATH)
+    assert deliveries == 13

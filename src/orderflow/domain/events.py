@@ -56,14 +56,23 @@ class PaymentInitiated(Event):
     currency: str
 
 
-class PaymentProcessed(Event):
-    """The gateway captured the charge."""
-
-    TYPE = "payment.processed"
+class _Capture(Event):
     payment_id: uuid.UUID
     amount: int = Field(ge=0)
     currency: str
     gateway_reference: str
+
+
+class PaymentProcessed(_Capture):
+    """The gateway captured the charge."""
+
+    TYPE = "payment.processed"
+
+
+class PaymentProcessedAfterCancel(_Capture):
+    """The gateway captured the charge of an order cancelled meanwhile; it is refunded."""
+
+    TYPE = "payment.processed_after_cancel"
 
 
 class PaymentFailed(Event):
@@ -165,6 +174,7 @@ EVENT_TYPES: Final[dict[str, type[Event]]] = {
         OrderPlaced,
         PaymentInitiated,
         PaymentProcessed,
+        PaymentProcessedAfterCancel,
         PaymentFailed,
         OrderPaid,
         InventoryChecked,

@@ -44,7 +44,13 @@ class Check(StrEnum):
 
 # Timeline events that record something without moving the order.
 INFORMATIONAL: frozenset[str] = frozenset(
-    {"payment.processed", "inventory.insufficient", "payment.refunded", "inventory.released"}
+    {
+        "payment.processed",
+        "payment.processed_after_cancel",
+        "inventory.insufficient",
+        "payment.refunded",
+        "inventory.released",
+    }
 )
 # Events an order can see at most once: a second one means a handler applied its event twice.
 ONCE_PER_ORDER: frozenset[str] = INFORMATIONAL | {

@@ -120,7 +120,7 @@ def handlers(sender: NotificationSender) -> list[HandlerSpec]:
     name, types = "notifications.send", tuple(RECIPIENTS)
     if sender.local:
         # One statement per batch: notifications of different events never contend, and
-        # they are 6 of the 14 deliveries of a delivered order. A local sender (the log)
+        # they are 6 of the 13 deliveries of a delivered order. A local sender (the log)
         # sends once the record is committed.
         return [HandlerSpec(name, types, None, batch=True, statement=notify)]
     # A remote sender (a webhook) is called before the transaction opens, as the payment

@@ -166,13 +166,20 @@ def handlers(
                 reference=result.reference,
             ):
                 return
-            processed = ev.PaymentProcessed(
+            # The order is locked: a cancellation after this commit finds the capture (and
+            # refunds it on order.cancelled); one before it gets its own event, the only
+            # payment event compensation.refund listens to besides order.cancelled.
+            capture = (
+                ev.PaymentProcessedAfterCancel
+                if order.status is S.CANCELLED
+                else ev.PaymentProcessed
+            )
+            processed = capture(
                 payment_id=payment.id,
                 amount=payment.amount,
                 currency=payment.currency,
                 gateway_reference=result.reference,
             )
-            # On a cancelled order this still lands on the timeline; compensation refunds it.
             annotate(uow, order, processed, actor=ACTOR, cause=d.envelope)
             return
         if not await payments.settle(
@@ -224,7 +231,8 @@ def handlers(
         return payment.id, ref
 
     async def record_refund(d: Delivery, uow: UnitOfWork, result: object) -> None:
-        """order.cancelled / payment.processed: record the refund of a cancelled order."""
+        """order.cancelled / payment.processed_after_cancel: record the refund of a
+        cancelled order."""
         if not isinstance(result, tuple):
             return
         payment_id: uuid.UUID = result[0]
@@ -276,7 +284,7 @@ def handlers(
         ),
         HandlerSpec(
             "compensation.refund",
-            (ev.OrderCancelled.TYPE, ev.PaymentProcessed.TYPE),
+            (ev.OrderCancelled.TYPE, ev.PaymentProcessedAfterCancel.TYPE),
             record_refund,
             prepare=call_refund,
             lock_orders=True,
