@@ -202,6 +202,21 @@ async def test_cancel_at_each_cancellable_state_compensates(
         assert events[-2:] == ["payment.processed_after_cancel", "payment.refunded"]
 
 
+async def _paid(
+    client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    customer: dict[str, Any],
+    lines: list[tuple[str, int]],
+) -> Delivery:
+    """A new order of ``customer`` set to paid, and its order.paid as a delivery."""
+    order = await place_order(client, customer_id=customer["id"], lines=lines)
+    order_id = uuid.UUID(order["id"])
+    await pool.execute("UPDATE orders SET status = 'paid' WHERE id = $1", order_id)
+    paid = OrderPaid(payment_id=uuid.uuid4(), amount=order["total"], currency=order["currency"])
+    envelope = Envelope.wrap(paid, order_id=order_id)
+    return Delivery(envelope=envelope, event=envelope.event())
+
+
 async def _step_until(
     pool: asyncpg.Pool, registry: Registry, order_id: uuid.UUID, status: str
 ) -> None:
@@ -297,15 +312,7 @@ async def test_reservation_batches_lock_stock_in_one_order_and_cannot_deadlock(
     customer = await make_customer(client)
 
     async def paid(product: dict[str, Any]) -> Delivery:
-        order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
-        await pool.execute(
-            "UPDATE orders SET status = 'paid' WHERE id = $1", uuid.UUID(order["id"])
-        )
-        envelope = Envelope.wrap(
-            OrderPaid(payment_id=uuid.uuid4(), amount=order["total"], currency=order["currency"]),
-            order_id=uuid.UUID(order["id"]),
-        )
-        return Delivery(envelope=envelope, event=envelope.event())
+        return await _paid(client, pool, customer, [(product["id"], 1)])
 
     for _ in range(3):
         first = [await paid(a), await paid(b)]
@@ -325,18 +332,10 @@ async def test_one_reservation_batch_with_two_orders_for_the_last_unit_reserves_
     spec = registry.get("inventory.reserve")
     last, plenty = await make_product(client, stock=1), await make_product(client, stock=10)
     customer = await make_customer(client)
-    deliveries, order_ids = [], []
-    for _ in range(2):
-        order = await place_order(
-            client, customer_id=customer["id"], lines=[(plenty["id"], 2), (last["id"], 1)]
-        )
-        order_ids.append(uuid.UUID(order["id"]))
-        await pool.execute("UPDATE orders SET status = 'paid' WHERE id = $1", order_ids[-1])
-        envelope = Envelope.wrap(
-            OrderPaid(payment_id=uuid.uuid4(), amount=order["total"], currency=order["currency"]),
-            order_id=order_ids[-1],
-        )
-        deliveries.append(Delivery(envelope=envelope, event=envelope.event()))
+    deliveries = [
+        await _paid(client, pool, customer, [(plenty["id"], 2), (last["id"], 1)]) for _ in range(2)
+    ]
+    order_ids = [d.envelope.order_id for d in deliveries]
     assert await apply_batch(pool, spec, deliveries) == [Outcome.APPLIED] * 2
     statuses = [
         await pool.fetchval("SELECT status FROM orders WHERE id = $1", i) for i in order_ids
@@ -608,16 +607,10 @@ async def test_a_reservation_batch_drops_all_its_products_from_the_cache_in_one_
     for product in products:
         assert await _stock(client, product) == 5  # cached now
     customer = await make_customer(client)
-    deliveries = []
-    for lines in ([(products[0]["id"], 1), (products[1]["id"], 2)], [(products[2]["id"], 3)]):
-        order = await place_order(client, customer_id=customer["id"], lines=lines)
-        order_id = uuid.UUID(order["id"])
-        await pool.execute("UPDATE orders SET status = 'paid' WHERE id = $1", order_id)
-        envelope = Envelope.wrap(
-            OrderPaid(payment_id=uuid.uuid4(), amount=order["total"], currency=order["currency"]),
-            order_id=order_id,
-        )
-        deliveries.append(Delivery(envelope=envelope, event=envelope.event()))
+    deliveries = [
+        await _paid(client, pool, customer, lines)
+        for lines in ([(products[0]["id"], 1), (products[1]["id"], 2)], [(products[2]["id"], 3)])
+    ]
     assert await apply_batch(pool, spec, deliveries) == [Outcome.APPLIED] * 2
     assert [sorted(call) for call in cache.invalidations] == [
         sorted(uuid.UUID(p["id"]) for p in products)

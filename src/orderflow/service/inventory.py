@@ -21,7 +21,8 @@ ACTOR = "inventory"
 def _forget_stock(
     uow: UnitOfWork, cache: ProductCache | None, product_ids: list[uuid.UUID]
 ) -> None:
-    """Cached products show stock: drop the changed ones once the change has committed."""
+    """Cached products show stock: drop the changed ones once the change has committed, with
+    one round trip."""
     if cache is None or not product_ids:
         return
 
@@ -36,7 +37,7 @@ class Stock:
 
     Each order is checked against what the orders before it in the batch left; the batch's
     reservations are written by one statement, before its events (``UnitOfWork.before_flush``),
-    and its products dropped from the cache with one round trip once it has committed.
+    and its products dropped from the cache together once it has committed.
     """
 
     def __init__(self, lines: list[inventory.Line]) -> None:
@@ -45,7 +46,6 @@ class Stock:
         for line in lines:
             self.lines.setdefault(line.order_id, []).append(line)
         self.taken: list[inventory.Line] = []
-        self.changed: set[uuid.UUID] = set()  # products whose stock the batch moved
 
     def wants(self, order_id: uuid.UUID) -> list[inventory.Line]:
         """The order's lines, each with the stock still available to it."""
@@ -58,13 +58,12 @@ class Stock:
         """Reserve these lines (checked against ``wants``)."""
         for line in lines:
             self.available[line.product_id] -= line.requested
-            self.changed.add(line.product_id)
         self.taken += lines
 
-    async def write(self, uow: UnitOfWork) -> None:
+    async def write(self, uow: UnitOfWork, cache: ProductCache | None) -> None:
         if self.taken:
             await inventory.reserve(uow.conn, self.taken)
-            self.taken = []
+            _forget_stock(uow, cache, sorted({line.product_id for line in self.taken}))
 
 
 async def _lock_stock_to_reserve(
@@ -72,14 +71,7 @@ async def _lock_stock_to_reserve(
 ) -> Stock:
     """Every product on a batch's (locked) orders, locked in id order, with its stock."""
     stock = Stock(await inventory.lock_stock_of(uow.conn, order_ids))
-    uow.before_flush(partial(stock.write, uow))
-    if cache is not None:
-
-        async def forget() -> None:
-            if stock.changed:
-                await cache.invalidate(*sorted(stock.changed))
-
-        uow.after_commit(forget)
+    uow.before_flush(partial(stock.write, uow, cache))
     return stock
 
 

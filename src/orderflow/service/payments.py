@@ -7,7 +7,7 @@ import uuid
 
 import asyncpg
 
-from orderflow.adapters.postgres import orders, payments
+from orderflow.adapters.postgres import payments
 from orderflow.adapters.postgres.uow import UnitOfWork
 from orderflow.domain import events as ev
 from orderflow.domain.idempotency import IdempotentRequest
@@ -96,18 +96,14 @@ def handlers(
     pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float, read_batch_max: int = 256
 ) -> list[HandlerSpec]:
     """The payment handlers, bound to ``gateway``; ``pool`` serves their reads before a
-    transaction opens. Those reads are batched: the prepare steps of many deliveries run at
-    once under load, and each read of a payment or an order's status would otherwise be a
-    round trip of its own (``Lookup``)."""
+    transaction opens. The charge's reads of its payment are batched: the prepare steps of
+    many deliveries run at once under load, and each read would otherwise be a round trip of
+    its own (``Lookup``)."""
 
     async def fetch_payments(ids: list[uuid.UUID]) -> dict[uuid.UUID, payments.Payment]:
         return await payments.get_many(pool, ids)
 
-    async def fetch_statuses(ids: list[uuid.UUID]) -> dict[uuid.UUID, S]:
-        return await orders.statuses(pool, ids)
-
     payment_of = Lookup(fetch_payments, max_batch=read_batch_max)
-    status_of = Lookup(fetch_statuses, max_batch=read_batch_max)
 
     async def open_payments(uow: UnitOfWork, order_ids: list[uuid.UUID]) -> object:
         """A batch's orders are locked by its claim: register a payment for each one still
@@ -211,10 +207,11 @@ def handlers(
             advance(uow, order, paid, actor="orders", cause=d.envelope)
 
     async def call_refund(d: Delivery) -> tuple[uuid.UUID, str] | None:
-        """Outside any transaction: refund a cancelled order's capture, idempotently."""
+        """Outside any transaction: refund a cancelled order's capture, idempotently.
+
+        Both events it receives are about a cancelled order, and cancelled is terminal, so
+        the order's status needs no read."""
         assert d.envelope.order_id is not None
-        if await status_of.get(d.envelope.order_id) is not S.CANCELLED:
-            return None
         payment = await payments.captured(pool, d.envelope.order_id)
         if payment is None or payment.gateway_reference is None:
             return None

@@ -153,14 +153,6 @@ async def get(
     return rows.order(row, [rows.order_line(r) for r in lines], [e for _, e in timeline])
 
 
-async def statuses(
-    conn: asyncpg.Connection | asyncpg.Pool, order_ids: list[uuid.UUID]
-) -> dict[uuid.UUID, OrderStatus]:
-    """The status of each of these orders that exists, by id (no lock)."""
-    rows_ = await conn.fetch("SELECT id, status FROM orders WHERE id = ANY($1)", order_ids)
-    return {row["id"]: OrderStatus(row["status"]) for row in rows_}
-
-
 async def timeline_page(
     conn: asyncpg.Connection, order_id: uuid.UUID, *, after: int, limit: int
 ) -> list[tuple[int, TimelineEntry]]:
