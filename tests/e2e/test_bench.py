@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 import pytest
@@ -22,6 +23,7 @@ from orderflow.adapters.postgres.database import with_database
 from orderflow.bench.markdown import figures_block
 from orderflow.bench.servers import command_line, process_tree
 from orderflow.domain.events import HAPPY_PATH
+from orderflow.service.bootstrap import Deps, build_registry
 from orderflow.settings import Settings
 
 pytestmark = pytest.mark.e2e
@@ -106,6 +108,10 @@ def test_bench_lifecycle_runs_orders_to_delivered_through_orderflow_up(
     steps = result["lifecycle"]["steps"]
     assert [s["label"] for s in steps] == ["idle", "20/s"]
     assert all(s["unfinished"] == 0 for s in steps)
+    handlers = build_registry(
+        Deps(settings.model_copy(update={"autopilot": True}), cast(asyncpg.Pool, None))
+    ).names
+    assert all(set(s["deepest_queues"]) <= set(handlers) for s in steps)
     assert result["lifecycle"]["idle_payment_initiated_ms"]["p50"] > 0
     # Every hop of the happy path is timed, from the order's previous event to this one.
     hops = steps[-1]["hops_ms"]

@@ -37,11 +37,13 @@ class QueueSampler:
     (rows not yet published). A backlog held as unacknowledged deliveries inside the
     consumers' prefetch windows shows in neither: the end-to-end latency shows it."""
 
-    def __init__(self, run: BenchRun, queues: list[str]) -> None:
+    def __init__(self, run: BenchRun, queues: dict[str, str]) -> None:
         self.run = run
-        self.queues = queues
+        self.queues = queues  # handler name -> its work queue
         # (wall time, ready messages in all work queues, unpublished outbox rows)
         self.samples: list[tuple[float, int, int]] = []
+        # (wall time, ready messages of each handler's work queue that had any)
+        self.by_handler: list[tuple[float, dict[str, int]]] = []
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
@@ -69,17 +71,20 @@ class QueueSampler:
         connection = await aio_pika.connect_robust(url, timeout=10)
         try:
             while not self._stop.is_set():
-                total = 0
-                for name in self.queues:
+                ready: dict[str, int] = {}
+                for handler, name in self.queues.items():
                     # A passive declare of a missing queue closes the channel: one per look.
                     with contextlib.suppress(aio_pika.exceptions.AMQPError):
                         async with connection.channel() as channel:
                             queue = await channel.declare_queue(name, passive=True)
-                            total += queue.declaration_result.message_count or 0
+                            if count := queue.declaration_result.message_count:
+                                ready[handler] = count
                 backlog = await self.pool.fetchval(
                     "SELECT count(*) FROM outbox WHERE published_at IS NULL"
                 )
-                self.samples.append((time.time(), total, int(backlog)))
+                now = time.time()
+                self.samples.append((now, sum(ready.values()), int(backlog)))
+                self.by_handler.append((now, ready))
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await self._stop.wait()
@@ -95,6 +100,16 @@ class QueueSampler:
         """The largest queue depth and outbox backlog sampled in [start, end]."""
         inside = [(q, b) for t, q, b in self.samples if start <= t <= end]
         return max((q for q, _ in inside), default=0), max((b for _, b in inside), default=0)
+
+    def deepest_between(self, start: float, end: float) -> dict[str, int]:
+        """Each handler's largest queue depth sampled in [start, end] (those above zero),
+        deepest first: which step fell behind."""
+        deepest: dict[str, int] = {}
+        for t, ready in self.by_handler:
+            if start <= t <= end:
+                for handler, count in ready.items():
+                    deepest[handler] = max(deepest.get(handler, 0), count)
+        return dict(sorted(deepest.items(), key=lambda item: -item[1]))
 
 
 async def _wait_terminal(pool: asyncpg.Pool, ids: list[uuid.UUID], timeout_s: float) -> int:
@@ -219,7 +234,7 @@ async def run_lifecycle(
     )
     settings = run.settings.model_copy(update={"autopilot": True})
     names = Names.from_settings(settings)
-    queues = [names.handler(n).work for n in build_registry(Deps(settings, pool)).names]
+    queues = {n: names.handler(n).work for n in build_registry(Deps(settings, pool)).names}
     port = free_port()
     args = ["up", "--port", str(port), "--autopilot-delay", "0"]
     args += ["--workers", str(worker_processes), "--metrics-port", "0"]
@@ -253,6 +268,7 @@ async def run_lifecycle(
                 step["max_queue_depth"], step["max_outbox_backlog"] = sampler.max_between(
                     *step["window"]
                 )
+                step["deepest_queues"] = sampler.deepest_between(*step["window"])
                 steps.append(step)
                 if n == 0:
                     server.mark_rss_start()  # warm now

@@ -83,8 +83,8 @@ def figures_block(doc: dict[str, Any]) -> str:
 def _lifecycle_lines(extra: dict[str, Any]) -> list[str]:
     lines = [
         "| offered/s | placed/s | completed/s | events/s | e2e p50 ms | e2e p99 ms "
-        "| 201→payment.initiated p50 ms | max queue depth | max outbox backlog |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| 201→payment.initiated p50 ms | max queue depth | deepest queue | max outbox backlog |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for step in extra.get("steps", []):
         lines.append(
@@ -92,7 +92,7 @@ def _lifecycle_lines(extra: dict[str, Any]) -> list[str]:
             f"| {_n(step['completed_per_s'])} | {_n(step['events_per_s'])} "
             f"| {_n(step['e2e_ms'].get('p50'))} | {_n(step['e2e_ms'].get('p99'))} "
             f"| {_n(step['payment_initiated_ms'].get('p50'))} | {_n(step['max_queue_depth'])} "
-            f"| {_n(step.get('max_outbox_backlog'))} |"
+            f"| {_deepest(step)} | {_n(step.get('max_outbox_backlog'))} |"
         )
     lines += ["", f"Knee: {extra.get('knee')}."]
     steps = extra.get("steps", [])
@@ -110,6 +110,15 @@ def _lifecycle_lines(extra: dict[str, Any]) -> list[str]:
         order = sorted(hops, key=lambda t: hops[t].get("p50") or 0.0, reverse=True)
         lines += [f"| `{t}` | {_n(hops[t].get('p50'))} | {_n(hops[t].get('p99'))} |" for t in order]
     return lines
+
+
+def _deepest(step: dict[str, Any]) -> str:
+    """The handler whose queue grew deepest in a step, and how deep ("-": none waited)."""
+    deepest = step.get("deepest_queues") or {}
+    if not deepest:
+        return "-"
+    handler = max(deepest, key=lambda h: deepest[h])
+    return f"`{handler}` {_n(deepest[handler])}"
 
 
 def update_performance_doc(path: Path, doc: dict[str, Any]) -> None:
