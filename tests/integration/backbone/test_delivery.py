@@ -54,6 +54,23 @@ async def test_one_outbox_row_is_delivered_once_to_each_bound_handler(
     assert attempt == 1
 
 
+async def test_a_rows_publication_time_is_when_the_relay_marked_it(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    # A relay's transaction spans its batches (ADR 0013): the time a row is marked is the
+    # clock's, not the start of that transaction, which can predate the row itself.
+    async with running(bb_settings, pool, make_registry(["alpha"])):
+        ids = []
+        for _ in range(20):
+            ids += await emit(pool, ["ok"])
+            await asyncio.sleep(0.01)
+        await eventually(lambda: all_published(pool, ids))
+    early = await pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE event_id = ANY($1) AND published_at < created_at", ids
+    )
+    assert early == 0
+
+
 async def test_idle_system_delivers_an_event_within_milliseconds(
     bb_settings: Settings, pool: asyncpg.Pool
 ) -> None:

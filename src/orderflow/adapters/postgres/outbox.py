@@ -68,7 +68,7 @@ def wake_relays(pool: asyncpg.Pool) -> None:
 # marks of the batch before travel in the same statement ($3): one round trip per batch.
 _CLAIM = """
 WITH marked AS (
-    UPDATE outbox SET published_at = now() WHERE id = ANY($3::bigint[])
+    UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($3::bigint[])
 )
 SELECT id, event_id, event_type, envelope::text AS body,
        envelope ->> 'correlation_id' AS correlation_id,
@@ -79,7 +79,7 @@ ORDER BY id
 LIMIT $1
 FOR UPDATE SKIP LOCKED
 """
-_MARK = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
+_MARK = "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[])"
 _PRUNE = """
 DELETE FROM outbox WHERE id IN (
     SELECT id FROM outbox
