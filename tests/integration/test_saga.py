@@ -13,7 +13,15 @@ import pytest
 from orderflow.adapters.postgres.uow import unit_of_work
 from orderflow.adapters.redis.product_cache import RedisProductCache
 from orderflow.domain.errors import NotFound
-from orderflow.domain.events import HAPPY_PATH, Envelope, OrderPaid, OrderShipped, PaymentProcessed
+from orderflow.domain.events import (
+    HAPPY_PATH,
+    Envelope,
+    Event,
+    OrderPaid,
+    OrderPrepared,
+    OrderShipped,
+    PaymentProcessed,
+)
 from orderflow.service import inventory
 from orderflow.service.bootstrap import Deps, build_registry
 from orderflow.service.consumer import Outcome, Prepared, apply, apply_batch, prepare
@@ -393,48 +401,129 @@ async def test_notifications_claim_and_record_in_one_statement_once_per_event(
     assert {r["event_id"]: (r["n"], r["claimed"]) for r in rows} == dict.fromkeys(events, (1, True))
 
 
-async def test_order_locking_batches_claim_and_lock_in_one_statement_and_apply_once(
+def _captured(order_id: uuid.UUID) -> Delivery:
+    """A payment.processed about ``order_id``, as a delivery."""
+    event = PaymentProcessed(
+        payment_id=uuid.uuid4(), amount=1, currency="EUR", gateway_reference="ref"
+    )
+    envelope = Envelope.wrap(event, order_id=order_id)
+    return Delivery(envelope=envelope, event=envelope.event())
+
+
+async def _orders_in(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, status: str, count: int
+) -> list[uuid.UUID]:
+    product = await make_product(client)
+    customer = await make_customer(client)
+    ids = []
+    for _ in range(count):
+        order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
+        ids.append(uuid.UUID(order["id"]))
+    await pool.execute("UPDATE orders SET status = $2 WHERE id = ANY($1)", ids, status)
+    return ids
+
+
+async def _caused(pool: asyncpg.Pool, cause: Delivery) -> list[str]:
+    """The events written because of ``cause``, on the timeline and in the outbox."""
+    rows = await pool.fetch(
+        "SELECT t.event_type FROM order_timeline t JOIN outbox o USING (event_id) "
+        "WHERE o.envelope ->> 'causation_id' = $1 ORDER BY t.id",
+        str(cause.envelope.event_id),
+    )
+    return [r["event_type"] for r in rows]
+
+
+async def test_status_steps_apply_a_batch_in_one_statement_once(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:
     spec = registry.get("orders.mark_paid")
-    assert spec.lock_orders
-    product = await make_product(client)
-    customer = await make_customer(client)
-
-    async def processed(order_id: uuid.UUID) -> Delivery:
-        event = PaymentProcessed(
-            payment_id=uuid.uuid4(), amount=1, currency="EUR", gateway_reference="ref"
-        )
-        envelope = Envelope.wrap(event, order_id=order_id)
-        return Delivery(envelope=envelope, event=envelope.event())
-
-    ids = []
-    for _ in range(2):
-        order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
-        ids.append(uuid.UUID(order["id"]))
-    await pool.execute("UPDATE orders SET status = 'payment_pending' WHERE id = ANY($1)", ids)
-    a, b = await processed(ids[0]), await processed(ids[1])
+    assert spec.statement is not None
+    assert spec.handle is None
+    ids = await _orders_in(client, pool, "payment_pending", 2)
+    a, b = _captured(ids[0]), _captured(ids[1])
     assert await apply_batch(pool, spec, [b, a, b]) == [
         Outcome.APPLIED,
         Outcome.APPLIED,
         Outcome.DUPLICATE,
     ]
     assert await apply_batch(pool, spec, [a]) == [Outcome.DUPLICATE]
-    paid = await pool.fetch(
-        "SELECT order_id, count(*) AS n FROM order_timeline "
-        "WHERE order_id = ANY($1) AND event_type = 'order.paid' GROUP BY 1",
-        ids,
+    assert await _caused(pool, a) == await _caused(pool, b) == ["order.paid"]
+    # Two workers' overlapping batches: each event applied by one of them, each order once.
+    more = await _orders_in(client, pool, "payment_pending", 2)
+    x, y = _captured(more[0]), _captured(more[1])
+    first, second = await asyncio.gather(
+        apply_batch(pool, spec, [x, y]), apply_batch(pool, spec, [y, x])
     )
-    assert {r["order_id"]: r["n"] for r in paid} == dict.fromkeys(ids, 1)
-    # An event about an order that does not exist is claimed, then refused: nothing of the
-    # batch stays, not even the other delivery's inbox row.
-    missing, c = await processed(uuid.uuid4()), await processed(ids[0])
+    assert (
+        sorted([first[0], second[1]])
+        == sorted([first[1], second[0]])
+        == [
+            Outcome.APPLIED,
+            Outcome.DUPLICATE,
+        ]
+    )
+    assert await _caused(pool, x) == await _caused(pool, y) == ["order.paid"]
+    statuses = await pool.fetch("SELECT status, version FROM orders WHERE id = ANY($1)", ids)
+    assert {(r["status"], r["version"]) for r in statuses} == {("paid", 2)}
+    # A second capture event of a paid order is applied without moving it.
+    again = _captured(ids[0])
+    assert await apply_batch(pool, spec, [again]) == [Outcome.APPLIED]
+    assert await _caused(pool, again) == []
+    # An event about an order that does not exist is refused (to the dead letters) and not
+    # claimed; the batch's other delivery stays applied, so the one-by-one retry finds it
+    # a duplicate.
+    missing, c = _captured(uuid.uuid4()), _captured(ids[1])
     with pytest.raises(NotFound):
         await apply_batch(pool, spec, [c, missing])
-    assert (
-        await pool.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", c.envelope.event_id)
-        == 0
-    )
+    claimed = "SELECT count(*) FROM inbox WHERE event_id = $1"
+    assert await pool.fetchval(claimed, missing.envelope.event_id) == 0
+    assert await apply(pool, spec, c) is Outcome.DUPLICATE
+    with pytest.raises(NotFound):
+        await apply(pool, spec, missing)
+
+
+async def test_a_status_step_racing_a_cancel_leaves_the_cancelled_order_alone(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
+) -> None:
+    (order_id,) = await _orders_in(client, pool, "payment_pending", 1)
+    delivery = _captured(order_id)
+    async with pool.acquire() as conn, conn.transaction():
+        # A cancel holds the order's lock: the step waits for it ...
+        await conn.execute("SELECT 1 FROM orders WHERE id = $1 FOR NO KEY UPDATE", order_id)
+        await conn.execute(
+            "UPDATE orders SET status = 'cancelled', cancel_reason = 'customer' WHERE id = $1",
+            order_id,
+        )
+        step = asyncio.create_task(apply(pool, registry.get("orders.mark_paid"), delivery))
+        await asyncio.sleep(0.3)
+        assert not step.done()
+    # ... then sees the cancelled row, not the pending one its statement started from.
+    assert await step is Outcome.APPLIED
+    assert await pool.fetchval("SELECT status FROM orders WHERE id = $1", order_id) == "cancelled"
+    assert await _caused(pool, delivery) == []
+
+
+async def test_two_steps_of_one_order_in_one_batch_are_applied_in_turn(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
+) -> None:
+    spec = registry.get("autopilot.carrier")
+    ids = await _orders_in(client, pool, "prepared", 2)
+
+    def delivery(order_id: uuid.UUID, event: Event) -> Delivery:
+        envelope = Envelope.wrap(event, order_id=order_id)
+        return Delivery(envelope=envelope, event=envelope.event())
+
+    prepared = OrderPrepared(prepared_by="warehouse")
+    shipped = OrderShipped(carrier="c", tracking_number="t")
+    first = [delivery(ids[0], prepared), delivery(ids[0], shipped)]
+    late = [delivery(ids[1], shipped), delivery(ids[1], prepared)]
+    assert await apply_batch(pool, spec, [*first, *late]) == [Outcome.APPLIED] * 4
+    statuses = await pool.fetch("SELECT id, status FROM orders WHERE id = ANY($1)", ids)
+    # In batch order: prepared -> shipped -> delivered; an order.shipped that comes first
+    # finds the order still prepared and leaves it (the order.prepared then ships it).
+    assert {r["id"]: r["status"] for r in statuses} == {ids[0]: "delivered", ids[1]: "shipped"}
+    assert [await _caused(pool, d) for d in first] == [["order.shipped"], ["order.delivered"]]
+    assert [await _caused(pool, d) for d in late] == [[], ["order.shipped"]]
 
 
 async def _payment_initiated(

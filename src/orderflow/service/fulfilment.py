@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Final
 
 import asyncpg
 
@@ -11,8 +14,8 @@ from orderflow.adapters.postgres.uow import UnitOfWork
 from orderflow.domain import events as ev
 from orderflow.domain.model import Order
 from orderflow.domain.orders import OrderStatus as S
-from orderflow.service.registry import Defer, Delivery, HandlerSpec
-from orderflow.service.transitions import act_on_order, advance, lock_order
+from orderflow.service.registry import Defer, Delivery, HandleFn, HandlerSpec
+from orderflow.service.transitions import Step, act_on_order, advance, lock_order, status_step
 
 AUTOPILOT = "autopilot"
 AUTOPILOT_CARRIER = "SimCarrier"
@@ -50,50 +53,56 @@ async def deliver_order(
     return await _act(pool, order_id, ev.OrderDelivered(carrier=carrier), actor)
 
 
+def _prepared(_: Delivery) -> ev.Event:
+    return ev.OrderPrepared(prepared_by=AUTOPILOT)
+
+
+def _shipped(_: Delivery) -> ev.Event:
+    return ev.OrderShipped(carrier=AUTOPILOT_CARRIER, tracking_number=tracking_number())
+
+
+def _delivered(_: Delivery) -> ev.Event:
+    return ev.OrderDelivered(carrier=AUTOPILOT_CARRIER)
+
+
+# What the simulated warehouse and carrier do, by the event they follow.
+WAREHOUSE: Final = MappingProxyType({ev.InventoryChecked.TYPE: Step(S.RESERVED, _prepared)})
+CARRIER: Final = MappingProxyType(
+    {
+        ev.OrderPrepared.TYPE: Step(S.PREPARED, _shipped),
+        ev.OrderShipped.TYPE: Step(S.SHIPPED, _delivered),
+    }
+)
+
+
 def autopilot_handlers(*, delay_s: float) -> list[HandlerSpec]:
     """Warehouse and carrier simulators: each step follows the previous one after ``delay_s``.
 
     Waiting goes through the broker (``Defer``), never by sleeping in a handler.
     """
+    if delay_s == 0:
+        # As fast as possible: one statement per batch (``status_step``).
+        return [
+            status_step("autopilot.warehouse", WAREHOUSE, actor=AUTOPILOT),
+            status_step("autopilot.carrier", CARRIER, actor=AUTOPILOT),
+        ]
 
-    def wait_if_early(d: Delivery) -> None:
-        remaining = delay_s - (datetime.now(UTC) - d.envelope.occurred_at).total_seconds()
-        if remaining > 0:
-            raise Defer(remaining)
+    def handler(steps: Mapping[str, Step]) -> HandleFn:
+        async def handle(d: Delivery, uow: UnitOfWork, _: object) -> None:
+            remaining = delay_s - (datetime.now(UTC) - d.envelope.occurred_at).total_seconds()
+            if remaining > 0:
+                raise Defer(remaining)
+            assert d.envelope.order_id is not None
+            step = steps[d.envelope.type]
+            order = await lock_order(uow, d.envelope.order_id)
+            if order.status is step.expected:  # else a person did it first, or it was cancelled
+                advance(uow, order, step.event(d), actor=AUTOPILOT, cause=d.envelope)
 
-    async def step(d: Delivery, uow: UnitOfWork, expected: S, event: ev.Event) -> None:
-        wait_if_early(d)
-        assert d.envelope.order_id is not None
-        order = await lock_order(uow, d.envelope.order_id)
-        if order.status is expected:  # else a person did it first, or it was cancelled
-            advance(uow, order, event, actor=AUTOPILOT, cause=d.envelope)
+        return handle
 
-    async def warehouse(d: Delivery, uow: UnitOfWork, _: object) -> None:
-        await step(d, uow, S.RESERVED, ev.OrderPrepared(prepared_by=AUTOPILOT))
-
-    async def carrier(d: Delivery, uow: UnitOfWork, _: object) -> None:
-        if d.envelope.type == ev.OrderPrepared.TYPE:
-            shipped = ev.OrderShipped(carrier=AUTOPILOT_CARRIER, tracking_number=tracking_number())
-            await step(d, uow, S.PREPARED, shipped)
-        else:
-            await step(d, uow, S.SHIPPED, ev.OrderDelivered(carrier=AUTOPILOT_CARRIER))
-
-    # Batched only without a delay: a delayed step defers each first delivery, and a Defer
-    # inside a batch rolls the whole batch back before it is applied one by one.
-    batch = delay_s == 0
+    # One delivery at a time: a delayed step defers each first delivery, and a Defer inside
+    # a batch would roll the whole batch back before it is applied one by one.
     return [
-        HandlerSpec(
-            "autopilot.warehouse",
-            (ev.InventoryChecked.TYPE,),
-            warehouse,
-            batch=batch,
-            lock_orders=True,
-        ),
-        HandlerSpec(
-            "autopilot.carrier",
-            (ev.OrderPrepared.TYPE, ev.OrderShipped.TYPE),
-            carrier,
-            batch=batch,
-            lock_orders=True,
-        ),
+        HandlerSpec("autopilot.warehouse", tuple(WAREHOUSE), handler(WAREHOUSE), lock_orders=True),
+        HandlerSpec("autopilot.carrier", tuple(CARRIER), handler(CARRIER), lock_orders=True),
     ]

@@ -17,11 +17,13 @@ from orderflow.service.batching import Lookup
 from orderflow.service.ports import ChargeResult, PaymentGateway
 from orderflow.service.registry import Delivery, HandlerSpec, PermanentError, TransientError
 from orderflow.service.transitions import (
+    Step,
     act_on_order,
     advance,
     annotate,
     lock_order,
     publish,
+    status_step,
 )
 
 ACTOR = "payments"
@@ -90,6 +92,13 @@ async def pay_order(
     return await act_on_order(
         pool, order_id=order_id, action=pay, owner=owner, idempotency=idempotency
     )
+
+
+def _paid(d: Delivery) -> ev.Event:
+    """The order.paid that a payment.processed makes of a pending order."""
+    event = d.event
+    assert isinstance(event, ev.PaymentProcessed)
+    return ev.OrderPaid(payment_id=event.payment_id, amount=event.amount, currency=event.currency)
 
 
 def handlers(
@@ -194,18 +203,6 @@ def handlers(
         else:
             publish(uow, order, failed, actor=ACTOR, cause=d.envelope)
 
-    async def mark_paid(d: Delivery, uow: UnitOfWork, _: object) -> None:
-        """payment.processed: the order is paid (unless it was cancelled meanwhile)."""
-        assert d.envelope.order_id is not None
-        event = d.event
-        assert isinstance(event, ev.PaymentProcessed)
-        order = await lock_order(uow, d.envelope.order_id)
-        if order.status is S.PAYMENT_PENDING:
-            paid = ev.OrderPaid(
-                payment_id=event.payment_id, amount=event.amount, currency=event.currency
-            )
-            advance(uow, order, paid, actor="orders", cause=d.envelope)
-
     async def call_refund(d: Delivery) -> tuple[uuid.UUID, str] | None:
         """Outside any transaction: refund a cancelled order's capture, idempotently.
 
@@ -272,12 +269,11 @@ def handlers(
             batch=True,
             lock_orders=True,
         ),
-        HandlerSpec(
+        # payment.processed: the order is paid (unless it was cancelled meanwhile).
+        status_step(
             "orders.mark_paid",
-            (ev.PaymentProcessed.TYPE,),
-            mark_paid,
-            batch=True,
-            lock_orders=True,
+            {ev.PaymentProcessed.TYPE: Step(S.PAYMENT_PENDING, _paid)},
+            actor="orders",
         ),
         HandlerSpec(
             "compensation.refund",

@@ -29,11 +29,14 @@ do for all its orders (read their stock, register their payments). A handler
 applied one delivery at a time may declare ``lock_orders`` too: its claim then locks the
 order the same way, a round trip fewer.
 
-A handler whose whole effect is rows written from its deliveries, with no events to emit
-(notifications), may be a ``statement`` instead of a ``handle``: one SQL statement that claims
+A handler whose whole effect is rows written from its deliveries (notifications, a status
+change and its event) may be a ``statement`` instead of a ``handle``: one SQL statement that claims
 the deliveries in the inbox (``inbox.claimed_cte``) and writes its rows, run outside any
 explicit transaction. The statement is the transaction: one round trip per batch instead of
-``BEGIN``, claim, writes and ``COMMIT``, with the same effectively-once guarantee.
+``BEGIN``, claim, writes and ``COMMIT``, with the same effectively-once guarantee. The steps
+that only move an order from one status to the next are such statements too
+(``transitions.status_step``): their events are made before the statement, which writes
+those of the orders it moved.
 """
 
 from __future__ import annotations

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
-from orderflow.adapters.postgres import orders
+from orderflow.adapters.postgres import orders, outbox
 from orderflow.adapters.postgres.uow import UnitOfWork, unit_of_work
 from orderflow.domain.errors import NotFound
 from orderflow.domain.events import Envelope, Event
 from orderflow.domain.idempotency import IdempotentRequest
 from orderflow.domain.model import Order
 from orderflow.domain.orders import OrderStatus, next_status
+from orderflow.service.registry import Delivery, HandlerSpec
 
 
 async def lock_order(
@@ -103,3 +105,45 @@ async def act_on_order(
         assert result is not None
         uow.complete(result)
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A status-only saga step: an order in ``expected`` takes the event ``event`` makes
+    of the delivery; an order in any other status is left as it is (a person did it first,
+    or it was cancelled)."""
+
+    expected: OrderStatus
+    event: Callable[[Delivery], Event]
+
+
+def status_step(name: str, steps: Mapping[str, Step], *, actor: str) -> HandlerSpec:
+    """A batch handler for steps that only move an order on (``steps`` by the event type
+    they follow), applied by one statement per batch: the inbox claim, the conditional
+    status change and the events it causes (``orders.advance_claimed``)."""
+
+    async def apply_steps(
+        pool: asyncpg.Pool, handler: str, deliveries: Sequence[Delivery]
+    ) -> set[uuid.UUID]:
+        planned = []
+        for d in deliveries:
+            step = steps[d.envelope.type]
+            event = step.event(d)
+            assert d.envelope.order_id is not None
+            planned.append(
+                orders.StatusStep(
+                    cause_id=d.envelope.event_id,
+                    order_id=d.envelope.order_id,
+                    expected=step.expected,
+                    event=d.envelope.follow(event, actor=actor),
+                    status=next_status(step.expected, event.TYPE),
+                )
+            )
+        done = await orders.advance_claimed(pool, handler, planned)
+        if done.moved:
+            outbox.wake_relays(pool)
+        if done.missing:
+            raise NotFound(f"no order for the events {sorted(map(str, done.missing))}")
+        return done.claimed
+
+    return HandlerSpec(name, tuple(steps), None, batch=True, statement=apply_steps)

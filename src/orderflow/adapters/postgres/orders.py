@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from orderflow.adapters.postgres import inbox, rows, uow
+from orderflow.domain.events import Envelope
 from orderflow.domain.model import Order, OrderLine, TimelineEntry
 from orderflow.domain.orders import OrderStatus
 from orderflow.domain.pricing import Quote
@@ -201,6 +202,91 @@ async def lock_claimed(
         if r["id"] is not None
     ]
     return set(records[0]["claimed"] or ()), locked
+
+
+# A batch of status-only steps in one statement, outside any explicit transaction: the inbox
+# claim of the events whose order exists, and for each event claimed now, its order moved
+# from the status the step expects to the next one, with the event that records the move.
+# The update takes the row lock itself; a concurrent change (a cancel) makes it wait, then
+# re-check the expected status on the new row version, so an order that moved meanwhile is
+# left alone and no event is written for it. Locks come in the order every batch takes them:
+# the inbox keys, sorted, all claimed first (the update reads them as one array), then the
+# orders, by id (rows come sorted by order id) (``id = ANY($3)`` keeps the primary key in the
+# plan). At most one step per order per statement (``advance_claimed`` splits the rest).
+_ADVANCE_CLAIMED = f"""
+WITH step AS (
+    SELECT * FROM unnest($1::uuid[], $3::uuid[], $4::text[], $5::text[])
+        AS s(cause_id, order_id, expected, status)
+), claimed AS (
+    INSERT INTO inbox (event_id, handler)
+    SELECT s.cause_id, $2 FROM step s
+    WHERE EXISTS (SELECT 1 FROM orders o WHERE o.id = s.order_id AND o.id = ANY($3::uuid[]))
+    ORDER BY s.cause_id
+    ON CONFLICT DO NOTHING RETURNING event_id
+), moved AS (
+    UPDATE orders o SET status = s.status, version = o.version + 1, updated_at = now()
+    FROM step s
+    WHERE o.id = s.order_id AND o.id = ANY($3::uuid[]) AND o.status = s.expected
+      AND s.cause_id = ANY((SELECT array_agg(event_id) FROM claimed)::uuid[])
+    RETURNING s.cause_id
+), {uow.event_ctes(6, when="(envelope ->> 'causation_id')::uuid IN (SELECT cause_id FROM moved)")}
+SELECT (SELECT array_agg(event_id) FROM claimed) AS claimed,
+       (SELECT count(*) FROM moved) AS moved,
+       (SELECT array_agg(s.cause_id) FROM step s
+        WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = s.order_id)) AS missing
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusStep:
+    """One delivery's step: move ``order_id`` from ``expected`` to the status ``event``
+    records, if the order is still in ``expected``."""
+
+    cause_id: uuid.UUID  # the event being applied (its inbox key)
+    order_id: uuid.UUID
+    expected: OrderStatus
+    event: Envelope  # caused by ``cause_id``
+    status: OrderStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Advanced:
+    claimed: set[uuid.UUID]  # the events claimed now (the others were applied before)
+    moved: int  # orders that moved (the others had left the expected status)
+    missing: set[uuid.UUID]  # events about an order that does not exist: not claimed
+
+
+async def advance_claimed(
+    pool: asyncpg.Pool, handler: str, steps: Sequence[StatusStep]
+) -> Advanced:
+    """Apply status-only steps for ``handler``, effectively once: one statement (one round
+    trip, no ``BEGIN`` or ``COMMIT``) per batch, or one per step of the same order when a
+    batch holds several."""
+    rounds: list[dict[uuid.UUID, StatusStep]] = []
+    for step in sorted({s.cause_id: s for s in steps}.values(), key=lambda s: s.order_id):
+        free = next((r for r in rounds if step.order_id not in r), None)
+        if free is None:
+            rounds.append(free := {})
+        free[step.order_id] = step
+    claimed: set[uuid.UUID] = set()
+    missing: set[uuid.UUID] = set()
+    moved = 0
+    for batch in rounds:
+        ordered = list(batch.values())
+        row = await pool.fetchrow(
+            _ADVANCE_CLAIMED,
+            [s.cause_id for s in ordered],
+            handler,
+            [s.order_id for s in ordered],
+            [s.expected.value for s in ordered],
+            [s.status.value for s in ordered],
+            *uow.event_args([(s.event, s.status) for s in ordered]),
+        )
+        assert row is not None
+        claimed.update(row["claimed"] or ())
+        missing.update(row["missing"] or ())
+        moved += row["moved"]
+    return Advanced(claimed, moved, missing)
 
 
 async def search(
