@@ -108,6 +108,7 @@ def test_bench_lifecycle_runs_orders_to_delivered_through_orderflow_up(
     steps = result["lifecycle"]["steps"]
     assert [s["label"] for s in steps] == ["idle", "20/s"]
     assert all(s["unfinished"] == 0 for s in steps)
+    assert result["params"]["vacuum"]["by"] in ("bench (autovacuum off)", "autovacuum")
     handlers = build_registry(
         Deps(settings.model_copy(update={"autopilot": True}), cast(asyncpg.Pool, None))
     ).names

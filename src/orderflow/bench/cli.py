@@ -216,6 +216,12 @@ def lifecycle(
     compare: Compare = None,
     database: Database = None,
     keep_db: KeepDb = False,
+    vacuum: Annotated[
+        bool,
+        typer.Option(
+            help="when the server's autovacuum is off, vacuum the run's database as it would"
+        ),
+    ] = True,
 ) -> None:
     """Orders at stepped steady rates run to delivered by `orderflow up` (autopilot, no delay)."""
     from orderflow.bench.lifecycle import run_lifecycle
@@ -232,6 +238,7 @@ def lifecycle(
                 ceiling=figures,
                 worker_processes=worker_processes,
                 idle_s=idle_seconds,
+                vacuum=vacuum,
             )
         ]
 

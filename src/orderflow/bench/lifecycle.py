@@ -25,6 +25,7 @@ from orderflow.bench.place import make_catalogue, order_bodies, order_requests, 
 from orderflow.bench.runner import BenchRun
 from orderflow.bench.servers import free_port, orderflow_command, start_server
 from orderflow.bench.stats import latency_ms, ratio
+from orderflow.bench.vacuum import StandInVacuum
 from orderflow.service.bootstrap import Deps, build_registry
 
 KNEE_P99_MS = 500.0
@@ -225,6 +226,7 @@ async def run_lifecycle(
     idle_rate: float = 5.0,
     idle_s: float = 5.0,
     drain_timeout_s: float = 60.0,
+    vacuum: bool = True,
 ) -> dict[str, Any]:
     """Step the offered rate through ``rates``; report each step, the knee, memory, audit."""
     assert run.pool is not None
@@ -244,7 +246,10 @@ async def run_lifecycle(
     requests = order_requests(run, port, order_bodies(catalogue, count=5000, hot=False))
     steps: list[dict[str, Any]] = []
     try:
-        async with QueueSampler(run, queues) as sampler:
+        async with (
+            QueueSampler(run, queues) as sampler,
+            StandInVacuum(pool, enabled=vacuum and run.autovacuum_off) as vacuuming,
+        ):
             plan = [(idle_rate, idle_s, "idle"), *((r, step_s, f"{r:g}/s") for r in rates)]
             for n, (rate, seconds, label) in enumerate(plan):
                 spec = LoadSpec(
@@ -280,7 +285,16 @@ async def run_lifecycle(
         await server.stop()
     await _wait_outbox(pool, 10)
     audit = await run.audit()
-    return _result(run, steps, queue_depths, rss, audit, ceiling, rates, step_s)
+    figures = _result(run, steps, queue_depths, rss, audit, ceiling, rates, step_s)
+    figures["params"]["vacuum"] = _vacuum_params(vacuuming, run)
+    return figures
+
+
+def _vacuum_params(vacuuming: StandInVacuum, run: BenchRun) -> dict[str, Any]:
+    """Who vacuumed the run's database, and how often the bench did."""
+    if vacuuming.enabled:
+        return {"by": "bench (autovacuum off)", "runs": dict(sorted(vacuuming.runs.items()))}
+    return {"by": "none (autovacuum off)" if run.autovacuum_off else "autovacuum", "runs": {}}
 
 
 def _result(
