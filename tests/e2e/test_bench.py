@@ -113,6 +113,11 @@ def test_bench_lifecycle_runs_orders_to_delivered_through_orderflow_up(
         Deps(settings.model_copy(update={"autopilot": True}), cast(asyncpg.Pool, None))
     ).names
     assert all(set(s["deepest_queues"]) <= set(handlers) for s in steps)
+    # Every step of the happy path applied something, seen from the worker's own metrics.
+    worked = steps[-1]["handlers"]
+    assert {"payments.initiate", "orders.mark_paid", "notifications.send"} <= set(worked)
+    assert set(worked) <= set(handlers)
+    assert all(w["applied_per_s"] > 0 and w["ms_each"] > 0 for w in worked.values())
     assert result["lifecycle"]["idle_payment_initiated_ms"]["p50"] > 0
     # Every hop of the happy path is timed, from the order's previous event to this one.
     hops = steps[-1]["hops_ms"]
@@ -120,6 +125,7 @@ def test_bench_lifecycle_runs_orders_to_delivered_through_orderflow_up(
     assert all(h["p50"] >= 0 for h in hops.values())
     block = figures_block(json.loads(out.read_text()))
     assert "Where an order's time went at 20/s" in block
+    assert "What each handler of the worker did at 20/s" in block
 
 
 SERVERS = ("up", "api", "relay", "worker")

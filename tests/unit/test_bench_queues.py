@@ -1,9 +1,12 @@
-"""The lifecycle bench names the step whose queue backed up."""
+"""The lifecycle bench names the step whose queue backed up, and what each handler did."""
 
 import json
 from pathlib import Path
 from typing import Any, cast
 
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from orderflow.bench.handlers import parse, step_figures
 from orderflow.bench.lifecycle import QueueSampler
 from orderflow.bench.markdown import figures_block
 
@@ -32,3 +35,29 @@ def test_the_figures_table_shows_each_steps_deepest_queue() -> None:
     block = figures_block(doc)
     assert "| `notifications.send` 4120 |" in block
     assert block.count("| - |") == len(steps) - 1
+
+
+def test_handler_figures_come_from_two_scrapes_of_the_workers_metrics() -> None:
+    registry = CollectorRegistry()
+    seconds = Histogram("orderflow_handler_duration_seconds", "", ["handler"], registry=registry)
+    size = Histogram("orderflow_handler_batch_size", "", ["handler"], registry=registry)
+    seconds.labels("notifications.send").observe(0.5)
+    size.labels("notifications.send").observe(100)
+    seconds.labels("compensation.refund").observe(0.1)
+    before = parse(generate_latest(registry).decode())
+    for _ in range(4):  # four batches of 50 deliveries, 0.25 s each, in 2 s
+        seconds.labels("notifications.send").observe(0.25)
+        size.labels("notifications.send").observe(50)
+    seconds.labels("orders.mark_paid").observe(0.01)
+    figures = step_figures(before, parse(generate_latest(registry).decode()), 2.0)
+    assert figures == {
+        "notifications.send": {
+            "applied_per_s": 2.0, "deliveries_each": 50.0, "ms_each": 250.0, "busy_pct": 50.0
+        },
+        "orders.mark_paid": {
+            "applied_per_s": 0.5, "deliveries_each": 1.0, "ms_each": 10.0, "busy_pct": 0.5
+        },
+    }  # fmt: skip
+    # Two workers' pages add up.
+    page = parse(generate_latest(registry).decode())["orders.mark_paid"]
+    assert (page + page).applied == 2

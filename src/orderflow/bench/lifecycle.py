@@ -20,6 +20,7 @@ import aio_pika
 import asyncpg
 
 from orderflow.adapters.rabbitmq.topology import Names
+from orderflow.bench.handlers import free_ports, scrape, step_figures
 from orderflow.bench.loadgen import LoadResult, LoadSpec, run_load
 from orderflow.bench.place import make_catalogue, order_bodies, order_requests, ratios, rss_summary
 from orderflow.bench.runner import BenchRun
@@ -238,8 +239,11 @@ async def run_lifecycle(
     names = Names.from_settings(settings)
     queues = {n: names.handler(n).work for n in build_registry(Deps(settings, pool)).names}
     port = free_port()
+    # The relay's metrics on the first port, each worker's on the next ones (orderflow up).
+    metrics_base = free_ports(worker_processes + 1)
+    worker_metrics = [metrics_base + 1 + i for i in range(worker_processes)]
     args = ["up", "--port", str(port), "--autopilot-delay", "0"]
-    args += ["--workers", str(worker_processes), "--metrics-port", "0"]
+    args += ["--workers", str(worker_processes), "--metrics-port", str(metrics_base)]
     server = await start_server(
         "up", orderflow_command(*args), port=port, env=run.env(), log_dir=run.log_dir
     )
@@ -263,7 +267,12 @@ async def run_lifecycle(
                     collect_ids=True,
                 )
                 with run.progress(f"lifecycle {label}", warmup_s + seconds) as line:
+                    # What the handlers did while the step's load ran (warm-up included).
+                    counted, since = await scrape(worker_metrics), time.monotonic()
                     result = await run_load(spec, line.update)
+                    handled = step_figures(
+                        counted, await scrape(worker_metrics), time.monotonic() - since
+                    )
                     line.extra = "waiting for the orders to finish"
                     unfinished = await _wait_terminal(
                         pool, [uuid.UUID(i) for i, _ in result.ids], drain_timeout_s
@@ -274,6 +283,7 @@ async def run_lifecycle(
                     *step["window"]
                 )
                 step["deepest_queues"] = sampler.deepest_between(*step["window"])
+                step["handlers"] = handled
                 steps.append(step)
                 if n == 0:
                     server.mark_rss_start()  # warm now

@@ -109,6 +109,23 @@ def _lifecycle_lines(extra: dict[str, Any]) -> list[str]:
         ]
         order = sorted(hops, key=lambda t: hops[t].get("p50") or 0.0, reverse=True)
         lines += [f"| `{t}` | {_n(hops[t].get('p50'))} | {_n(hops[t].get('p99'))} |" for t in order]
+    handlers = steps[-1].get("handlers") if steps else None
+    if handlers:
+        lines += [
+            "",
+            f"What each handler of the worker did at {steps[-1]['label']} (from its own "
+            "metrics; a batch handler applies one batch at a time, so near 100 % busy it "
+            "cannot keep up):",
+            "",
+            "| handler | batches or deliveries/s | deliveries each | ms each | busy % |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        busiest = sorted(handlers, key=lambda h: handlers[h]["busy_pct"], reverse=True)
+        lines += [
+            f"| `{h}` | {_n(handlers[h]['applied_per_s'])} | {_n(handlers[h]['deliveries_each'])} "
+            f"| {_n(handlers[h]['ms_each'])} | {_n(handlers[h]['busy_pct'])} |"
+            for h in busiest
+        ]
     return lines
 
 
