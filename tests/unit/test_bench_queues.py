@@ -13,12 +13,12 @@ from orderflow.bench.markdown import figures_block
 
 def test_the_deepest_queue_of_a_step_is_its_handlers_largest_sample_inside_the_window() -> None:
     sampler = QueueSampler(cast(Any, None), {"a": "q.a", "b": "q.b"})
-    sampler.by_handler = [
-        (1.0, {"a": 900}),  # before the window
-        (2.0, {"a": 3, "b": 40}),
-        (3.0, {"b": 12, "a": 70}),
-        (4.0, {}),
-        (9.0, {"b": 5000}),  # after it
+    sampler.samples = [
+        (1.0, {"a": 900}, 0),  # before the window
+        (2.0, {"a": 3, "b": 40}, 0),
+        (3.0, {"b": 12, "a": 70}, 0),
+        (4.0, {}, 0),
+        (9.0, {"b": 5000}, 0),  # after it
     ]
     assert sampler.deepest_between(2.0, 4.0) == {"a": 70, "b": 40}
     assert list(sampler.deepest_between(2.0, 4.0)) == ["a", "b"]  # deepest first

@@ -10,7 +10,6 @@ applies one batch at a time, so a handler busy near 100 % is the one that cannot
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 
 import httpx
@@ -36,24 +35,6 @@ class Totals:
             self.batches + other.batches,
             self.deliveries + other.deliveries,
         )
-
-
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive TCP ports nobody listens on right now."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base: int = probe.getsockname()[1]
-        if base + count > 65535:
-            continue
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 def parse(text: str) -> dict[str, Totals]:

@@ -20,11 +20,11 @@ import aio_pika
 import asyncpg
 
 from orderflow.adapters.rabbitmq.topology import Names
-from orderflow.bench.handlers import free_ports, scrape, step_figures
+from orderflow.bench.handlers import scrape, step_figures
 from orderflow.bench.loadgen import LoadResult, LoadSpec, run_load
 from orderflow.bench.place import make_catalogue, order_bodies, order_requests, ratios, rss_summary
 from orderflow.bench.runner import BenchRun
-from orderflow.bench.servers import free_port, orderflow_command, start_server
+from orderflow.bench.servers import free_port, free_ports, orderflow_command, start_server
 from orderflow.bench.stats import latency_ms, ratio
 from orderflow.bench.vacuum import StandInVacuum
 from orderflow.service.bootstrap import Deps, build_registry
@@ -42,10 +42,9 @@ class QueueSampler:
     def __init__(self, run: BenchRun, queues: dict[str, str]) -> None:
         self.run = run
         self.queues = queues  # handler name -> its work queue
-        # (wall time, ready messages in all work queues, unpublished outbox rows)
-        self.samples: list[tuple[float, int, int]] = []
-        # (wall time, ready messages of each handler's work queue that had any)
-        self.by_handler: list[tuple[float, dict[str, int]]] = []
+        # (wall time, ready messages of each handler's work queue that had any, unpublished
+        # outbox rows)
+        self.samples: list[tuple[float, dict[str, int], int]] = []
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
@@ -84,9 +83,7 @@ class QueueSampler:
                 backlog = await self.pool.fetchval(
                     "SELECT count(*) FROM outbox WHERE published_at IS NULL"
                 )
-                now = time.time()
-                self.samples.append((now, sum(ready.values()), int(backlog)))
-                self.by_handler.append((now, ready))
+                self.samples.append((time.time(), ready, int(backlog)))
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await self._stop.wait()
@@ -100,14 +97,14 @@ class QueueSampler:
 
     def max_between(self, start: float, end: float) -> tuple[int, int]:
         """The largest queue depth and outbox backlog sampled in [start, end]."""
-        inside = [(q, b) for t, q, b in self.samples if start <= t <= end]
+        inside = [(sum(q.values()), b) for t, q, b in self.samples if start <= t <= end]
         return max((q for q, _ in inside), default=0), max((b for _, b in inside), default=0)
 
     def deepest_between(self, start: float, end: float) -> dict[str, int]:
         """Each handler's largest queue depth sampled in [start, end] (those above zero),
         deepest first: which step fell behind."""
         deepest: dict[str, int] = {}
-        for t, ready in self.by_handler:
+        for t, ready, _ in self.samples:
             if start <= t <= end:
                 for handler, count in ready.items():
                     deepest[handler] = max(deepest.get(handler, 0), count)
@@ -289,7 +286,7 @@ async def run_lifecycle(
                     server.mark_rss_start()  # warm now
                 elif not _keeps_up(step):
                     break  # past the knee: higher steps only queue up more
-            queue_depths = list(sampler.samples)
+            queue_depths = [(t, sum(q.values()), b) for t, q, b in sampler.samples]
         rss = server.rss_report()
     finally:
         await server.stop()

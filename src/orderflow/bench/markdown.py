@@ -98,35 +98,40 @@ def _lifecycle_lines(extra: dict[str, Any]) -> list[str]:
     steps = extra.get("steps", [])
     hops = steps[-1].get("hops_ms") if steps else None
     if hops:
-        lines += [
-            "",
+        order = sorted(hops, key=lambda t: hops[t].get("p50") or 0.0, reverse=True)
+        lines += _table(
             f"Where an order's time went at {steps[-1]['label']}: per event, from the start of "
             "the transaction that recorded the order's previous event to the start of the one "
             "that recorded this one (the previous step, the relay, the broker, the queue):",
-            "",
-            "| event | p50 ms | p99 ms |",
-            "|---|---:|---:|",
-        ]
-        order = sorted(hops, key=lambda t: hops[t].get("p50") or 0.0, reverse=True)
-        lines += [f"| `{t}` | {_n(hops[t].get('p50'))} | {_n(hops[t].get('p99'))} |" for t in order]
+            ["event", "p50 ms", "p99 ms"],
+            [[f"`{t}`", _n(hops[t].get("p50")), _n(hops[t].get("p99"))] for t in order],
+        )
     handlers = steps[-1].get("handlers") if steps else None
     if handlers:
-        lines += [
-            "",
+        busiest = sorted(handlers, key=lambda h: handlers[h]["busy_pct"], reverse=True)
+        lines += _table(
             f"What each handler of the worker did at {steps[-1]['label']} (from its own "
             "metrics; a batch handler applies one batch at a time, so near 100 % busy it "
             "cannot keep up):",
-            "",
-            "| handler | batches or deliveries/s | deliveries each | ms each | busy % |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        busiest = sorted(handlers, key=lambda h: handlers[h]["busy_pct"], reverse=True)
-        lines += [
-            f"| `{h}` | {_n(handlers[h]['applied_per_s'])} | {_n(handlers[h]['deliveries_each'])} "
-            f"| {_n(handlers[h]['ms_each'])} | {_n(handlers[h]['busy_pct'])} |"
-            for h in busiest
-        ]
+            ["handler", "batches or deliveries/s", "deliveries each", "ms each", "busy %"],
+            [[f"`{h}`", *(_n(handlers[h][k]) for k in _HANDLER_FIGURES)] for h in busiest],
+        )
     return lines
+
+
+_HANDLER_FIGURES = ("applied_per_s", "deliveries_each", "ms_each", "busy_pct")
+
+
+def _table(intro: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    """A paragraph, then a table whose first column is text and the others numbers."""
+    return [
+        "",
+        intro,
+        "",
+        f"| {' | '.join(header)} |",
+        "|---|" + "---:|" * (len(header) - 1),
+        *(f"| {' | '.join(row)} |" for row in rows),
+    ]
 
 
 def _deepest(step: dict[str, Any]) -> str:

@@ -28,6 +28,20 @@ def free_port() -> int:
         return port
 
 
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive TCP ports nobody listens on right now."""
+    for _ in range(100):
+        base = free_port()
+        try:
+            for port in range(base + 1, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except (OSError, OverflowError):  # taken, or past the last port
+            continue
+        return base
+    raise RuntimeError(f"found no {count} consecutive free ports")
+
+
 def orderflow_command(*args: str) -> list[str]:
     """``orderflow ARGS`` with this interpreter (works in a virtualenv that is not active)."""
     return [sys.executable, "-m", "orderflow.entrypoints.cli", *args]

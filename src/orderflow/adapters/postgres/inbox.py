@@ -11,16 +11,19 @@ import asyncpg
 _SEEN = "SELECT 1 FROM inbox WHERE event_id = $1 AND handler = $2"
 
 
-def claimed_cte(first: int) -> str:
+def claimed_cte(first: int, *, where: str = "TRUE") -> str:
     """A CTE ``claimed(event_id)``: the event ids (parameter ``first``, a uuid[]) that the
-    handler named by parameter ``first + 1`` had not applied yet, now claimed in the inbox.
+    handler named by parameter ``first + 1`` had not applied yet, now claimed in the inbox;
+    only those for which ``where`` holds (an SQL condition on ``ids.id``).
 
-    A concurrent claim of the same key waits until the first commits, then sees it. Pass the
-    ids sorted: two batches claiming overlapping keys then take their locks in one order.
+    A concurrent claim of the same key waits until the first commits, then sees it. The keys
+    are claimed in id order: two batches claiming overlapping keys take their locks in one
+    order.
     """
     return f"""claimed AS (
     INSERT INTO inbox (event_id, handler)
-    SELECT id, ${first + 1} FROM unnest(${first}::uuid[]) AS ids(id)
+    SELECT id, ${first + 1} FROM unnest(${first}::uuid[]) AS ids(id) WHERE {where}
+    ORDER BY id
     ON CONFLICT DO NOTHING RETURNING event_id
 )"""
 

@@ -213,17 +213,15 @@ async def lock_claimed(
 # the inbox keys, sorted, all claimed first (the update reads them as one array), then the
 # orders, by id (rows come sorted by order id) (``id = ANY($3)`` keeps the primary key in the
 # plan). At most one step per order per statement (``advance_claimed`` splits the rest).
+_ORDER_EXISTS = """EXISTS (
+    SELECT 1 FROM step s JOIN orders o ON o.id = s.order_id AND o.id = ANY($3::uuid[])
+    WHERE s.cause_id = ids.id
+)"""
 _ADVANCE_CLAIMED = f"""
 WITH step AS (
     SELECT * FROM unnest($1::uuid[], $3::uuid[], $4::text[], $5::text[])
         AS s(cause_id, order_id, expected, status)
-), claimed AS (
-    INSERT INTO inbox (event_id, handler)
-    SELECT s.cause_id, $2 FROM step s
-    WHERE EXISTS (SELECT 1 FROM orders o WHERE o.id = s.order_id AND o.id = ANY($3::uuid[]))
-    ORDER BY s.cause_id
-    ON CONFLICT DO NOTHING RETURNING event_id
-), moved AS (
+), {inbox.claimed_cte(1, where=_ORDER_EXISTS)}, moved AS (
     UPDATE orders o SET status = s.status, version = o.version + 1, updated_at = now()
     FROM step s
     WHERE o.id = s.order_id AND o.id = ANY($3::uuid[]) AND o.status = s.expected
