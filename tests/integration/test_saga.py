@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
+from orderflow.adapters.postgres.database import create_pool
 from orderflow.adapters.postgres.uow import unit_of_work
 from orderflow.adapters.redis.product_cache import RedisProductCache
 from orderflow.domain.errors import NotFound
@@ -333,10 +335,14 @@ async def test_reservation_batches_lock_stock_in_one_order_and_cannot_deadlock(
 
 
 async def test_one_reservation_batch_with_two_orders_for_the_last_unit_reserves_one(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
+    client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    registry: Registry,
+    logged: tuple[asyncpg.Pool, list[str]],
 ) -> None:
     # The batch locks and reads the stock once: the second order must be checked against
-    # what the first left, and the batch's reservations are written by one statement.
+    # what the first left, and the batch's reservations travel in the statement that writes
+    # its events: three statements in its transaction.
     spec = registry.get("inventory.reserve")
     last, plenty = await make_product(client, stock=1), await make_product(client, stock=10)
     customer = await make_customer(client)
@@ -344,7 +350,13 @@ async def test_one_reservation_batch_with_two_orders_for_the_last_unit_reserves_
         await _paid(client, pool, customer, [(plenty["id"], 2), (last["id"], 1)]) for _ in range(2)
     ]
     order_ids = [d.envelope.order_id for d in deliveries]
-    assert await apply_batch(pool, spec, deliveries) == [Outcome.APPLIED] * 2
+    logged_pool, seen = logged
+    seen.clear()
+    assert await apply_batch(logged_pool, spec, deliveries) == [Outcome.APPLIED] * 2
+    statements = _in_transaction(seen)
+    assert len(statements) == 3, statements  # claim and lock orders, lock stock, all writes
+    assert "UPDATE products" in statements[-1]
+    assert "INSERT INTO outbox" in statements[-1]
     statuses = [
         await pool.fetchval("SELECT status FROM orders WHERE id = $1", i) for i in order_ids
     ]
@@ -527,12 +539,19 @@ async def test_two_steps_of_one_order_in_one_batch_are_applied_in_turn(
 
 
 async def _payment_initiated(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry, *, price: int
+    client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    registry: Registry,
+    *,
+    price: int,
+    token: str = "pm_approve",
 ) -> tuple[dict[str, Any], Delivery]:
     """A new order stepped to payment_pending, and its payment.initiated as a delivery."""
     product = await make_product(client, price=price)
     customer = await make_customer(client)
-    order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
+    order = await place_order(
+        client, customer_id=customer["id"], lines=[(product["id"], 1)], payment_token=token
+    )
     order_id = uuid.UUID(order["id"])
     await _step_until(pool, registry, order_id, "payment_pending")
     row = await pool.fetchrow(
@@ -584,7 +603,7 @@ async def test_a_charge_whose_payment_was_settled_after_its_gateway_call_records
     assert await apply(pool, spec, delivery) == Outcome.APPLIED
     async with unit_of_work(pool) as uow:
         await spec.handle(delivery, uow, prepared)
-        assert uow.emitted == []
+    assert not uow.wrote_events
     assert await _money(pool, order["id"]) == {"charge": 400}
     assert await _processed(pool, order) == 1
 
@@ -614,6 +633,68 @@ async def test_charges_share_one_transaction_and_a_copy_among_them_is_recorded_o
     assert transactions == 1
     # Its copy, delivered again later, finds the payment settled before any transaction.
     assert await prepare(pool, spec, delivery) == Outcome.NOTHING_TO_DO
+
+
+@pytest.fixture
+async def logged(
+    settings: Settings, database: str
+) -> AsyncIterator[tuple[asyncpg.Pool, list[str]]]:
+    """A pool of one connection, and the statements it runs (asyncpg's query logger)."""
+    pool = await create_pool(settings, min_size=1, max_size=1)
+    seen: list[str] = []
+    async with pool.acquire() as conn:
+        conn.add_query_logger(lambda record: seen.append(record.query))
+    yield pool, seen
+    await pool.close()
+
+
+def _in_transaction(seen: list[str]) -> list[str]:
+    """The statements of the one transaction in ``seen``, between its BEGIN and COMMIT."""
+    # Leave out the relay wake-ups and asyncpg's own type introspection (once per connection
+    # and set of types, with JIT switched off around it).
+    queries = [
+        q.strip()
+        for q in seen
+        if not q.startswith("NOTIFY") and "typeinfo_tree" not in q and "'jit'" not in q
+    ]
+    assert queries.count("BEGIN;") == queries.count("COMMIT;") == 1, queries
+    return queries[queries.index("BEGIN;") + 1 : queries.index("COMMIT;")]
+
+
+async def test_a_charge_batch_settles_its_payments_with_one_statement(
+    client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    registry: Registry,
+    logged: tuple[asyncpg.Pool, list[str]],
+) -> None:
+    # The batch's charges, captured and declined, are settled by one statement before its
+    # events are written: three statements in its transaction whatever its size.
+    spec = registry.get("payments.charge")
+    made = [
+        await _payment_initiated(client, pool, registry, price=100 * (i + 1), token=token)
+        for i, token in enumerate(["pm_approve", "pm_decline", "pm_approve"])
+    ]
+    batch = [delivery for _, delivery in made]
+    ready = [await prepare(pool, spec, d) for d in batch]
+    logged_pool, seen = logged
+    seen.clear()
+    outcomes = await apply_batch(
+        logged_pool, spec, batch, [r for r in ready if isinstance(r, Prepared)]
+    )
+    assert outcomes == [Outcome.APPLIED] * 3
+    statements = _in_transaction(seen)
+    assert len(statements) == 3, statements  # claim and lock, settle, events and statuses
+    assert sum("UPDATE payments" in q for q in statements) == 1
+    (first, _), (second, _), (third, _) = made
+    assert await _money(pool, first["id"]) == {"charge": 100}
+    assert await _money(pool, second["id"]) == {"decline": 200}
+    assert await _money(pool, third["id"]) == {"charge": 300}
+    assert [await _processed(pool, o) for o in (first, second, third)] == [1, 0, 1]
+    statuses = [
+        await pool.fetchval("SELECT status FROM orders WHERE id = $1", uuid.UUID(o["id"]))
+        for o, _ in made
+    ]
+    assert statuses == ["payment_pending", "awaiting_payment", "payment_pending"]
 
 
 async def test_new_orders_of_one_batch_get_their_payments_with_one_statement_once(

@@ -36,8 +36,9 @@ class Stock:
     """The locked stock of a reservation batch's products, and what the batch has taken.
 
     Each order is checked against what the orders before it in the batch left; the batch's
-    reservations are written by one statement, before its events (``UnitOfWork.before_flush``),
-    and its products dropped from the cache together once it has committed.
+    reservations are written with its events, by their statement (``UnitOfWork.before_flush``
+    hands them to ``write_with_events``), and its products dropped from the cache together
+    once it has committed.
     """
 
     def __init__(self, lines: list[inventory.Line]) -> None:
@@ -62,7 +63,7 @@ class Stock:
 
     async def write(self, uow: UnitOfWork, cache: ProductCache | None) -> None:
         if self.taken:
-            await inventory.reserve(uow.conn, self.taken)
+            inventory.reserve(uow, self.taken)
             _forget_stock(uow, cache, sorted({line.product_id for line in self.taken}))
 
 

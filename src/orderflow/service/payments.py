@@ -94,6 +94,84 @@ async def pay_order(
     )
 
 
+class _Charges:
+    """The charges one transaction records, gathered from its deliveries: before its events
+    are written, one statement settles every payment still pending (``settle_many``), then
+    each one settled is announced, in the order of the deliveries."""
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+        self.planned: dict[uuid.UUID, tuple[Delivery, payments.Payment, ChargeResult]] = {}
+        uow.before_flush(self.record)
+
+    def add(self, d: Delivery, payment: payments.Payment, result: ChargeResult) -> None:
+        """Record ``result`` for ``payment`` (its order locked); a second answer for the same
+        payment in one transaction is dropped, as its settle would find it moved."""
+        self.planned.setdefault(payment.id, (d, payment, result))
+
+    async def record(self) -> None:
+        planned, self.planned = list(self.planned.values()), {}
+        if not planned:
+            return
+        settled = await payments.settle_many(
+            self.uow.conn, [_settlement(payment, result) for _, payment, result in planned]
+        )
+        for d, payment, result in planned:
+            if payment.id in settled:
+                assert d.envelope.order_id is not None
+                order = await lock_order(self.uow, d.envelope.order_id)  # locked: no query
+                _announce_charge(self.uow, order, d, payment, result)
+
+
+def _settlement(payment: payments.Payment, result: ChargeResult) -> payments.Settlement:
+    if result.captured:
+        return payments.Settlement(
+            payment,
+            status="captured",
+            kind="charge",
+            idempotency_key=charge_key(payment.id),
+            reference=result.reference,
+        )
+    return payments.Settlement(
+        payment,
+        status="declined",
+        kind="decline",
+        idempotency_key=charge_key(payment.id),
+        reference=None,
+        detail=result.decline_reason,
+    )
+
+
+def _announce_charge(
+    uow: UnitOfWork,
+    order: Order,
+    d: Delivery,
+    payment: payments.Payment,
+    result: ChargeResult,
+) -> None:
+    """The event of a settled charge, about its locked order."""
+    if result.captured:
+        # The order is locked: a cancellation after this commit finds the capture (and
+        # refunds it on order.cancelled); one before it gets its own event, the only
+        # payment event compensation.refund listens to besides order.cancelled.
+        capture = (
+            ev.PaymentProcessedAfterCancel if order.status is S.CANCELLED else ev.PaymentProcessed
+        )
+        processed = capture(
+            payment_id=payment.id,
+            amount=payment.amount,
+            currency=payment.currency,
+            gateway_reference=result.reference,
+        )
+        annotate(uow, order, processed, actor=ACTOR, cause=d.envelope)
+        return
+    failed = ev.PaymentFailed(payment_id=payment.id, reason=result.decline_reason)
+    if order.status is S.PAYMENT_PENDING:
+        advance(uow, order, failed, actor=ACTOR, cause=d.envelope)
+    else:
+        publish(uow, order, failed, actor=ACTOR, cause=d.envelope)
+
+
 def _paid(d: Delivery) -> ev.Event:
     """The order.paid that a payment.processed makes of a pending order."""
     event = d.event
@@ -150,9 +228,9 @@ def handlers(
         return payment, result
 
     async def record_charge(d: Delivery, uow: UnitOfWork, prepared: object) -> None:
-        """payment.initiated: record the gateway's answer and announce it.
+        """payment.initiated: record the gateway's answer and announce it (``_Charges``).
 
-        The payment as ``call_gateway`` read it is pending; ``settle`` writes only if it still
+        The payment as ``call_gateway`` read it is pending; its settle writes only if it still
         is (a concurrent delivery may have recorded it), so no second read is needed.
         """
         assert isinstance(prepared, tuple)
@@ -160,48 +238,8 @@ def handlers(
         assert isinstance(payment, payments.Payment)
         assert isinstance(result, ChargeResult)
         assert d.envelope.order_id is not None
-        order = await lock_order(uow, d.envelope.order_id)
-        if result.captured:
-            if not await payments.settle(
-                uow.conn,
-                payment,
-                status="captured",
-                kind="charge",
-                idempotency_key=charge_key(payment.id),
-                reference=result.reference,
-            ):
-                return
-            # The order is locked: a cancellation after this commit finds the capture (and
-            # refunds it on order.cancelled); one before it gets its own event, the only
-            # payment event compensation.refund listens to besides order.cancelled.
-            capture = (
-                ev.PaymentProcessedAfterCancel
-                if order.status is S.CANCELLED
-                else ev.PaymentProcessed
-            )
-            processed = capture(
-                payment_id=payment.id,
-                amount=payment.amount,
-                currency=payment.currency,
-                gateway_reference=result.reference,
-            )
-            annotate(uow, order, processed, actor=ACTOR, cause=d.envelope)
-            return
-        if not await payments.settle(
-            uow.conn,
-            payment,
-            status="declined",
-            kind="decline",
-            idempotency_key=charge_key(payment.id),
-            reference=None,
-            detail=result.decline_reason,
-        ):
-            return
-        failed = ev.PaymentFailed(payment_id=payment.id, reason=result.decline_reason)
-        if order.status is S.PAYMENT_PENDING:
-            advance(uow, order, failed, actor=ACTOR, cause=d.envelope)
-        else:
-            publish(uow, order, failed, actor=ACTOR, cause=d.envelope)
+        await lock_order(uow, d.envelope.order_id)
+        uow.collector("payments.charge", lambda: _Charges(uow)).add(d, payment, result)
 
     async def call_refund(d: Delivery) -> tuple[uuid.UUID, str] | None:
         """Outside any transaction: refund a cancelled order's capture, idempotently.
@@ -238,11 +276,13 @@ def handlers(
             return
         await payments.settle(
             uow.conn,
-            payment,
-            status="refunded",
-            kind="refund",
-            idempotency_key=refund_key(payment.id),
-            reference=reference,
+            payments.Settlement(
+                payment,
+                status="refunded",
+                kind="refund",
+                idempotency_key=refund_key(payment.id),
+                reference=reference,
+            ),
         )
         refunded = ev.PaymentRefunded(
             payment_id=payment.id,

@@ -25,7 +25,11 @@ deadlock: ``lock_orders`` row-locks the batch's orders with the statement that c
 in the inbox, and ``lock_batch`` locks what else the handler will lock (products), for the
 batch's orders at once, or for the one order of a delivery applied alone; what it returns
 is the third argument of ``handle``. It may also do the batch's work that one statement can
-do for all its orders (read their stock, register their payments). A handler
+do for all its orders (read their stock, register their payments). Writes a handler gathers
+over its batch are made once, at the unit of work's flush: with the events, in their
+statement, when nothing can refuse them (``UnitOfWork.write_with_events``: the stock a
+reservation took), or by one statement of their own just before (a ``before_flush`` of a
+``UnitOfWork.collector``: the charges' settles, whose results decide the events). A handler
 applied one delivery at a time may declare ``lock_orders`` too: its claim then locks the
 order the same way, a round trip fewer.
 

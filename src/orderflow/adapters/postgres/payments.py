@@ -110,39 +110,62 @@ async def captured(
     return Payment(**dict(row)) if row else None
 
 
-async def settle(
-    conn: asyncpg.Connection,
-    payment: Payment,
-    *,
-    status: str,
-    kind: str,
-    idempotency_key: str,
-    reference: str | None,
-    detail: str = "",
-) -> bool:
-    """Move a payment from the status ``payment`` has to ``status`` and append the matching
-    history row, in one statement; False (and nothing written) if it had moved meanwhile."""
-    done = await conn.execute(
-        """
-        WITH p AS (
-            UPDATE payments SET status = $2, gateway_reference = coalesce($6, gateway_reference),
-                   updated_at = now()
-            WHERE id = $1 AND status = $10
-            RETURNING id
-        )
-        INSERT INTO payment_transactions (payment_id, order_id, kind, amount, currency,
-                                          idempotency_key, gateway_reference, detail)
-        SELECT $1, $3, $4, $5, $7, $8, $6, $9 FROM p
-        """,
-        payment.id,
-        status,
-        payment.order_id,
-        kind,
-        payment.amount,
-        reference,
-        payment.currency,
-        idempotency_key,
-        detail,
-        payment.status,
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A payment to move from the status it was read in to ``status``, with its history row."""
+
+    payment: Payment
+    status: str
+    kind: str
+    idempotency_key: str
+    reference: str | None
+    detail: str = ""
+
+
+_SETTLE = """
+WITH s AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::text[])
+        AS s(id, expected, status, kind, idempotency_key, reference, detail)
+), p AS (
+    UPDATE payments p SET status = s.status,
+           gateway_reference = coalesce(s.reference, p.gateway_reference), updated_at = now()
+    FROM s
+    WHERE p.id = s.id AND p.id = ANY($1::uuid[]) AND p.status = s.expected
+    RETURNING p.id, p.order_id, p.amount, p.currency
+), t AS (
+    INSERT INTO payment_transactions (payment_id, order_id, kind, amount, currency,
+                                      idempotency_key, gateway_reference, detail)
+    SELECT p.id, p.order_id, s.kind, p.amount, p.currency, s.idempotency_key, s.reference,
+           s.detail
+    FROM p JOIN s ON s.id = p.id
+)
+SELECT id FROM p
+"""
+
+
+async def settle_many(
+    conn: asyncpg.Connection, settlements: Sequence[Settlement]
+) -> set[uuid.UUID]:
+    """Move each payment from the status it was read in to its new status and append the
+    matching history row, all in one statement; the ids of the payments moved (one that had
+    moved meanwhile is left alone, with nothing written). A payment appears at most once."""
+    ids = [s.payment.id for s in settlements]
+    if len(set(ids)) != len(ids):
+        raise ValueError("a payment can be settled once per statement")
+    rows = await conn.fetch(
+        _SETTLE,
+        ids,
+        [s.payment.status for s in settlements],
+        [s.status for s in settlements],
+        [s.kind for s in settlements],
+        [s.idempotency_key for s in settlements],
+        [s.reference for s in settlements],
+        [s.detail for s in settlements],
     )
-    return bool(done == "INSERT 0 1")
+    return {row["id"] for row in rows}
+
+
+async def settle(conn: asyncpg.Connection, settlement: Settlement) -> bool:
+    """``settle_many`` of one: whether the payment moved."""
+    return bool(await settle_many(conn, [settlement]))

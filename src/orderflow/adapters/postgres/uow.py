@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import asyncpg
 
@@ -19,6 +19,10 @@ from orderflow.domain.model import Order
 from orderflow.domain.orders import OrderStatus
 
 Pending = tuple[Envelope, OrderStatus | None]
+# A data-modifying CTE that travels with the events: its SQL, given the number of its first
+# parameter, and its parameters.
+Write = tuple[Callable[[int], str], Sequence[Any]]
+T = TypeVar("T")
 
 
 def event_ctes(first: int, *, when: str = "TRUE") -> str:
@@ -60,7 +64,8 @@ def event_args(pending: Sequence[Pending]) -> list[list[Any]]:
 
 
 # The order statuses a unit of work changed (parameters 8 to 11), written by the statement
-# that writes its events (1 to 7), with its idempotent answer when there is one (from 12).
+# that writes its events (1 to 7), then the writes that travel with them (``write_with_events``)
+# and the idempotent answer when there is one, numbered on from 12.
 _STATUS_CTE = """, statused AS (
     UPDATE orders o SET status = s.status, cancel_reason = s.cancel_reason,
                         version = o.version + s.changes, updated_at = now()
@@ -68,9 +73,6 @@ _STATUS_CTE = """, statused AS (
         AS s(id, status, cancel_reason, changes)
     WHERE o.id = s.id AND o.id = ANY($8::uuid[])  -- the primary key (see inventory.py)
 )"""
-_WRITE = "WITH " + event_ctes(1) + _STATUS_CTE + "{answer} SELECT 1"
-_WRITE_CHANGES = _WRITE.format(answer="")
-_WRITE_CHANGES_AND_ANSWER = _WRITE.format(answer=records.respond_cte(12))
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +93,8 @@ class UnitOfWork:
 
     The orders it locked are kept by id (``locked``), so a batch that locked them all at once
     finds each again without a query; their status changes are written with the events, by
-    the one statement of ``flush``.
+    the one statement of ``flush``, and so are the writes a handler gathered over its batch
+    (``write_with_events``, ``collector``).
     """
 
     conn: asyncpg.Connection
@@ -104,6 +107,8 @@ class UnitOfWork:
     wrote_events: bool = False
     locked: dict[uuid.UUID, Order] = field(default_factory=dict)
     _changes: dict[uuid.UUID, _StatusChange] = field(default_factory=dict)
+    _writes: list[Write] = field(default_factory=list)
+    _collectors: dict[str, Any] = field(default_factory=dict)
 
     def change_status(
         self, order: Order, status: OrderStatus, *, cancel_reason: str | None
@@ -123,6 +128,20 @@ class UnitOfWork:
         For writes a batch gathers across its deliveries and makes once (stock reservations).
         """
         self._before_flush.append(hook)
+
+    def write_with_events(self, cte: Callable[[int], str], args: Sequence[Any]) -> None:
+        """Make a write in the statement of the next ``flush`` (a round trip fewer than a
+        statement of its own): ``cte(first)`` is one or more data-modifying CTEs,
+        ``name AS (...)``, whose parameters ``args`` are numbered from ``first``. For writes
+        whose result the handler does not need (it decided them against locked rows)."""
+        self._writes.append((cte, args))
+
+    def collector(self, key: str, make: Callable[[], T]) -> T:
+        """The one ``make()`` of this unit of work for ``key``: where a batch handler gathers
+        what its deliveries will write, to write it once (a ``before_flush`` it registers)."""
+        if key not in self._collectors:
+            self._collectors[key] = make()
+        return cast(T, self._collectors[key])
 
     def after_commit(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run ``hook`` once the transaction has committed (never if it rolls back).
@@ -148,34 +167,37 @@ class UnitOfWork:
         return [env for env, _ in self._pending]
 
     async def flush(self) -> None:
-        """Write the queued events and status changes, and the idempotent answer if it is
-        known by now."""
+        """Write the queued events, status changes and gathered writes, and the idempotent
+        answer if it is known by now, with one statement."""
         hooks, self._before_flush = self._before_flush, []
         for hook in hooks:
             await hook()
         answer, self._answer = self._answer, None
         request = self.idempotency
-        if not self._pending and not self._changes:
+        if not self._pending and not self._changes and not self._writes:
             if request is not None and answer is not None:
                 await records.respond(self.conn, request, answer)
             return
         pending, self._pending = self._pending, []
         changes, self._changes = self._changes, {}
+        writes, self._writes = self._writes, []
         self.wrote_events = self.wrote_events or bool(pending)
-        extra = (
-            records.respond_args(request, answer)
-            if request is not None and answer is not None
-            else []
-        )
-        await self.conn.execute(
-            _WRITE_CHANGES_AND_ANSWER if extra else _WRITE_CHANGES,
+        sql = ["WITH ", event_ctes(1), _STATUS_CTE]
+        args: list[Any] = [
             *event_args(pending),
             list(changes),
             [c.status.value for c in changes.values()],
             [c.cancel_reason for c in changes.values()],
             [c.changes for c in changes.values()],
-            *extra,
-        )
+        ]
+        for cte, cte_args in writes:
+            sql += [", ", cte(len(args) + 1)]
+            args += cte_args
+        if request is not None and answer is not None:
+            sql.append(records.respond_cte(len(args) + 1))
+            args += records.respond_args(request, answer)
+        sql.append(" SELECT 1")
+        await self.conn.execute("".join(sql), *args)
 
 
 @asynccontextmanager
