@@ -118,10 +118,19 @@ def make_registry(
     *,
     batch: bool = False,
     prepare: PrepareFn | None = None,
+    batch_window_s: float | None = None,
 ) -> Registry:
     """Test handlers called ``names``, each subscribed to ``event_types``."""
     return Registry(
-        HandlerSpec(n, event_types, make_handle(n), batch=batch, prepare=prepare) for n in names
+        HandlerSpec(
+            n,
+            event_types,
+            make_handle(n),
+            batch=batch,
+            prepare=prepare,
+            batch_window_s=batch_window_s,
+        )
+        for n in names
     )
 
 

@@ -798,3 +798,13 @@ def test_only_a_capture_on_a_cancelled_order_reaches_compensation(registry: Regi
     ]
     deliveries = sum(len(registry.subscribers(event)) for event in HAPPY_PATH)
     assert deliveries == 13
+
+
+def test_only_the_notifications_linger_for_fuller_batches(
+    registry: Registry, settings: Settings
+) -> None:
+    # No saga step waits for a notification, so only their handler trades latency for batch
+    # size (ADR 0019); every step on the order's path applies what it has at once.
+    lingering = {s.name: s.batch_window_s for s in registry if s.batch_window_s is not None}
+    assert lingering == {"notifications.send": settings.notifications_batch_window_s}
+    assert settings.notifications_batch_window_s > 0

@@ -129,6 +129,8 @@ async def _claim_nothing(*_: object) -> set[uuid.UUID]:
         ({"statement": _claim_nothing, "batch": True, "lock_batch": _noop}, "its own locks"),
         ({"statement": _claim_nothing, "batch": True, "prepare": _noop}, "no prepare step"),
         ({"handle": _noop, "prepare": _noop, "lock_batch": _noop}, "both feed handle"),
+        ({"handle": _noop, "batch_window_s": 0.05}, "needs a batch handler"),
+        ({"handle": _noop, "batch": True, "batch_window_s": -1.0}, "needs a batch handler"),
     ],
 )
 def test_a_handler_is_a_handle_or_a_batch_statement(kwargs: dict[str, Any], error: str) -> None:

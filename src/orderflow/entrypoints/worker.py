@@ -424,7 +424,8 @@ class _Batcher:
     batch in flight at a time, and whatever arrives meanwhile forms the next one (up to
     ``worker_batch_max``). An idle handler applies a delivery at once; a busy one commits many
     per transaction. One batch at a time also means two batches of one handler never wait on
-    each other's row locks. ``worker_batch_window_s`` > 0 lingers for a fuller batch."""
+    each other's row locks. A window > 0 (the handler's ``batch_window_s``, else
+    ``worker_batch_window_s``) lingers for a fuller batch."""
 
     def __init__(self, worker: Worker, spec: HandlerSpec, queues: HandlerQueues) -> None:
         self.worker = worker
@@ -433,7 +434,11 @@ class _Batcher:
         self._coalescer: Coalescer[_Waiting, None] = Coalescer(
             self._apply,
             max_batch=worker.settings.worker_batch_max,
-            window_s=worker.settings.worker_batch_window_s,
+            window_s=(
+                worker.settings.worker_batch_window_s
+                if spec.batch_window_s is None
+                else spec.batch_window_s
+            ),
         )
 
     async def submit(self, waiting: _Waiting) -> None:

@@ -58,7 +58,7 @@ def build_registry(deps: Deps) -> Registry:
             read_batch_max=settings.worker_batch_max,
         ),
         *inventory.handlers(deps.cache),
-        *notifications.handlers(deps.sender),
+        *notifications.handlers(deps.sender, batch_window_s=settings.notifications_batch_window_s),
     ]
     if settings.autopilot:
         specs += fulfilment.autopilot_handlers(delay_s=settings.autopilot_delay_s)

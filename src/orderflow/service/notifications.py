@@ -82,8 +82,9 @@ async def _record(uow: UnitOfWork, notification: Notification, channel: str) -> 
     return bool(inserted)
 
 
-def handlers(sender: NotificationSender) -> list[HandlerSpec]:
-    """The notification handler, sending through ``sender``."""
+def handlers(sender: NotificationSender, *, batch_window_s: float = 0.0) -> list[HandlerSpec]:
+    """The notification handler, sending through ``sender``; a local sender's batches linger
+    ``batch_window_s`` for more deliveries (no step of the saga waits for a notification)."""
 
     async def notify(
         pool: asyncpg.Pool, handler: str, deliveries: Sequence[Delivery]
@@ -122,7 +123,11 @@ def handlers(sender: NotificationSender) -> list[HandlerSpec]:
         # One statement per batch: notifications of different events never contend, and
         # they are 6 of the 13 deliveries of a delivered order. A local sender (the log)
         # sends once the record is committed.
-        return [HandlerSpec(name, types, None, batch=True, statement=notify)]
+        return [
+            HandlerSpec(
+                name, types, None, batch=True, statement=notify, batch_window_s=batch_window_s
+            )
+        ]
     # A remote sender (a webhook) is called before the transaction opens, as the payment
     # gateway is: a slow receiver holds no transaction open, and a failure is retried by
     # the worker's retry queues. Delivery is at least once; the receiver deduplicates by key.

@@ -114,6 +114,9 @@ class HandlerSpec:
     lock_orders: bool = False
     lock_batch: LockBatchFn | None = None
     statement: StatementFn | None = None
+    # How long an idle batch handler lingers for more deliveries before it applies a batch;
+    # None: the worker's ``worker_batch_window_s`` (0, apply at once).
+    batch_window_s: float | None = None
 
     def __post_init__(self) -> None:
         if (self.handle is None) == (self.statement is None):
@@ -126,6 +129,8 @@ class HandlerSpec:
             raise ValueError(f"handler {self.name!r}: a statement has no prepare step")
         if self.statement is not None and (self.lock_batch or self.lock_orders):
             raise ValueError(f"handler {self.name!r}: a statement takes its own locks")
+        if self.batch_window_s is not None and (not self.batch or self.batch_window_s < 0):
+            raise ValueError(f"handler {self.name!r}: a batch window needs a batch handler")
 
 
 class Registry:

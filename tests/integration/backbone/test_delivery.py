@@ -21,7 +21,7 @@ from orderflow.adapters.rabbitmq.topology import ATTEMPT, Names
 from orderflow.domain.events import Envelope, OrderDelivered, OrderShipped
 from orderflow.entrypoints.dead_letters import process
 from orderflow.service.consumer import Outcome, apply_batch
-from orderflow.service.registry import Delivery, HandlerSpec, PermanentError
+from orderflow.service.registry import Delivery, HandlerSpec, PermanentError, Registry
 from orderflow.settings import Settings
 from tests.backbone_app import EVENT, make_prepare, make_registry
 from tests.integration.backbone.helpers import (
@@ -300,6 +300,41 @@ async def test_a_batch_handler_shares_transactions_and_a_failure_stays_its_own(
     assert bug not in await applied_counts(pool, "alpha")
     [letter] = await process(batched, action="list")
     assert letter.message_id == str(bug)
+
+
+async def test_a_handler_with_a_batch_window_of_its_own_gathers_a_trickle(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    # The worker's window is 0: a batch handler without one of its own applies each delivery
+    # of a trickle as it comes. One with its own window (the notifications') lingers, and
+    # applies the trickle in one transaction.
+    assert bb_settings.worker_batch_window_s == 0
+    registry = Registry(
+        [
+            *make_registry(["alpha"], batch=True, batch_window_s=2.0),
+            *make_registry(["beta"], batch=True),
+        ]
+    )
+    async with running(bb_settings, pool, registry):
+        trickle = []
+        for _ in range(4):
+            trickle += await emit(pool, ["ok"])
+            await asyncio.sleep(0.15)
+        await eventually(lambda: all_applied_once(pool, "alpha", trickle))
+        await eventually(lambda: all_applied_once(pool, "beta", trickle))
+
+    async def transactions(handler: str) -> int:
+        return int(
+            await pool.fetchval(
+                "SELECT count(DISTINCT txid) FROM backbone_applied "
+                "WHERE handler = $1 AND event_id = ANY($2)",
+                handler,
+                trickle,
+            )
+        )
+
+    assert await transactions("alpha") == 1
+    assert await transactions("beta") > 1
 
 
 async def test_a_batch_handler_prepares_each_delivery_alone_and_batches_the_prepared(
