@@ -52,7 +52,7 @@ def require_service(name: str, url: str, default_port: int) -> None:
 
 
 def _base_settings() -> Settings:
-    return Settings(environment="test", log_level="WARNING")  # type: ignore[arg-type]
+    return Settings(environment="test", log_level="WARNING")
 
 
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -32,14 +32,16 @@ async def bearer(pool: asyncpg.Pool, role: Role | str, customer_id: str | None =
 
 
 @asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncTransport]:
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncBaseTransport]:
     """The app's lifespan, and a transport that talks to it in-process."""
     async with LifespanManager(app) as manager:
         yield httpx.ASGITransport(app=manager.app)
 
 
 @pytest.fixture(scope="session")
-async def api_transport(settings: Settings, database: str) -> AsyncIterator[httpx.AsyncTransport]:
+async def api_transport(
+    settings: Settings, database: str
+) -> AsyncIterator[httpx.AsyncBaseTransport]:
     async with running(create_app(settings)) as transport:
         yield transport
 
@@ -54,7 +56,7 @@ async def product_cache(settings: Settings) -> AsyncIterator[RedisProductCache]:
 
 @pytest.fixture(scope="session")
 async def client_for(
-    api_transport: httpx.AsyncTransport, pool: asyncpg.Pool
+    api_transport: httpx.AsyncBaseTransport, pool: asyncpg.Pool
 ) -> AsyncIterator[ClientFor]:
     """``await client_for(role, customer_id=None)``: a client holding a fresh key for ``role``;
     ``await client_for(None)`` sends no key at all."""

@@ -27,7 +27,7 @@ async def orderflow(settings: Settings, *args: str, expect: int = 0) -> list[str
 
 
 @pytest.fixture
-def anonymous(api_transport: httpx.AsyncTransport) -> httpx.AsyncClient:
+def anonymous(api_transport: httpx.AsyncBaseTransport) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=api_transport, base_url="http://test")
 
 

@@ -4,8 +4,9 @@ each is still stored whole or not at all, at the price its products have when it
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -46,7 +47,7 @@ async def until(condition: Callable[[], bool], what: str) -> None:
 
 
 @pytest.fixture
-def place(pool: asyncpg.Pool, settings: Settings) -> Callable[..., Awaitable[Order]]:
+def place(pool: asyncpg.Pool, settings: Settings) -> Callable[..., Coroutine[Any, Any, Order]]:
     pricing = build_pricing(settings)
 
     def call(
@@ -54,7 +55,7 @@ def place(pool: asyncpg.Pool, settings: Settings) -> Callable[..., Awaitable[Ord
         customer_id: str,
         lines: list[tuple[str, int]],
         cache: RedisProductCache | None = None,
-    ) -> Awaitable[Order]:
+    ) -> Coroutine[Any, Any, Order]:
         return ordering.place_order(
             pool,
             customer_id=uuid.UUID(customer_id),
@@ -72,10 +73,10 @@ def place(pool: asyncpg.Pool, settings: Settings) -> Callable[..., Awaitable[Ord
 async def in_one_batch(
     client: httpx.AsyncClient,
     pool: asyncpg.Pool,
-    place: Callable[..., Awaitable[Order]],
+    place: Callable[..., Coroutine[Any, Any, Order]],
     batcher: ordering.PlacementBatcher,
     customer_id: str,
-    calls: list[Callable[[], Awaitable[Order]]],
+    calls: list[Callable[[], Coroutine[Any, Any, Order]]],
 ) -> tuple[Order, list[Order | BaseException]]:
     """A first order is stored while its product is held, so that every one of ``calls``
     queues behind it: they form the next batch together."""
@@ -108,7 +109,7 @@ async def stored(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> list[dict[str, Any
 
 
 async def test_orders_placed_together_share_one_statement_and_each_is_whole(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, place: Callable[..., Awaitable[Order]]
+    client: httpx.AsyncClient, pool: asyncpg.Pool, place: Callable[..., Coroutine[Any, Any, Order]]
 ) -> None:
     batcher = ordering.PlacementBatcher(pool, max_batch=32)
     catalogue = [await make_product(client, price=100 * (i + 1)) for i in range(4)]
@@ -122,7 +123,7 @@ async def test_orders_placed_together_share_one_statement_and_each_is_whole(
         place,
         batcher,
         customer["id"],
-        [lambda lines=lines: place(batcher, customer["id"], lines) for lines in orders],
+        [functools.partial(place, batcher, customer["id"], lines) for lines in orders],
     )
     placed = [r for r in results if isinstance(r, Order)]
     assert len(placed) == 12, results
@@ -148,7 +149,7 @@ async def test_orders_placed_together_share_one_statement_and_each_is_whole(
 async def test_an_order_priced_from_a_stale_cache_is_priced_again_and_the_rest_are_kept(
     client: httpx.AsyncClient,
     pool: asyncpg.Pool,
-    place: Callable[..., Awaitable[Order]],
+    place: Callable[..., Coroutine[Any, Any, Order]],
     product_cache: RedisProductCache,
 ) -> None:
     batcher = ordering.PlacementBatcher(pool, max_batch=32)
@@ -183,7 +184,7 @@ async def test_an_order_priced_from_a_stale_cache_is_priced_again_and_the_rest_a
 
 
 async def test_an_order_that_breaks_a_constraint_fails_alone_and_its_batch_is_stored(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, place: Callable[..., Awaitable[Order]]
+    client: httpx.AsyncClient, pool: asyncpg.Pool, place: Callable[..., Coroutine[Any, Any, Order]]
 ) -> None:
     batcher = ordering.PlacementBatcher(pool, max_batch=32)
     product = await make_product(client, price=700)

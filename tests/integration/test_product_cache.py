@@ -21,7 +21,8 @@ def _count(result: str) -> float:
 async def _cached(settings: Settings, product_id: str) -> bytes | None:
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
     try:
-        value: bytes | None = await client.get(f"{settings.redis_key_prefix}:product:{product_id}")
+        value = await client.get(f"{settings.redis_key_prefix}:product:{product_id}")
+        assert value is None or isinstance(value, bytes)
         return value
     finally:
         await client.aclose()

@@ -330,7 +330,7 @@ async def test_reservation_batches_lock_stock_in_one_order_and_cannot_deadlock(
         outcomes = await asyncio.gather(
             apply_batch(pool, spec, first), apply_batch(pool, spec, second)
         )
-        assert outcomes == [[Outcome.APPLIED] * 2] * 2
+        assert list(outcomes) == [[Outcome.APPLIED] * 2] * 2
     assert await _stock(client, a) == await _stock(client, b) == 4
 
 

@@ -66,6 +66,6 @@ def test_every_event_type_has_a_subscribed_handler() -> None:
     from orderflow.settings import Settings
 
     settings = Settings(autopilot=True)
-    registry = build_registry(Deps(settings=settings, pool=None))  # type: ignore[arg-type]
+    registry = build_registry(Deps(settings=settings, pool=None))
     orphans = [t for t in EVENT_TYPES if not registry.subscribers(t)]
     assert orphans == []

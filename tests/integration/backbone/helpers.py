@@ -116,7 +116,7 @@ async def queue_counts(settings: Settings, queue: str) -> tuple[int, int]:
         channel = await connection.channel()
         declared = await channel.declare_queue(queue, passive=True)
         result = declared.declaration_result
-        return int(result.message_count), int(result.consumer_count)
+        return int(result.message_count or 0), int(result.consumer_count or 0)
 
 
 async def queue_depth(settings: Settings, queue: str) -> int:

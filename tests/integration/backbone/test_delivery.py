@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import subprocess
 import sys
 import time
@@ -44,7 +45,7 @@ async def test_one_outbox_row_is_delivered_once_to_each_bound_handler(
     async with running(bb_settings, pool, registry):
         [event_id] = await emit(pool, ["ok"])
         for handler in ("alpha", "beta"):
-            await eventually(lambda h=handler: all_applied_once(pool, h, [event_id]))
+            await eventually(functools.partial(all_applied_once, pool, handler, [event_id]))
         # Then nothing more comes: the relay commits its marks all the same.
         await eventually(lambda: all_published(pool, [event_id]))
     assert await applied_counts(pool, "gamma") == {}
@@ -83,7 +84,7 @@ async def test_idle_system_delivers_an_event_within_milliseconds(
         for i in range(5):
             started = time.perf_counter()
             await emit(pool, ["ok"])
-            await eventually(lambda n=i + 2: _count(pool, "alpha", n), every=0.001)
+            await eventually(functools.partial(_count, pool, "alpha", i + 2), every=0.001)
             latencies.append(time.perf_counter() - started)
     print(f"idle commit->handler latency, s: {sorted(latencies)}")
     assert sorted(latencies)[2] < 0.25

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import subprocess
 import time
@@ -109,7 +110,7 @@ async def test_message_that_keeps_crashing_its_worker_ends_in_the_dead_letters(
         for _ in range(8):
             worker = spawn(settings, "worker", "--handlers", "slow")
             try:
-                await eventually(lambda w=worker: _exited_or(w, dead_lettered()), timeout=20)
+                await eventually(functools.partial(_exited_or, worker, dead_lettered), timeout=20)
             finally:
                 _kill(worker)
             if await dead_lettered():
@@ -160,8 +161,8 @@ async def test_broker_restart_under_load_loses_nothing_and_every_worker_consumes
             await start_broker_app()
         await producer
         for handler in ("alpha", "beta"):
-            await eventually(lambda h=handler: all_applied_once(pool, h, ids), timeout=60)
-            await eventually(lambda h=handler: _consumers(bb_settings, h, 2), timeout=30)
+            await eventually(functools.partial(all_applied_once, pool, handler, ids), timeout=60)
+            await eventually(functools.partial(_consumers, bb_settings, handler, 2), timeout=30)
     assert len(ids) == 400
 
 
@@ -175,11 +176,11 @@ async def _slow_event_started(
     return event_id
 
 
-async def _exited_or(proc: subprocess.Popen[bytes], condition: Awaitable[bool]) -> bool:
-    if proc.poll() is not None:
-        condition.close()  # type: ignore[attr-defined]
-        return True
-    return await condition
+async def _exited_or(
+    proc: subprocess.Popen[bytes], condition: Callable[[], Awaitable[bool]]
+) -> bool:
+    """Whether ``proc`` has exited, else whether ``condition()`` holds."""
+    return proc.poll() is not None or await condition()
 
 
 def _exists(path: Path) -> Callable[[], Awaitable[bool]]:
