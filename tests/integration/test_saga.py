@@ -697,6 +697,29 @@ async def test_a_charge_batch_settles_its_payments_with_one_statement(
     assert statuses == ["payment_pending", "awaiting_payment", "payment_pending"]
 
 
+async def test_charges_handed_over_after_a_flush_are_settled_by_the_next_one(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
+) -> None:
+    # A unit of work may flush more than once: what a charge hands over after a flush is
+    # gathered for the next one, not lost with the first.
+    spec = registry.get("payments.charge")
+    assert spec.handle is not None
+    assert spec.prepare is not None
+    first, one = await _payment_initiated(client, pool, registry, price=110)
+    second, other = await _payment_initiated(client, pool, registry, price=120)
+    async with unit_of_work(pool) as uow:
+        await uow.conn.execute(
+            "SELECT 1 FROM orders WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+            [one.envelope.order_id, other.envelope.order_id],
+        )
+        await spec.handle(one, uow, await spec.prepare(one))
+        await uow.flush()
+        await spec.handle(other, uow, await spec.prepare(other))
+    assert await _money(pool, first["id"]) == {"charge": 110}
+    assert await _money(pool, second["id"]) == {"charge": 120}
+    assert [await _processed(pool, o) for o in (first, second)] == [1, 1]
+
+
 async def test_new_orders_of_one_batch_get_their_payments_with_one_statement_once(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:

@@ -102,17 +102,17 @@ class _Charges:
     def __init__(self, uow: UnitOfWork) -> None:
         self.uow = uow
         self.planned: dict[uuid.UUID, tuple[Delivery, payments.Payment, ChargeResult]] = {}
-        uow.before_flush(self.record)
 
     def add(self, d: Delivery, payment: payments.Payment, result: ChargeResult) -> None:
-        """Record ``result`` for ``payment`` (its order locked); a second answer for the same
-        payment in one transaction is dropped, as its settle would find it moved."""
+        """Record ``result`` for ``payment`` (its order locked) at the next flush; a second
+        answer for the same payment in one transaction is dropped, as its settle would find
+        it moved."""
+        if not self.planned:
+            self.uow.before_flush(self.record)
         self.planned.setdefault(payment.id, (d, payment, result))
 
     async def record(self) -> None:
         planned, self.planned = list(self.planned.values()), {}
-        if not planned:
-            return
         settled = await payments.settle_many(
             self.uow.conn, [_settlement(payment, result) for _, payment, result in planned]
         )
