@@ -720,6 +720,33 @@ async def test_charges_handed_over_after_a_flush_are_settled_by_the_next_one(
     assert [await _processed(pool, o) for o in (first, second)] == [1, 1]
 
 
+async def test_stock_taken_after_a_flush_is_written_by_the_next_one(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
+) -> None:
+    # As for the charges: a reservation taken after a flush of the same unit of work is
+    # written with the next flush's events, not dropped with the first one's hook.
+    spec = registry.get("inventory.reserve")
+    assert spec.handle is not None
+    assert spec.lock_batch is not None
+    product = await make_product(client, stock=10)
+    customer = await make_customer(client)
+    one, other = [await _paid(client, pool, customer, [(product["id"], n)]) for n in (2, 3)]
+    order_ids = sorted(d.envelope.order_id for d in (one, other) if d.envelope.order_id)
+    async with unit_of_work(pool) as uow:
+        await uow.conn.execute(
+            "SELECT 1 FROM orders WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE", order_ids
+        )
+        stock = await spec.lock_batch(uow, order_ids)
+        await spec.handle(one, uow, stock)
+        await uow.flush()
+        await spec.handle(other, uow, stock)
+    assert await _stock(client, product) == 5
+    moved = await pool.fetchval(
+        "SELECT count(*) FROM stock_movements WHERE order_id = ANY($1)", order_ids
+    )
+    assert moved == 2
+
+
 async def test_new_orders_of_one_batch_get_their_payments_with_one_statement_once(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:

@@ -36,12 +36,16 @@ class Stock:
     """The locked stock of a reservation batch's products, and what the batch has taken.
 
     Each order is checked against what the orders before it in the batch left; the batch's
-    reservations are written with its events, by their statement (``UnitOfWork.before_flush``
-    hands them to ``write_with_events``), and its products dropped from the cache together
-    once it has committed.
+    reservations are written with its events, by their statement (a ``before_flush``, scheduled
+    by the first ``take`` after a flush, hands them to ``write_with_events``), and its products
+    dropped from the cache together once it has committed.
     """
 
-    def __init__(self, lines: list[inventory.Line]) -> None:
+    def __init__(
+        self, uow: UnitOfWork, lines: list[inventory.Line], cache: ProductCache | None
+    ) -> None:
+        self.uow = uow
+        self.cache = cache
         self.available = {line.product_id: line.available for line in lines}
         self.lines: dict[uuid.UUID, list[inventory.Line]] = {}
         for line in lines:
@@ -56,24 +60,24 @@ class Stock:
         ]
 
     def take(self, lines: list[inventory.Line]) -> None:
-        """Reserve these lines (checked against ``wants``)."""
+        """Reserve these lines (checked against ``wants``), written at the next flush."""
+        if lines and not self.taken:
+            self.uow.before_flush(self.write)
         for line in lines:
             self.available[line.product_id] -= line.requested
         self.taken += lines
 
-    async def write(self, uow: UnitOfWork, cache: ProductCache | None) -> None:
-        if self.taken:
-            inventory.reserve(uow, self.taken)
-            _forget_stock(uow, cache, sorted({line.product_id for line in self.taken}))
+    async def write(self) -> None:
+        taken, self.taken = self.taken, []
+        inventory.reserve(self.uow, taken)
+        _forget_stock(self.uow, self.cache, sorted({line.product_id for line in taken}))
 
 
 async def _lock_stock_to_reserve(
     uow: UnitOfWork, order_ids: list[uuid.UUID], *, cache: ProductCache | None = None
 ) -> Stock:
     """Every product on a batch's (locked) orders, locked in id order, with its stock."""
-    stock = Stock(await inventory.lock_stock_of(uow.conn, order_ids))
-    uow.before_flush(partial(stock.write, uow, cache))
-    return stock
+    return Stock(uow, await inventory.lock_stock_of(uow.conn, order_ids), cache)
 
 
 async def reserve(d: Delivery, uow: UnitOfWork, stock: object) -> None:
