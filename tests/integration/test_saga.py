@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from orderflow.adapters.postgres.database import create_pool
-from orderflow.adapters.postgres.uow import unit_of_work
+from orderflow.adapters.postgres.uow import UnitOfWork, unit_of_work
 from orderflow.adapters.redis.product_cache import RedisProductCache
 from orderflow.domain.errors import NotFound
 from orderflow.domain.events import (
@@ -697,6 +697,13 @@ async def test_a_charge_batch_settles_its_payments_with_one_statement(
     assert statuses == ["payment_pending", "awaiting_payment", "payment_pending"]
 
 
+async def _lock_orders(uow: UnitOfWork, order_ids: Sequence[uuid.UUID | None]) -> None:
+    """Lock these orders as a batch's claim would, for a handler driven by hand."""
+    await uow.conn.execute(
+        "SELECT 1 FROM orders WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE", order_ids
+    )
+
+
 async def test_charges_handed_over_after_a_flush_are_settled_by_the_next_one(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:
@@ -708,10 +715,7 @@ async def test_charges_handed_over_after_a_flush_are_settled_by_the_next_one(
     first, one = await _payment_initiated(client, pool, registry, price=110)
     second, other = await _payment_initiated(client, pool, registry, price=120)
     async with unit_of_work(pool) as uow:
-        await uow.conn.execute(
-            "SELECT 1 FROM orders WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
-            [one.envelope.order_id, other.envelope.order_id],
-        )
+        await _lock_orders(uow, [one.envelope.order_id, other.envelope.order_id])
         await spec.handle(one, uow, await spec.prepare(one))
         await uow.flush()
         await spec.handle(other, uow, await spec.prepare(other))
@@ -733,9 +737,7 @@ async def test_stock_taken_after_a_flush_is_written_by_the_next_one(
     one, other = [await _paid(client, pool, customer, [(product["id"], n)]) for n in (2, 3)]
     order_ids = sorted(d.envelope.order_id for d in (one, other) if d.envelope.order_id)
     async with unit_of_work(pool) as uow:
-        await uow.conn.execute(
-            "SELECT 1 FROM orders WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE", order_ids
-        )
+        await _lock_orders(uow, order_ids)
         stock = await spec.lock_batch(uow, order_ids)
         await spec.handle(one, uow, stock)
         await uow.flush()

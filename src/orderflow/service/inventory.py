@@ -36,9 +36,9 @@ class Stock:
     """The locked stock of a reservation batch's products, and what the batch has taken.
 
     Each order is checked against what the orders before it in the batch left; the batch's
-    reservations are written with its events, by their statement (a ``before_flush``, scheduled
-    by the first ``take`` after a flush, hands them to ``write_with_events``), and its products
-    dropped from the cache together once it has committed.
+    reservations are written with its events, by their statement (a ``before_flush``, which
+    each ``take`` schedules, hands them to ``write_with_events``), and its products dropped
+    from the cache together once it has committed.
     """
 
     def __init__(
@@ -61,14 +61,15 @@ class Stock:
 
     def take(self, lines: list[inventory.Line]) -> None:
         """Reserve these lines (checked against ``wants``), written at the next flush."""
-        if lines and not self.taken:
-            self.uow.before_flush(self.write)
+        self.uow.before_flush(self.write)
         for line in lines:
             self.available[line.product_id] -= line.requested
         self.taken += lines
 
     async def write(self) -> None:
         taken, self.taken = self.taken, []
+        if not taken:
+            return
         inventory.reserve(self.uow, taken)
         _forget_stock(self.uow, self.cache, sorted({line.product_id for line in taken}))
 

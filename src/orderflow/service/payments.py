@@ -107,8 +107,7 @@ class _Charges:
         """Record ``result`` for ``payment`` (its order locked) at the next flush; a second
         answer for the same payment in one transaction is dropped, as its settle would find
         it moved."""
-        if not self.planned:
-            self.uow.before_flush(self.record)
+        self.uow.before_flush(self.record)
         self.planned.setdefault(payment.id, (d, payment, result))
 
     async def record(self) -> None:
@@ -239,7 +238,7 @@ def handlers(
         assert isinstance(result, ChargeResult)
         assert d.envelope.order_id is not None
         await lock_order(uow, d.envelope.order_id)
-        uow.collector("payments.charge", lambda: _Charges(uow)).add(d, payment, result)
+        uow.collector(_Charges).add(d, payment, result)
 
     async def call_refund(d: Delivery) -> tuple[uuid.UUID, str] | None:
         """Outside any transaction: refund a cancelled order's capture, idempotently.

@@ -130,7 +130,9 @@ class HandlerSpec:
         if self.statement is not None and (self.lock_batch or self.lock_orders):
             raise ValueError(f"handler {self.name!r}: a statement takes its own locks")
         if self.batch_window_s is not None and (not self.batch or self.batch_window_s < 0):
-            raise ValueError(f"handler {self.name!r}: a batch window needs a batch handler")
+            raise ValueError(
+                f"handler {self.name!r}: a batch window needs a batch handler and is not negative"
+            )
 
 
 class Registry:

@@ -73,6 +73,7 @@ _STATUS_CTE = """, statused AS (
         AS s(id, status, cancel_reason, changes)
     WHERE o.id = s.id AND o.id = ANY($8::uuid[])  -- the primary key (see inventory.py)
 )"""
+_WRITE = "WITH " + event_ctes(1) + _STATUS_CTE
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +109,7 @@ class UnitOfWork:
     locked: dict[uuid.UUID, Order] = field(default_factory=dict)
     _changes: dict[uuid.UUID, _StatusChange] = field(default_factory=dict)
     _writes: list[Write] = field(default_factory=list)
-    _collectors: dict[str, Any] = field(default_factory=dict)
+    _collectors: dict[Callable[..., Any], Any] = field(default_factory=dict)
 
     def change_status(
         self, order: Order, status: OrderStatus, *, cancel_reason: str | None
@@ -123,11 +124,14 @@ class UnitOfWork:
         )
 
     def before_flush(self, hook: Callable[[], Awaitable[None]]) -> None:
-        """Run ``hook`` at the next ``flush``, before the events and status changes are written.
+        """Run ``hook`` at the next ``flush``, before the events and status changes are written;
+        a hook that already waits for it is not added again.
 
-        For writes a batch gathers across its deliveries and makes once (stock reservations).
+        For writes a batch gathers across its deliveries and makes once (stock reservations,
+        the charges' settles): each hand-over schedules the gatherer's write.
         """
-        self._before_flush.append(hook)
+        if hook not in self._before_flush:
+            self._before_flush.append(hook)
 
     def write_with_events(self, cte: Callable[[int], str], args: Sequence[Any]) -> None:
         """Make a write in the statement of the next ``flush`` (a round trip fewer than a
@@ -136,12 +140,12 @@ class UnitOfWork:
         whose result the handler does not need (it decided them against locked rows)."""
         self._writes.append((cte, args))
 
-    def collector(self, key: str, make: Callable[[], T]) -> T:
-        """The one ``make()`` of this unit of work for ``key``: where a batch handler gathers
-        what its deliveries will write, to write it once (a ``before_flush`` it registers)."""
-        if key not in self._collectors:
-            self._collectors[key] = make()
-        return cast(T, self._collectors[key])
+    def collector(self, make: Callable[[UnitOfWork], T]) -> T:
+        """The one ``make(self)`` of this unit of work: where a batch handler gathers what its
+        deliveries will write, to write it once (a ``before_flush`` it schedules)."""
+        if make not in self._collectors:
+            self._collectors[make] = make(self)
+        return cast(T, self._collectors[make])
 
     def after_commit(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run ``hook`` once the transaction has committed (never if it rolls back).
@@ -182,7 +186,7 @@ class UnitOfWork:
         changes, self._changes = self._changes, {}
         writes, self._writes = self._writes, []
         self.wrote_events = self.wrote_events or bool(pending)
-        sql = ["WITH ", event_ctes(1), _STATUS_CTE]
+        sql = [_WRITE]
         args: list[Any] = [
             *event_args(pending),
             list(changes),
