@@ -76,6 +76,9 @@ def test_bench_place_with_ceilings_writes_its_json_and_passes_the_audit(
     assert set(result["latency_ms"]) == {"p50", "p95", "p99", "max"}
     assert set(doc["ceiling"]) >= {"loadgen_noop", "http_insert", "mq_round_trips", "pg_commits"}
     assert result["rss_mb"]["total"] > 0
+    # What each ceiling cost the machine, per operation.
+    for key in ("loadgen_noop", "http_insert", "mq_round_trips", "pg_commits"):
+        assert doc["ceiling"][key]["cpu_ms_each"] > 0, key
     # the server settings that change what a run can show travel with it
     assert set(doc["run"]["postgresql"]) >= {"autovacuum", "synchronous_commit", "fsync"}
     assert doc["run"]["postgresql"]["synchronous_commit"] == "on"
@@ -109,10 +112,16 @@ def test_bench_lifecycle_runs_orders_to_delivered_through_orderflow_up(
     assert [s["label"] for s in steps] == ["idle", "20/s"]
     assert all(s["unfinished"] == 0 for s in steps)
     assert result["params"]["vacuum"]["by"] in ("bench (autovacuum off)", "autovacuum")
-    handlers = build_registry(
+    registry = build_registry(
         Deps(settings.model_copy(update={"autopilot": True}), cast(asyncpg.Pool, None))
-    ).names
+    )
+    handlers = registry.names
     assert all(set(s["deepest_queues"]) <= set(handlers) for s in steps)
+    # Every order was delivered, so each took one delivery per subscriber of each event of
+    # the happy path, counted by the workers themselves; and it cost the machine some CPU.
+    per_order = sum(len(registry.subscribers(event)) for event in HAPPY_PATH)
+    assert [s["deliveries_per_order"] for s in steps] == [per_order, per_order]
+    assert steps[-1]["cpu_ms_per_order"] > 0
     # Every step of the happy path applied something, seen from the worker's own metrics.
     worked = steps[-1]["handlers"]
     assert {"payments.initiate", "orders.mark_paid", "notifications.send"} <= set(worked)

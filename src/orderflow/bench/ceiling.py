@@ -19,6 +19,7 @@ import asyncpg
 import orjson
 
 from orderflow.adapters.postgres.database import create_pool
+from orderflow.bench.cpu import CpuSampler
 from orderflow.bench.http import build_request
 from orderflow.bench.loadgen import LoadResult, LoadSpec, run_load
 from orderflow.bench.runner import BenchRun
@@ -43,6 +44,7 @@ class Throughput:
     per_s: float
     latency_ms: dict[str, float]
     count: int
+    window: tuple[float, float]  # wall clock at the start and the end of the measured time
 
     def as_dict(self) -> dict[str, Any]:
         return {"per_s": round(self.per_s, 1), "latency_ms": self.latency_ms, "count": self.count}
@@ -70,12 +72,14 @@ async def pg_commits(settings: Settings, *, duration_s: float, concurrency: int)
                         )
                     latencies.append(time.perf_counter() - start)
 
-        began = time.monotonic()
+        began, wall = time.monotonic(), time.time()
         await asyncio.gather(*(committer() for _ in range(concurrency)))
         elapsed = time.monotonic() - began
     finally:
         await pool.close()
-    return Throughput(len(latencies) / elapsed, latency_ms(latencies), len(latencies))
+    return Throughput(
+        len(latencies) / elapsed, latency_ms(latencies), len(latencies), (wall, wall + elapsed)
+    )
 
 
 async def rabbit_round_trips(
@@ -108,7 +112,7 @@ async def rabbit_round_trips(
 
         tag = await queue.consume(on_message)
         end = time.monotonic() + duration_s
-        began = time.monotonic()
+        began, wall = time.monotonic(), time.time()
 
         async def publish_loop() -> None:
             while time.monotonic() < end:
@@ -133,7 +137,9 @@ async def rabbit_round_trips(
     finally:
         await publisher.close()
         await consumer.close()
-    return Throughput(len(latencies) / elapsed, latency_ms(latencies), len(latencies))
+    return Throughput(
+        len(latencies) / elapsed, latency_ms(latencies), len(latencies), (wall, wall + elapsed)
+    )
 
 
 async def create_ceiling_table(pool: asyncpg.Pool) -> None:
@@ -146,7 +152,27 @@ async def create_ceiling_table(pool: asyncpg.Pool) -> None:
 async def run_ceiling(
     run: BenchRun, *, concurrency: int, duration_s: float, warmup_s: float = 2.0
 ) -> dict[str, Any]:
-    """All three ceilings and the load generator's own, in one run's settings."""
+    """All three ceilings and the load generator's own, in one run's settings, each with the
+    machine's CPU per operation."""
+    assert run.pool is not None
+    async with CpuSampler() as cpu:
+        figures = await _ceilings(run, cpu, concurrency, duration_s, warmup_s)
+    return {
+        **figures,
+        "params": {
+            "concurrency": concurrency,
+            "duration_s": duration_s,
+            "server_workers": run.server_workers,
+            "loadgen_processes": run.loadgen_processes,
+            "mq_in_flight": 64,
+            "pg_connections": min(concurrency, 32),
+        },
+    }
+
+
+async def _ceilings(
+    run: BenchRun, cpu: CpuSampler, concurrency: int, duration_s: float, warmup_s: float
+) -> dict[str, Any]:
     assert run.pool is not None
     await create_ceiling_table(run.pool)
     port = free_port()
@@ -184,24 +210,16 @@ async def run_ceiling(
         await server.stop()
     with run.progress("ceiling (b): RabbitMQ round trips", duration_s):
         try:
-            mq: dict[str, Any] = (await _rabbit_once_more(run, duration_s)).as_dict()
+            mq = _throughput(await _rabbit_once_more(run, duration_s), cpu)
         except (aio_pika.exceptions.AMQPError, TimeoutError) as exc:
             mq = {"per_s": None, "error": f"broker unavailable: {exc!r}"}
     with run.progress("ceiling (c): PostgreSQL commits", duration_s):
         pg = await pg_commits(run.settings, duration_s=duration_s, concurrency=min(concurrency, 32))
     return {
-        "loadgen_noop": _http(noop_result),
-        "http_insert": _http(insert_result),
+        "loadgen_noop": _http(noop_result, warmup_s, cpu),
+        "http_insert": _http(insert_result, warmup_s, cpu),
         "mq_round_trips": mq,
-        "pg_commits": pg.as_dict(),
-        "params": {
-            "concurrency": concurrency,
-            "duration_s": duration_s,
-            "server_workers": run.server_workers,
-            "loadgen_processes": run.loadgen_processes,
-            "mq_in_flight": 64,
-            "pg_connections": min(concurrency, 32),
-        },
+        "pg_commits": _throughput(pg, cpu),
     }
 
 
@@ -219,9 +237,15 @@ async def _rabbit_once_more(run: BenchRun, duration_s: float) -> Throughput:
         )
 
 
-def _http(result: LoadResult) -> dict[str, Any]:
+def _http(result: LoadResult, warmup_s: float, cpu: CpuSampler) -> dict[str, Any]:
+    start = result.started_at + warmup_s
     return {
         "per_s": round(result.per_s, 1),
         "latency_ms": latency_ms(result.latencies_s),
         "errors": result.errors(),
+        "cpu_ms_each": cpu.ms_each(start, start + result.duration_s, result.per_s),
     }
+
+
+def _throughput(result: Throughput, cpu: CpuSampler) -> dict[str, Any]:
+    return {**result.as_dict(), "cpu_ms_each": cpu.ms_each(*result.window, result.per_s)}

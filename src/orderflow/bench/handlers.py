@@ -28,6 +28,11 @@ class Totals:
     batches: float = 0.0  # batches of a batch handler
     deliveries: float = 0.0  # deliveries in those batches
 
+    @property
+    def delivered(self) -> float:
+        """Deliveries applied: those of its batches for a batch handler."""
+        return self.deliveries if self.batches else self.applied
+
     def __add__(self, other: Totals) -> Totals:
         return Totals(
             self.applied + other.applied,
@@ -95,3 +100,8 @@ def step_figures(
             "busy_pct": round(100 * busy_s / seconds, 1),
         }
     return figures
+
+
+def deliveries(before: dict[str, Totals], after: dict[str, Totals]) -> float:
+    """How many deliveries all handlers applied between two scrapes."""
+    return sum(end.delivered - before.get(h, Totals()).delivered for h, end in after.items())

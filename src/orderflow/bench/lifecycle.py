@@ -5,7 +5,9 @@ The rate is stepped up; each step reports completed orders/s, events/s, the end-
 from the client's 201 to ``order.delivered`` on the timeline, and the depth of the work queues
 (passive ``queue_declare`` over AMQP: no management plugin needed). The knee is the highest
 step the system keeps up with: it completes 95 % of what is offered, with p99 under 500 ms.
-A first, slow step measures the idle latency from the 201 to ``payment.initiated``.
+A first, slow step measures the idle latency from the 201 to ``payment.initiated``. Each step
+also says what its orders cost: the machine's CPU per completed order, and the deliveries each
+took; with the ceilings, the run prices an order at their costs (the roof, ``ceiling_cost``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import aio_pika
 import asyncpg
 
 from orderflow.adapters.rabbitmq.topology import Names
-from orderflow.bench.handlers import scrape, step_figures
+from orderflow.bench.cpu import CpuSampler, cores
+from orderflow.bench.handlers import deliveries, scrape, step_figures
 from orderflow.bench.loadgen import LoadResult, LoadSpec, run_load
 from orderflow.bench.place import make_catalogue, order_bodies, order_requests, ratios, rss_summary
 from orderflow.bench.runner import BenchRun
@@ -249,6 +252,7 @@ async def run_lifecycle(
     try:
         async with (
             QueueSampler(run, queues) as sampler,
+            CpuSampler() as cpu,
             StandInVacuum(pool, enabled=vacuum and run.autovacuum_off) as vacuuming,
         ):
             plan = [(idle_rate, idle_s, "idle"), *((r, step_s, f"{r:g}/s") for r in rates)]
@@ -274,7 +278,12 @@ async def run_lifecycle(
                     unfinished = await _wait_terminal(
                         pool, [uuid.UUID(i) for i, _ in result.ids], drain_timeout_s
                     )
+                    # The step's orders are all terminal, and the step before had drained.
+                    delivered = deliveries(counted, await scrape(worker_metrics))
                 step = await _step_figures(pool, result, offered=rate, warmup_s=warmup_s)
+                step["deliveries_per_order"] = ratio(delivered, len(result.ids), digits=1)
+                start, end = step["window"]
+                step["cpu_ms_per_order"] = cpu.ms_each(start, end, step["completed_per_s"])
                 step["label"], step["unfinished"] = label, unfinished
                 step["max_queue_depth"], step["max_outbox_backlog"] = sampler.max_between(
                     *step["window"]
@@ -304,6 +313,33 @@ def _vacuum_params(vacuuming: StandInVacuum, run: BenchRun) -> dict[str, Any]:
     return {"by": "none (autovacuum off)" if run.autovacuum_off else "autovacuum", "runs": {}}
 
 
+def ceiling_cost(step: dict[str, Any], ceiling: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What an order of ``step`` would cost if every part of it ran at its ceiling's price,
+    and the orders/s the machine's cores allow at that cost.
+
+    An order is one placement, priced as one request of ceiling (a) (which includes its
+    transaction), and one confirmed publish per event, each priced as a whole round trip of
+    ceiling (b) (a publish, a delivery, an ack). Nothing is counted for the deliveries beyond
+    one per event, for the saga's transactions or for the handlers' own work, so this is a
+    floor under the cost of an order and a roof over the rate: no code of ours reaches it.
+    """
+    a = ((ceiling or {}).get("http_insert") or {}).get("cpu_ms_each")
+    b = ((ceiling or {}).get("mq_round_trips") or {}).get("cpu_ms_each")
+    completed = step["completed_per_s"]
+    if a is None or b is None or not completed:
+        return None
+    events = step["events_per_s"] / completed
+    ms = a + events * b
+    return {
+        "http_insert_ms": a,
+        "mq_round_trip_ms": b,
+        "events_per_order": round(events, 1),
+        "ms_per_order": round(ms, 2),
+        "cores": cores(),
+        "orders_per_s": round(cores() * 1000 / ms, 1),
+    }
+
+
 def _result(
     run: BenchRun,
     steps: list[dict[str, Any]],
@@ -324,6 +360,7 @@ def _result(
             errors[k] = errors.get(k, 0) + v
     t0 = queue_depths[0][0] if queue_depths else 0.0
     mq = (ceiling or {}).get("mq_round_trips", {}).get("per_s")
+    floor = ceiling_cost(best, ceiling)
     return {
         "scenario": "lifecycle",
         "orders_per_s": best["completed_per_s"],
@@ -334,7 +371,9 @@ def _result(
         "ratio_to_ceiling": {
             **ratios(best["completed_per_s"], ceiling),
             "events_to_mq_round_trips": ratio(best["events_per_s"], mq),
+            "cost_at_ceilings": ratio(best["completed_per_s"], (floor or {}).get("orders_per_s")),
         },
+        "cpu_ms_per_order": best.get("cpu_ms_per_order"),
         "audit_ok": bool(audit["ok"]),
         "audit": audit,
         "rss_mb": rss_summary(rss),
@@ -353,6 +392,7 @@ def _result(
                 if loaded
                 else "not measured: no loaded step ran"
             ),
+            "cost_at_ceilings": floor,
             "idle_payment_initiated_ms": idle["payment_initiated_ms"],
             "idle_e2e_ms": idle["e2e_ms"],
             "steps": [{k: v for k, v in s.items() if k != "window"} for s in steps],

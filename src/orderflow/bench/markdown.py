@@ -35,8 +35,8 @@ def figures_block(doc: dict[str, Any]) -> str:
     ceiling = doc.get("ceiling")
     if ceiling:
         out += [
-            "| ceiling | per s | p50 ms | p99 ms | max ms |",
-            "|---|---:|---:|---:|---:|",
+            "| ceiling | per s | p50 ms | p99 ms | max ms | machine CPU ms each |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
         for key, label in (
             ("loadgen_noop", "load generator against `GET /noop`"),
@@ -46,19 +46,19 @@ def figures_block(doc: dict[str, Any]) -> str:
         ):
             item = ceiling.get(key)
             if item and item.get("per_s") is None:
-                out.append(f"| {label} | {item.get('error', '-')} | - | - | - |")
+                out.append(f"| {label} | {item.get('error', '-')} | - | - | - | - |")
             elif item:
                 lat = item["latency_ms"]
                 out.append(
                     f"| {label} | {_n(item['per_s'])} | {_n(lat['p50'])} | {_n(lat['p99'])} "
-                    f"| {_n(lat['max'])} |"
+                    f"| {_n(lat['max'])} | {_n(item.get('cpu_ms_each'), 2)} |"
                 )
         params = ceiling.get("params", {})
         out += ["", f"Ceiling parameters: `{params}`.", ""]
     out += [
         "| scenario | orders/s | p50 ms | p95 ms | p99 ms | max ms | errors | ÷ (a) | ÷ (c) "
-        "| RSS MB (grew?) | audit |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
+        "| ÷ roof | RSS MB (grew?) | audit |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     for r in doc["results"]:
         lat = r.get("latency_ms", {})
@@ -69,6 +69,7 @@ def figures_block(doc: dict[str, Any]) -> str:
             f"| {r['scenario']} | {_n(r.get('orders_per_s'))} | {_n(lat.get('p50'))} "
             f"| {_n(lat.get('p95'))} | {_n(lat.get('p99'))} | {_n(lat.get('max'))} | {errors} "
             f"| {_n(ratios.get('http_insert'), 2)} | {_n(ratios.get('pg_commits'), 2)} "
+            f"| {_n(ratios.get('cost_at_ceilings'), 2)} "
             f"| {_n(rss.get('total'))} ({'yes' if rss.get('grew') else 'no'}) "
             f"| {'ok' if r.get('audit_ok') else 'FAILED'} |"
         )
@@ -83,8 +84,9 @@ def figures_block(doc: dict[str, Any]) -> str:
 def _lifecycle_lines(extra: dict[str, Any]) -> list[str]:
     lines = [
         "| offered/s | placed/s | completed/s | events/s | e2e p50 ms | e2e p99 ms "
-        "| 201→payment.initiated p50 ms | max queue depth | deepest queue | max outbox backlog |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| 201→payment.initiated p50 ms | max queue depth | deepest queue | max outbox backlog "
+        "| deliveries per order | machine CPU ms per order |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for step in extra.get("steps", []):
         lines.append(
@@ -92,9 +94,13 @@ def _lifecycle_lines(extra: dict[str, Any]) -> list[str]:
             f"| {_n(step['completed_per_s'])} | {_n(step['events_per_s'])} "
             f"| {_n(step['e2e_ms'].get('p50'))} | {_n(step['e2e_ms'].get('p99'))} "
             f"| {_n(step['payment_initiated_ms'].get('p50'))} | {_n(step['max_queue_depth'])} "
-            f"| {_deepest(step)} | {_n(step.get('max_outbox_backlog'))} |"
+            f"| {_deepest(step)} | {_n(step.get('max_outbox_backlog'))} "
+            f"| {_n(step.get('deliveries_per_order'))} | {_n(step.get('cpu_ms_per_order'))} |"
         )
     lines += ["", f"Knee: {extra.get('knee')}."]
+    roof = extra.get("cost_at_ceilings")
+    if roof:
+        lines += ["", _roof_line(roof)]
     steps = extra.get("steps", [])
     hops = steps[-1].get("hops_ms") if steps else None
     if hops:
@@ -117,6 +123,17 @@ def _lifecycle_lines(extra: dict[str, Any]) -> list[str]:
             [[f"`{h}`", *(_n(handlers[h][k]) for k in _HANDLER_FIGURES)] for h in busiest],
         )
     return lines
+
+
+def _roof_line(roof: dict[str, Any]) -> str:
+    return (
+        f"At the ceilings' prices an order costs at least {_n(roof['ms_per_order'], 2)} ms of "
+        f"the machine's CPU: one request of (a) at {_n(roof['http_insert_ms'], 2)} ms and "
+        f"{_n(roof['events_per_order'])} events, each a round trip of (b) at "
+        f"{_n(roof['mq_round_trip_ms'], 2)} ms, with nothing for the other deliveries, the "
+        f"saga's transactions or the handlers' work. {roof['cores']} cores allow at most "
+        f"{_n(roof['orders_per_s'])} orders/s at that price (the roof)."
+    )
 
 
 _HANDLER_FIGURES = ("applied_per_s", "deliveries_each", "ms_each", "busy_pct")

@@ -83,7 +83,7 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 def ceiling_table(ceiling: dict[str, Any]) -> Table:
     table = Table(title="Ceilings (same machine, same run)")
-    for col in ("what", "per s", "p50 ms", "p99 ms", "max ms"):
+    for col in ("what", "per s", "p50 ms", "p99 ms", "max ms", "CPU ms each"):
         table.add_column(col, justify="right" if col != "what" else "left")
     labels = {
         "loadgen_noop": "load generator vs GET /noop",
@@ -94,11 +94,16 @@ def ceiling_table(ceiling: dict[str, Any]) -> Table:
     for key, label in labels.items():
         item = ceiling.get(key)
         if item and item.get("per_s") is None:
-            table.add_row(label, item.get("error", "-"), "-", "-", "-")
+            table.add_row(label, item.get("error", "-"), "-", "-", "-", "-")
         elif item:
             lat = item["latency_ms"]
             table.add_row(
-                label, _fmt(item["per_s"]), _fmt(lat["p50"]), _fmt(lat["p99"]), _fmt(lat["max"])
+                label,
+                _fmt(item["per_s"]),
+                _fmt(lat["p50"]),
+                _fmt(lat["p99"]),
+                _fmt(lat["max"]),
+                _fmt(item.get("cpu_ms_each"), 2),
             )
     return table
 
@@ -115,6 +120,7 @@ def results_table(results: list[dict[str, Any]]) -> Table:
         "errors",
         "vs (a)",
         "vs (c)",
+        "vs roof",
         "RSS MB",
         "audit",
     ):
@@ -133,6 +139,7 @@ def results_table(results: list[dict[str, Any]]) -> Table:
             ", ".join(f"{k}: {v}" for k, v in r.get("errors", {}).items()) or "0",
             _fmt(ratios.get("http_insert"), 2),
             _fmt(ratios.get("pg_commits"), 2),
+            _fmt(ratios.get("cost_at_ceilings"), 2),
             f"{_fmt(rss.get('total'))}{' (grew)' if rss.get('grew') else ''}",
             "ok" if r.get("audit_ok") else "[red]FAILED[/red]",
         )

@@ -22,8 +22,8 @@ def latency_ms(seconds: Sequence[float]) -> dict[str, float]:
     return {k: round(v, 2) if not math.isnan(v) else v for k, v in out.items()}
 
 
-def ratio(value: float, ceiling: float | None) -> float | None:
+def ratio(value: float, ceiling: float | None, digits: int = 3) -> float | None:
     """``value / ceiling`` rounded, or None without a usable ceiling."""
     if not ceiling or math.isnan(ceiling) or math.isnan(value):
         return None
-    return round(value / ceiling, 3)
+    return round(value / ceiling, digits)

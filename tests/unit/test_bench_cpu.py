@@ -1,0 +1,113 @@
+"""What a bench result cost in CPU: the machine's busy time, and the roof the ceilings put
+over the lifecycle's rate."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from orderflow.bench.cpu import CpuSampler, busy_seconds, cores
+from orderflow.bench.handlers import Totals, deliveries
+from orderflow.bench.lifecycle import ceiling_cost
+from orderflow.bench.markdown import figures_block
+
+
+def test_busy_time_counts_user_system_irq_and_steal_but_not_idle_or_iowait(
+    tmp_path: Path,
+) -> None:
+    stat = tmp_path / "stat"
+    #                   user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  100 20 30 5000 700 4 6 40 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+    assert busy_seconds(stat) == pytest.approx(200 / os.sysconf("SC_CLK_TCK"))
+    assert busy_seconds(tmp_path / "missing") is None
+
+
+def test_the_sampler_averages_busy_cores_between_its_first_and_last_sample_in_a_window() -> None:
+    sampler = CpuSampler()
+    sampler.samples = [(0.0, 10.0), (1.0, 10.5), (2.0, 12.0), (3.0, 13.5), (9.0, 99.0)]
+    assert sampler.cores_busy(1.0, 3.0) == pytest.approx(1.5)  # 3 core-s in 2 s
+    assert sampler.ms_each(1.0, 3.0, per_s=300.0) == pytest.approx(5.0)  # 1.5 cores / 300/s
+    assert sampler.cores_busy(1.5, 2.5) is None  # one sample: no span
+    assert sampler.ms_each(1.0, 3.0, per_s=0.0) is None
+
+
+def test_the_sampler_sees_a_core_kept_busy() -> None:
+    async def spin_under_sampler() -> float | None:
+        stop = threading.Event()
+
+        def spin() -> None:
+            while not stop.is_set():
+                pass
+
+        async with CpuSampler(interval_s=0.1) as sampler:
+            thread = threading.Thread(target=spin)
+            start = time.time()
+            thread.start()
+            await asyncio.sleep(1.5)
+            stop.set()
+            thread.join()
+            end = time.time()
+        return sampler.cores_busy(start, end)
+
+    busy = asyncio.run(spin_under_sampler())
+    assert busy is not None
+    assert busy > 0.5  # one thread spun for the whole window
+
+
+def test_deliveries_count_a_batch_handlers_deliveries_and_a_plain_handlers_applications() -> None:
+    before = {"notifications.send": Totals(applied=2, seconds=1, batches=2, deliveries=30)}
+    after = {
+        "notifications.send": Totals(applied=5, seconds=2, batches=5, deliveries=130),
+        "compensation.refund": Totals(applied=3, seconds=0.3),
+    }
+    assert deliveries(before, after) == 100 + 3
+
+
+def test_the_roof_prices_a_placement_and_one_round_trip_per_event_at_the_ceilings() -> None:
+    step = {"completed_per_s": 50.0, "events_per_s": 400.0}
+    ceiling = {
+        "http_insert": {"per_s": 2000.0, "cpu_ms_each": 1.0},
+        "mq_round_trips": {"per_s": 2500.0, "cpu_ms_each": 0.5},
+    }
+    roof = ceiling_cost(step, ceiling)
+    assert roof is not None
+    assert roof["events_per_order"] == 8.0
+    assert roof["ms_per_order"] == 5.0  # 1.0 + 8 x 0.5
+    assert roof["orders_per_s"] == pytest.approx(cores() * 1000 / 5.0)
+    assert ceiling_cost(step, None) is None
+    assert ceiling_cost(step, {"http_insert": {"per_s": 1.0}}) is None  # no CPU figure
+    assert ceiling_cost({"completed_per_s": 0.0, "events_per_s": 0.0}, ceiling) is None
+
+
+def test_the_figures_block_prints_the_roof_and_each_steps_cost() -> None:
+    roof = {
+        "http_insert_ms": 0.8, "mq_round_trip_ms": 0.7, "events_per_order": 8.0,
+        "ms_per_order": 6.4, "cores": 2, "orders_per_s": 312.5,
+    }  # fmt: skip
+    step = {
+        "offered_per_s": 50.0, "placed_per_s": 50.0, "completed_per_s": 49.9,
+        "events_per_s": 399.2, "e2e_ms": {"p50": 1.0, "p99": 2.0},
+        "payment_initiated_ms": {"p50": 1.0}, "max_queue_depth": 0, "max_outbox_backlog": 3,
+        "deliveries_per_order": 13.0, "cpu_ms_per_order": 24.5, "label": "50/s",
+    }  # fmt: skip
+    doc = {
+        "run": {"at": "now", "cpus": 2, "python": "3.11", "note": "n"},
+        "ceiling": None,
+        "results": [
+            {
+                "scenario": "lifecycle",
+                "ratio_to_ceiling": {"cost_at_ceilings": 0.16},
+                "lifecycle": {"steps": [step], "knee": "50", "cost_at_ceilings": roof},
+            }
+        ],
+    }
+    block = figures_block(doc)
+    assert "| 13.0 | 24.5 |" in block
+    assert "at least 6.40 ms" in block
+    assert "at most 312.5 orders/s" in block
+    assert "| 0.16 |" in block
