@@ -77,7 +77,7 @@ def test_bench_place_with_ceilings_writes_its_json_and_passes_the_audit(
     assert set(doc["ceiling"]) >= {"loadgen_noop", "http_insert", "mq_round_trips", "pg_commits"}
     assert result["rss_mb"]["total"] > 0
     # What each ceiling cost the machine, per operation.
-    for key in ("loadgen_noop", "http_insert", "mq_round_trips", "pg_commits"):
+    for key in ("loadgen_noop", "http_insert", "mq_round_trips", "mq_two_copies", "pg_commits"):
         assert doc["ceiling"][key]["cpu_ms_each"] > 0, key
     # the server settings that change what a run can show travel with it
     assert set(doc["run"]["postgresql"]) >= {"autovacuum", "synchronous_commit", "fsync"}

@@ -68,17 +68,23 @@ def test_deliveries_count_a_batch_handlers_deliveries_and_a_plain_handlers_appli
     assert deliveries(before, after) == 100 + 3
 
 
-def test_the_roof_prices_a_placement_and_one_round_trip_per_event_at_the_ceilings() -> None:
-    step = {"completed_per_s": 50.0, "events_per_s": 400.0}
+def test_the_roof_prices_a_placement_a_round_trip_per_event_and_the_other_deliveries() -> None:
+    step = {"completed_per_s": 50.0, "events_per_s": 400.0, "deliveries_per_order": 13.0}
     ceiling = {
         "http_insert": {"per_s": 2000.0, "cpu_ms_each": 1.0},
         "mq_round_trips": {"per_s": 2500.0, "cpu_ms_each": 0.5},
+        "mq_two_copies": {"per_s": 2000.0, "cpu_ms_each": 0.7},
     }
     roof = ceiling_cost(step, ceiling)
     assert roof is not None
     assert roof["events_per_order"] == 8.0
-    assert roof["ms_per_order"] == 5.0  # 1.0 + 8 x 0.5
-    assert roof["orders_per_s"] == pytest.approx(cores() * 1000 / 5.0)
+    assert roof["extra_deliveries_per_order"] == 5.0
+    assert roof["extra_delivery_ms"] == 0.2  # what the second queue added to a publish
+    assert roof["ms_per_order"] == 6.0  # 1.0 + 8 x 0.5 + 5 x 0.2
+    assert roof["orders_per_s"] == round(cores() * 1000 / 6.0, 1)
+    # Without (b2) the other deliveries are free: still a floor under the cost.
+    del ceiling["mq_two_copies"]
+    assert ceiling_cost(step, ceiling)["ms_per_order"] == 5.0  # type: ignore[index]
     assert ceiling_cost(step, None) is None
     assert ceiling_cost(step, {"http_insert": {"per_s": 1.0}}) is None  # no CPU figure
     assert ceiling_cost({"completed_per_s": 0.0, "events_per_s": 0.0}, ceiling) is None
@@ -87,7 +93,8 @@ def test_the_roof_prices_a_placement_and_one_round_trip_per_event_at_the_ceiling
 def test_the_figures_block_prints_the_roof_and_each_steps_cost() -> None:
     roof = {
         "http_insert_ms": 0.8, "mq_round_trip_ms": 0.7, "events_per_order": 8.0,
-        "ms_per_order": 6.4, "cores": 2, "orders_per_s": 312.5,
+        "extra_deliveries_per_order": 5.0, "extra_delivery_ms": 0.0, "ms_per_order": 6.4,
+        "cores": 2, "orders_per_s": 312.5,
     }  # fmt: skip
     step = {
         "offered_per_s": 50.0, "placed_per_s": 50.0, "completed_per_s": 49.9,

@@ -83,47 +83,60 @@ async def pg_commits(settings: Settings, *, duration_s: float, concurrency: int)
 
 
 async def rabbit_round_trips(
-    settings: Settings, *, duration_s: float, in_flight: int, queue_name: str
+    settings: Settings, *, duration_s: float, in_flight: int, queue_name: str, copies: int = 1
 ) -> Throughput:
-    """Messages per second through a quorum queue: confirmed persistent publish, acked consume.
+    """Messages per second through quorum queues: confirmed persistent publish to a fanout
+    exchange bound to ``copies`` queues, each copy consumed and acked.
 
-    Up to ``in_flight`` messages are outstanding (published, not yet consumed) at a time; the
-    latency of each is from its publish to its consumer's ack.
+    Up to ``in_flight`` messages are outstanding (published, not yet consumed by every queue)
+    at a time; the latency of each is from its publish to the ack of its last copy.
     """
     url = settings.rabbitmq_url.get_secret_value()
     publisher = await aio_pika.connect_robust(url, timeout=10)
     consumer = await aio_pika.connect_robust(url, timeout=10)
     latencies: list[float] = []
     window = asyncio.Semaphore(in_flight)
+    seen: dict[int, int] = {}  # message number -> copies acked
     published = 0
     try:
         pub_channel = await publisher.channel(publisher_confirms=True)
         sub_channel = await consumer.channel()
-        await sub_channel.set_qos(prefetch_count=in_flight)
-        queue = await sub_channel.declare_queue(
-            queue_name, durable=True, arguments={"x-queue-type": "quorum"}
+        await sub_channel.set_qos(prefetch_count=in_flight * copies)
+        exchange = await sub_channel.declare_exchange(
+            queue_name, aio_pika.ExchangeType.FANOUT, durable=True
         )
+        queues = []
+        for i in range(copies):
+            queue = await sub_channel.declare_queue(
+                f"{queue_name}.{i}", durable=True, arguments={"x-queue-type": "quorum"}
+            )
+            await queue.bind(exchange)
+            queues.append(queue)
+        target = await pub_channel.get_exchange(queue_name)
 
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            sent = orjson.loads(message.body)["t"]
+            body = orjson.loads(message.body)
             await message.ack()
-            latencies.append(time.perf_counter() - sent)
-            window.release()
+            seen[body["n"]] = seen.get(body["n"], 0) + 1
+            if seen[body["n"]] == copies:
+                del seen[body["n"]]
+                latencies.append(time.perf_counter() - body["t"])
+                window.release()
 
-        tag = await queue.consume(on_message)
+        tags = [(queue, await queue.consume(on_message)) for queue in queues]
         end = time.monotonic() + duration_s
         began, wall = time.monotonic(), time.time()
 
         async def publish_loop() -> None:
+            nonlocal published
             while time.monotonic() < end:
                 await window.acquire()
-                body = orjson.dumps({"t": time.perf_counter(), "pad": "x" * 200})
-                await pub_channel.default_exchange.publish(
-                    aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                    routing_key=queue_name,
-                )
-                nonlocal published
                 published += 1
+                body = orjson.dumps({"t": time.perf_counter(), "n": published, "pad": "x" * 200})
+                await target.publish(
+                    aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    routing_key="",
+                )
 
         # Several publishers, each awaiting its confirm: confirms overlap as in the relay.
         await asyncio.gather(*(publish_loop() for _ in range(min(in_flight, 16))))
@@ -132,8 +145,10 @@ async def rabbit_round_trips(
                 break
             await asyncio.sleep(0.05)
         elapsed = time.monotonic() - began
-        await queue.cancel(tag)
-        await sub_channel.queue_delete(queue_name)
+        for queue, tag in tags:
+            await queue.cancel(tag)
+            await sub_channel.queue_delete(queue.name)
+        await sub_channel.exchange_delete(queue_name)
     finally:
         await publisher.close()
         await consumer.close()
@@ -209,31 +224,38 @@ async def _ceilings(
     finally:
         await server.stop()
     with run.progress("ceiling (b): RabbitMQ round trips", duration_s):
-        try:
-            mq = _throughput(await _rabbit_once_more(run, duration_s), cpu)
-        except (aio_pika.exceptions.AMQPError, TimeoutError) as exc:
-            mq = {"per_s": None, "error": f"broker unavailable: {exc!r}"}
+        mq = await _rabbit(run, duration_s, cpu, copies=1)
+    with run.progress("ceiling (b2): RabbitMQ, two copies each", duration_s):
+        mq2 = await _rabbit(run, duration_s, cpu, copies=2)
     with run.progress("ceiling (c): PostgreSQL commits", duration_s):
         pg = await pg_commits(run.settings, duration_s=duration_s, concurrency=min(concurrency, 32))
     return {
         "loadgen_noop": _http(noop_result, warmup_s, cpu),
         "http_insert": _http(insert_result, warmup_s, cpu),
         "mq_round_trips": mq,
+        "mq_two_copies": mq2,
         "pg_commits": _throughput(pg, cpu),
     }
 
 
-async def _rabbit_once_more(run: BenchRun, duration_s: float) -> Throughput:
+async def _rabbit(run: BenchRun, duration_s: float, cpu: CpuSampler, copies: int) -> dict[str, Any]:
+    try:
+        return _throughput(await _rabbit_once_more(run, duration_s, copies), cpu)
+    except (aio_pika.exceptions.AMQPError, TimeoutError) as exc:
+        return {"per_s": None, "error": f"broker unavailable: {exc!r}"}
+
+
+async def _rabbit_once_more(run: BenchRun, duration_s: float, copies: int) -> Throughput:
     queue_name = f"{run.settings.queue_prefix}.ceiling"
     try:
         return await rabbit_round_trips(
-            run.settings, duration_s=duration_s, in_flight=64, queue_name=queue_name
+            run.settings, duration_s=duration_s, in_flight=64, queue_name=queue_name, copies=copies
         )
     except (aio_pika.exceptions.AMQPConnectionError, TimeoutError):
         # The broker is shared; a restart by someone else's test is not our figure. Once more.
         await asyncio.sleep(5)
         return await rabbit_round_trips(
-            run.settings, duration_s=duration_s, in_flight=64, queue_name=queue_name
+            run.settings, duration_s=duration_s, in_flight=64, queue_name=queue_name, copies=copies
         )
 
 

@@ -318,22 +318,29 @@ def ceiling_cost(step: dict[str, Any], ceiling: dict[str, Any] | None) -> dict[s
     and the orders/s the machine's cores allow at that cost.
 
     An order is one placement, priced as one request of ceiling (a) (which includes its
-    transaction), and one confirmed publish per event, each priced as a whole round trip of
-    ceiling (b) (a publish, a delivery, an ack). Nothing is counted for the deliveries beyond
-    one per event, for the saga's transactions or for the handlers' own work, so this is a
-    floor under the cost of an order and a roof over the rate: no code of ours reaches it.
+    transaction); one confirmed publish per event, each priced as a whole round trip of
+    ceiling (b) (a publish, a delivery, an ack); and the deliveries beyond one per event, each
+    priced as what a second queue adds to a publish ((b2) less (b)). Nothing is counted for
+    the saga's transactions or the handlers' own work, so this is a floor under the cost of an
+    order and a roof over the rate: no code of ours reaches it.
     """
-    a = ((ceiling or {}).get("http_insert") or {}).get("cpu_ms_each")
-    b = ((ceiling or {}).get("mq_round_trips") or {}).get("cpu_ms_each")
+    prices = ceiling or {}
+    a = (prices.get("http_insert") or {}).get("cpu_ms_each")
+    b = (prices.get("mq_round_trips") or {}).get("cpu_ms_each")
+    b2 = (prices.get("mq_two_copies") or {}).get("cpu_ms_each")
     completed = step["completed_per_s"]
     if a is None or b is None or not completed:
         return None
     events = step["events_per_s"] / completed
-    ms = a + events * b
+    extra = max((step.get("deliveries_per_order") or 0.0) - events, 0.0)
+    extra_ms = max(b2 - b, 0.0) if b2 is not None else 0.0
+    ms = a + events * b + extra * extra_ms
     return {
         "http_insert_ms": a,
         "mq_round_trip_ms": b,
+        "extra_delivery_ms": round(extra_ms, 2),
         "events_per_order": round(events, 1),
+        "extra_deliveries_per_order": round(extra, 1),
         "ms_per_order": round(ms, 2),
         "cores": cores(),
         "orders_per_s": round(cores() * 1000 / ms, 1),

@@ -42,6 +42,7 @@ def figures_block(doc: dict[str, Any]) -> str:
             ("loadgen_noop", "load generator against `GET /noop`"),
             ("http_insert", "(a) HTTP minimal insert (validate + 1-row transaction)"),
             ("mq_round_trips", "(b) RabbitMQ: persistent publish + confirm, quorum queue, ack"),
+            ("mq_two_copies", "(b2) as (b), fanned out to two quorum queues (per publish)"),
             ("pg_commits", "(c) PostgreSQL: 2-row transaction commits"),
         ):
             item = ceiling.get(key)
@@ -128,11 +129,12 @@ def _lifecycle_lines(extra: dict[str, Any]) -> list[str]:
 def _roof_line(roof: dict[str, Any]) -> str:
     return (
         f"At the ceilings' prices an order costs at least {_n(roof['ms_per_order'], 2)} ms of "
-        f"the machine's CPU: one request of (a) at {_n(roof['http_insert_ms'], 2)} ms and "
+        f"the machine's CPU: one request of (a) at {_n(roof['http_insert_ms'], 2)} ms, "
         f"{_n(roof['events_per_order'])} events, each a round trip of (b) at "
-        f"{_n(roof['mq_round_trip_ms'], 2)} ms, with nothing for the other deliveries, the "
-        f"saga's transactions or the handlers' work. {roof['cores']} cores allow at most "
-        f"{_n(roof['orders_per_s'])} orders/s at that price (the roof)."
+        f"{_n(roof['mq_round_trip_ms'], 2)} ms, and {_n(roof['extra_deliveries_per_order'])} "
+        f"more deliveries at {_n(roof['extra_delivery_ms'], 2)} ms each ((b2) less (b)), with "
+        f"nothing for the saga's transactions or the handlers' work. {roof['cores']} cores "
+        f"allow at most {_n(roof['orders_per_s'])} orders/s at that price (the roof)."
     )
 
 

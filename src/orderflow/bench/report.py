@@ -89,6 +89,7 @@ def ceiling_table(ceiling: dict[str, Any]) -> Table:
         "loadgen_noop": "load generator vs GET /noop",
         "http_insert": "(a) HTTP minimal insert",
         "mq_round_trips": "(b) RabbitMQ publish+confirm+ack",
+        "mq_two_copies": "(b2) as (b), two queues per publish",
         "pg_commits": "(c) PostgreSQL 2-row commits",
     }
     for key, label in labels.items():
