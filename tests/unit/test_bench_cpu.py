@@ -8,13 +8,16 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from rich.console import Console
 
 from orderflow.bench.cpu import CpuSampler, busy_seconds, cores
 from orderflow.bench.handlers import Totals, deliveries
 from orderflow.bench.lifecycle import ceiling_cost
 from orderflow.bench.markdown import figures_block
+from orderflow.bench.report import compare_table
 
 
 def test_busy_time_counts_user_system_irq_and_steal_but_not_idle_or_iowait(
@@ -118,3 +121,15 @@ def test_the_figures_block_prints_the_roof_and_each_steps_cost() -> None:
     assert "at least 6.40 ms" in block
     assert "at most 312.5 orders/s" in block
     assert "| 0.16 |" in block
+
+
+def test_compare_shows_the_change_in_cpu_per_order() -> None:
+    def doc(at: str, cpu_ms: float) -> dict[str, Any]:
+        result = {"scenario": "lifecycle", "orders_per_s": 50.0, "cpu_ms_per_order": cpu_ms}
+        return {"run": {"at": at}, "results": [result]}
+
+    console = Console(record=True, width=120)
+    console.print(compare_table(doc("before", 40.0), doc("after", 30.0)))
+    text = console.export_text()
+    assert "cpu_ms_per_order" in text
+    assert "-25.0 %" in text

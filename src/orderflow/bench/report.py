@@ -159,7 +159,7 @@ def print_report(console: Console, doc: dict[str, Any]) -> None:
             console.print(f"[red]{r['scenario']}: the audit found violations: {r['audit']}[/red]")
 
 
-COMPARED = ("orders_per_s", "latency_ms.p50", "latency_ms.p99", "rss_mb.total")
+COMPARED = ("orders_per_s", "latency_ms.p50", "latency_ms.p99", "cpu_ms_per_order", "rss_mb.total")
 
 
 def _get(r: dict[str, Any], dotted: str) -> float | None:
