@@ -33,7 +33,7 @@ class SimulatedGateway:
     failure_rate: float = 0.0
     flaky_failures: int = 2
     # At 250 charges/s, 40 s of history: more than the worker's retry horizon (1 + 2 + 4 +
-    # 8 s by default), in about a megabyte.
+    # 8 s by default), in about two megabytes (traced: 1.3 MB after 6,000 charges).
     remember: int = 10_000
     _charges: dict[str, ChargeResult] = field(default_factory=dict)
     _refunds: dict[str, str] = field(default_factory=dict)
