@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from orderflow.bench.cpu import CpuSampler, busy_seconds, cores
+from orderflow.bench.cpu import (
+    CpuSampler,
+    Processes,
+    busy_seconds,
+    component,
+    cores,
+    read_processes,
+)
 from orderflow.bench.handlers import Totals, deliveries
 from orderflow.bench.lifecycle import ceiling_cost
 from orderflow.bench.markdown import figures_block
@@ -40,26 +47,19 @@ def test_the_sampler_averages_busy_cores_between_its_first_and_last_sample_in_a_
 
 
 def test_the_sampler_sees_a_core_kept_busy() -> None:
+    spin = "import time\nend = time.time() + 2.0\nwhile time.time() < end: pass"
+
     async def spin_under_sampler() -> float | None:
-        stop = threading.Event()
-
-        def spin() -> None:
-            while not stop.is_set():
-                pass
-
         async with CpuSampler(interval_s=0.1) as sampler:
-            thread = threading.Thread(target=spin)
             start = time.time()
-            thread.start()
-            await asyncio.sleep(1.5)
-            stop.set()
-            thread.join()
+            spinner = await asyncio.create_subprocess_exec(sys.executable, "-c", spin)
+            await spinner.wait()
             end = time.time()
-        return sampler.cores_busy(start, end)
+        return sampler.cores_busy(start + 0.2, end)  # the interpreter's start-up aside
 
     busy = asyncio.run(spin_under_sampler())
     assert busy is not None
-    assert busy > 0.5  # one thread spun for the whole window
+    assert busy > 0.5  # another process spun for the whole window
 
 
 def test_deliveries_count_a_batch_handlers_deliveries_and_a_plain_handlers_applications() -> None:
@@ -133,3 +133,51 @@ def test_compare_shows_the_change_in_cpu_per_order() -> None:
     text = console.export_text()
     assert "cpu_ms_per_order" in text
     assert "-25.0 %" in text
+
+
+def test_each_process_is_put_in_the_part_of_the_system_it_belongs_to() -> None:
+    bench, servers = 100, 200
+    reading = Processes(at=0.0)
+    for pid, parent, command in (
+        (1, 0, "/sbin/init"),
+        (bench, 1, "python orderflow bench lifecycle"),
+        (150, bench, "python -c from multiprocessing.spawn import spawn_main"),
+        (servers, bench, "python -m orderflow.entrypoints.cli up --port 1"),
+        (201, servers, "python -m orderflow.entrypoints.cli api --port 1"),
+        (202, servers, "python -m orderflow.entrypoints.cli worker --metrics-port 2"),
+        (300, 1, "postgres: 15/main: postgres orderflow_bench_x 127.0.0.1(1) idle"),
+        (301, 1, "/usr/lib/erlang/erts-12/bin/beam.smp -W w -- -root /usr/lib/erlang"),
+        (302, 1, "redis-server 127.0.0.1:6379"),
+        (303, 1, "sshd: root"),
+    ):
+        reading.parent[pid], reading.command[pid] = parent, command
+    parts = {pid: component(pid, reading, servers=servers, bench=bench) for pid in reading.parent}
+    assert parts == {
+        1: "other", bench: "bench", 150: "load generator", servers: "up", 201: "api",
+        202: "worker", 300: "postgresql", 301: "rabbitmq", 302: "redis", 303: "other",
+    }  # fmt: skip
+
+
+def test_cpu_by_part_is_what_each_process_spent_between_two_readings() -> None:
+    sampler = CpuSampler()
+    first, last = Processes(at=10.0), Processes(at=12.0)
+    for reading, worker, api in ((first, 5.0, 1.0), (last, 6.0, 1.5)):
+        reading.cpu.update({2: worker, 3: api})
+        reading.parent.update({2: 1, 3: 1})
+        reading.command.update({2: "orderflow.entrypoints.cli worker", 3: "x"})
+    last.cpu[4], last.parent[4], last.command[4] = 0.4, 0, "postgres: backend"  # new: all of it
+    last.parent[1] = 0
+    first.parent[1] = 0
+    sampler.processes = [first, last]
+    busy = sampler.by_component(10.0, 12.0, servers=1, bench=99)
+    assert busy == pytest.approx({"worker": 0.5, "server": 0.25, "postgresql": 0.2})
+    assert list(busy or {}) == ["worker", "server", "postgresql"]  # busiest first
+    assert sampler.by_component(11.0, 12.0, servers=1, bench=99) is None  # one reading
+
+
+def test_this_process_is_among_the_processes_read() -> None:
+    reading = read_processes()
+    me = os.getpid()
+    assert reading.cpu[me] > 0
+    assert "python" in reading.command[me]
+    assert reading.parent[me] == os.getppid()

@@ -5,7 +5,9 @@ figure's price is CPU. The bench reads the machine's busy time (user, nice, syst
 softirq and steal; idle and iowait are not busy) a few times a second while it runs, and turns
 it into CPU per operation of each ceiling and CPU per completed order of each lifecycle step.
 Everything running on the machine is counted, the bench's own sampling included; a figure
-is therefore an upper bound on what the operation itself costs.
+is therefore an upper bound on what the operation itself costs. Once a second it also reads
+every process's own CPU time, so that a step can say which part of the system spent it
+(:func:`component`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 STAT = Path("/proc/stat")
@@ -37,13 +40,77 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
+@dataclass
+class Processes:
+    """One reading of every process: its CPU seconds, its parent and its command line."""
+
+    at: float
+    cpu: dict[int, float] = field(default_factory=dict)
+    parent: dict[int, int] = field(default_factory=dict)
+    command: dict[int, str] = field(default_factory=dict)
+
+
+def read_processes(known: dict[int, str] | None = None, proc: Path = Path("/proc")) -> Processes:
+    """Every process's CPU time now; command lines are read once per pid (``known``)."""
+    known = {} if known is None else known
+    reading = Processes(at=time.time())
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if pid not in known:
+                raw = (entry / "cmdline").read_bytes()
+                known[pid] = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        reading.parent[pid] = int(fields[1])
+        reading.cpu[pid] = (int(fields[11]) + int(fields[12])) * _TICK_S
+        reading.command[pid] = known[pid]
+    return reading
+
+
+def component(pid: int, reading: Processes, *, servers: int, bench: int) -> str:
+    """Which part of the system a process is: a server's process by its subcommand
+    (``servers`` is the root of the bench's server processes), PostgreSQL, RabbitMQ, Redis,
+    the bench itself, its load generator (the bench's other children), or other."""
+    command = reading.command.get(pid, "")
+    ancestors, up = [], pid
+    while up in reading.parent and up not in ancestors:
+        ancestors.append(up)
+        up = reading.parent[up]
+    if servers in ancestors:
+        words = command.split()
+        rest = (
+            words[words.index("orderflow.entrypoints.cli") + 1 :]
+            if "orderflow.entrypoints.cli" in words
+            else []
+        )
+        return rest[0] if rest else "server"
+    if command.startswith("postgres"):
+        return "postgresql"
+    if any(name in command for name in ("beam.smp", "erl_child_setup", "inet_gethost", "epmd")):
+        return "rabbitmq"
+    if "redis-server" in command:
+        return "redis"
+    if pid == bench:
+        return "bench"
+    if bench in ancestors:
+        return "load generator"
+    return "other"
+
+
 class CpuSampler:
     """Samples :func:`busy_seconds` every ``interval`` seconds, with the wall time, until it
     is left; :meth:`cores_busy` then says how many cores were busy on average in a window."""
 
-    def __init__(self, interval_s: float = 0.25) -> None:
+    def __init__(self, interval_s: float = 0.25, processes_every_s: float = 1.0) -> None:
         self.interval_s = interval_s
+        self.processes_every_s = processes_every_s
         self.samples: list[tuple[float, float]] = []  # (wall time, busy core-seconds)
+        self.processes: list[Processes] = []
+        self._commands: dict[int, str] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> CpuSampler:
@@ -60,8 +127,12 @@ class CpuSampler:
 
     def _sample(self) -> None:
         busy = busy_seconds()
-        if busy is not None:
-            self.samples.append((time.time(), busy))
+        if busy is None:
+            return
+        now = time.time()
+        self.samples.append((now, busy))
+        if not self.processes or now - self.processes[-1].at >= self.processes_every_s:
+            self.processes.append(read_processes(self._commands))
 
     async def _loop(self) -> None:
         while True:
@@ -84,3 +155,22 @@ class CpuSampler:
         if busy is None or not per_s:
             return None
         return round(busy * 1000 / per_s, 2)
+
+    def by_component(
+        self, start: float, end: float, *, servers: int, bench: int
+    ) -> dict[str, float] | None:
+        """Busy cores on average per part of the system (:func:`component`) between the first
+        and the last process reading inside [start, end]; None if they span less than a
+        second."""
+        inside = [r for r in self.processes if start <= r.at <= end]
+        if len(inside) < 2 or inside[-1].at - inside[0].at < 1.0:
+            return None
+        first, last = inside[0], inside[-1]
+        spent: dict[str, float] = {}
+        for pid, cpu in last.cpu.items():
+            used = cpu - first.cpu.get(pid, 0.0)  # a process started inside: all of it
+            if used > 0:
+                part = component(pid, last, servers=servers, bench=bench)
+                spent[part] = spent.get(part, 0.0) + used
+        span = last.at - first.at
+        return {part: used / span for part, used in sorted(spent.items(), key=lambda i: -i[1])}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from typing import Any
@@ -284,6 +285,10 @@ async def run_lifecycle(
                 step["deliveries_per_order"] = ratio(delivered, len(result.ids), digits=1)
                 start, end = step["window"]
                 step["cpu_ms_per_order"] = cpu.ms_each(start, end, step["completed_per_s"])
+                step["cpu_by_component"] = _by_component(
+                    cpu.by_component(start, end, servers=server.pid, bench=os.getpid()),
+                    step["completed_per_s"],
+                )
                 step["label"], step["unfinished"] = label, unfinished
                 step["max_queue_depth"], step["max_outbox_backlog"] = sampler.max_between(
                     *step["window"]
@@ -304,6 +309,21 @@ async def run_lifecycle(
     figures = _result(run, steps, queue_depths, rss, audit, ceiling, rates, step_s)
     figures["params"]["vacuum"] = _vacuum_params(vacuuming, run)
     return figures
+
+
+def _by_component(
+    busy: dict[str, float] | None, completed_per_s: float
+) -> dict[str, dict[str, float]]:
+    """Per part of the system: the share of a core it kept busy, and its CPU per order."""
+    if not busy or not completed_per_s:
+        return {}
+    return {
+        part: {
+            "core_pct": round(100 * cores_busy, 1),
+            "ms_per_order": round(cores_busy * 1000 / completed_per_s, 2),
+        }
+        for part, cores_busy in busy.items()
+    }
 
 
 def _vacuum_params(vacuuming: StandInVacuum, run: BenchRun) -> dict[str, Any]:

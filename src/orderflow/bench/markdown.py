@@ -123,6 +123,17 @@ def _lifecycle_lines(extra: dict[str, Any]) -> list[str]:
             ["handler", "batches or deliveries/s", "deliveries each", "ms each", "busy %"],
             [[f"`{h}`", *(_n(handlers[h][k]) for k in _HANDLER_FIGURES)] for h in busiest],
         )
+    parts = steps[-1].get("cpu_by_component") if steps else None
+    if parts:
+        lines += _table(
+            f"Where the machine's CPU went at {steps[-1]['label']} (each process's own CPU time "
+            "from `/proc`, by the part of the system it belongs to):",
+            ["part", "% of a core", "ms per completed order"],
+            [
+                [p, _n(v["core_pct"]), _n(v["ms_per_order"], 2)]
+                for p, v in sorted(parts.items(), key=lambda item: -item[1]["core_pct"])
+            ],
+        )
     return lines
 
 
