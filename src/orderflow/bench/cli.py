@@ -38,15 +38,12 @@ def serve_ceiling(
     port: Annotated[int, typer.Option(help="TCP port")],
     workers: Annotated[int, typer.Option(min=1)] = 1,
 ) -> None:
-    """Serve the ceiling app (started by the bench itself)."""
-    from orderflow.entrypoints.cli import serve
+    """Serve the ceiling app (started by the bench itself), as `orderflow api` serves the API."""
+    from orderflow.entrypoints.serving import Target, serve
 
     serve(
-        "orderflow.bench.ceiling_app:create_app",
-        host="127.0.0.1",
-        port=port,
+        Target("orderflow.bench.ceiling_app:create_app", "127.0.0.1", port, "ceiling"),
         workers=workers,
-        access_log=False,
     )
 
 

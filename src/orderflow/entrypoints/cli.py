@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import uvicorn
 
 from orderflow.bench.cli import bench_app as _bench_app
 from orderflow.entrypoints import keys_cli
@@ -25,35 +24,24 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 def api(
     host: Annotated[str | None, typer.Option(help="bind address")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
+    workers: Annotated[
+        int, typer.Option(min=1, help="server processes, each on its own SO_REUSEPORT socket")
+    ] = 1,
     access_log: Annotated[bool, typer.Option(help="log every request")] = False,
 ) -> None:
     """Serve the HTTP API, the admin dashboard and /metrics."""
+    from orderflow.entrypoints.serving import Target, serve
+
     settings = get_settings()
     configure_logging(settings, process="api")
-    serve(
+    target = Target(
         "orderflow.entrypoints.api.app:create_app",
         host=host or settings.host,
         port=port or settings.port,
-        workers=workers,
+        process="api",
         access_log=access_log,
     )
-
-
-def serve(target: str, *, host: str, port: int, workers: int, access_log: bool) -> None:
-    """Run the ASGI app factory ``target`` under uvicorn with the project's server settings."""
-    uvicorn.run(
-        target,
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=access_log,
-        log_config=None,
-        loop="uvloop",
-        http="httptools",
-        proxy_headers=True,
-    )
+    serve(target, workers=workers)
 
 
 def alembic_config(dsn: str | None = None) -> object:

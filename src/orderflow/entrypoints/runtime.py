@@ -4,12 +4,23 @@ the garbage collector's settings."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import gc
 import signal
 from collections.abc import Coroutine
 from typing import Any
 
 from prometheus_client import start_http_server
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Have the kernel send this process SIGTERM when its parent dies (Linux ``prctl``), so
+    that a supervisor killed outright leaves no orphans."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def install_stop_signals() -> asyncio.Event:

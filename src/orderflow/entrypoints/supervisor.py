@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 import sys
 from dataclasses import dataclass, field
 
-from orderflow.entrypoints.runtime import first_of, install_stop_signals
+from orderflow.entrypoints.runtime import die_with_parent, first_of, install_stop_signals
 
 GRACE_S = 10.0
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -54,11 +52,6 @@ def _metrics(base: int, offset: int) -> tuple[str, ...]:
     return ("--metrics-port", str(base + offset)) if base else ()
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 async def _spawn(
     spec: ChildSpec, width: int
 ) -> tuple[asyncio.subprocess.Process, asyncio.Task[None]]:
@@ -72,7 +65,7 @@ async def _spawn(
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **spec.env},
         start_new_session=True,  # its own process group: we signal the whole group
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,  # runs in the child between fork and exec
     )
     return proc, asyncio.create_task(_pump(proc, spec.name.ljust(width)))
 
