@@ -80,14 +80,9 @@ def component(pid: int, reading: Processes, *, servers: int, bench: int) -> str:
     while up in reading.parent and up not in ancestors:
         ancestors.append(up)
         up = reading.parent[up]
-    if servers in ancestors:
-        words = command.split()
-        rest = (
-            words[words.index("orderflow.entrypoints.cli") + 1 :]
-            if "orderflow.entrypoints.cli" in words
-            else []
-        )
-        return rest[0] if rest else "server"
+    if servers in ancestors:  # "... -m orderflow.entrypoints.cli api --port ...": "api"
+        _, cli, rest = command.partition("orderflow.entrypoints.cli ")
+        return rest.split()[0] if cli and rest.strip() else "server"
     if command.startswith("postgres"):
         return "postgresql"
     if any(name in command for name in ("beam.smp", "erl_child_setup", "inet_gethost", "epmd")):

@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE  # exit code of a server that could not start
 
 from orderflow.entrypoints.runtime import die_with_parent
 from orderflow.observability.logging import configure_logging
@@ -30,7 +31,6 @@ from orderflow.settings import get_settings
 
 log = structlog.get_logger()
 
-STARTUP_FAILURE = 3  # uvicorn's exit code for a server that could not start
 GRACE_S = 10.0
 
 
