@@ -122,9 +122,10 @@ def test_bench_lifecycle_runs_orders_to_delivered_through_orderflow_up(
     per_order = sum(len(registry.subscribers(event)) for event in HAPPY_PATH)
     assert [s["deliveries_per_order"] for s in steps] == [per_order, per_order]
     assert steps[-1]["cpu_ms_per_order"] > 0
-    # ...and which parts of the system spent it, from each process's own CPU time.
+    # ...and which parts of the system spent it, from each process's own CPU time. (Not the
+    # load generator: at 20/s for 2 s it may not spend one clock tick, 10 ms, in the window.)
     parts = steps[-1]["cpu_by_component"]
-    assert {"api", "relay", "worker", "load generator", "postgresql"} <= set(parts)
+    assert {"api", "relay", "worker", "postgresql"} <= set(parts)
     assert all(parts[p]["ms_per_order"] > 0 for p in ("api", "relay", "worker"))
     # Every step of the happy path applied something, seen from the worker's own metrics.
     worked = steps[-1]["handlers"]
