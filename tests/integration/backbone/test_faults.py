@@ -138,6 +138,7 @@ async def test_sigterm_lets_the_worker_finish_in_flight_work_and_exit_promptly(
     assert await applied_counts(pool, "slow") == {event_id: 1}
 
 
+@pytest.mark.stops_services
 @pytest.mark.parametrize("batch", [False, True], ids=["one-by-one", "batched"])
 async def test_broker_restart_under_load_loses_nothing_and_every_worker_consumes_again(
     bb_settings: Settings, pool: asyncpg.Pool, batch: bool
