@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any
 
@@ -9,7 +10,9 @@ import asyncpg
 import httpx
 import pytest
 
+from orderflow.domain.access import Role
 from tests.factories import make_customer, make_product
+from tests.integration.conftest import ClientFor
 from tests.integration.tables import snapshot
 
 
@@ -223,3 +226,56 @@ async def test_nul_characters_are_a_422_not_a_500(
         assert response.status_code == 422, (method, path, body, response.text)
         assert response.headers["content-type"] == "application/problem+json"
     assert await snapshot(pool) == before
+
+
+def _list_cursor(at: str) -> str:
+    """A listing cursor as the API encodes them, around an instant of our choosing."""
+    return base64.urlsafe_b64encode(f"{at}|{uuid.uuid4()}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        # Valid ISO 8601, but year 0 or year 10000 once converted to UTC.
+        "/api/v1/orders?created_from=0001-01-01T00:00:00%2B23:59",
+        "/api/v1/orders?created_to=9999-12-31T23:59:59-23:59",
+        "/api/v1/orders?created_from=0001-01-01T00:00:00%2B00:01",
+        # One past a bigint.
+        "/api/v1/orders/{order}/events?cursor=9223372036854775808",
+        "/api/v1/orders/{order}/events?cursor=99999999999999999999999999",
+        "/api/v1/orders?cursor=" + _list_cursor("0001-01-01T00:00:00+23:59"),
+        "/api/v1/orders?cursor=" + _list_cursor("9999-12-31T23:59:59-23:59"),
+    ],
+)
+async def test_values_postgresql_cannot_hold_are_a_422_not_a_500(
+    path: str, client_for: ClientFor, pool: asyncpg.Pool, known: dict[str, str]
+) -> None:
+    customer = await client_for(Role.CUSTOMER, known["customer"])  # a customer key is enough
+    placed = await customer.post(
+        "/api/v1/orders", json={"lines": [{"product_id": known["product"], "quantity": 1}]}
+    )
+    assert placed.status_code == 201, placed.text
+    before = await snapshot(pool)
+    response = await customer.get(path.format(order=placed.json()["id"]))
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert await snapshot(pool) == before
+
+
+async def test_the_edges_of_what_postgresql_holds_are_accepted(
+    client: httpx.AsyncClient, known: dict[str, str]
+) -> None:
+    placed = await client.post(
+        "/api/v1/orders", json=_order(known, [{"product_id": known["product"], "quantity": 1}])
+    )
+    order = placed.json()["id"]
+    for path in (
+        "/api/v1/orders?created_from=0001-01-01T00:00:00Z&created_to=9999-12-31T23:59:59Z",
+        "/api/v1/orders?created_from=0001-01-01T00:00:00-23:59",  # later than year 1 in UTC
+        "/api/v1/orders?created_from=2020-01-01T00:00:00",  # naive: taken as UTC
+        f"/api/v1/orders/{order}/events?cursor=9223372036854775807",
+    ):
+        response = await client.get(path)
+        assert response.status_code == 200, (path, response.text)
+    listed = await client.get("/api/v1/orders?created_from=2020-01-01T00:00:00&limit=200")
+    assert order in {o["id"] for o in listed.json()["items"]}

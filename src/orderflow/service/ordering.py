@@ -16,6 +16,7 @@ from orderflow.adapters.postgres import orders, products
 from orderflow.adapters.postgres.outbox import wake_relays
 from orderflow.adapters.postgres.uow import UnitOfWork, unit_of_work
 from orderflow.domain import events as ev
+from orderflow.domain.bounds import utc_instant
 from orderflow.domain.errors import (
     Conflict,
     CurrencyMismatch,
@@ -320,7 +321,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor.encode()).decode()
         at, _, oid = raw.partition("|")
-        return datetime.fromisoformat(at), uuid.UUID(oid)
+        return utc_instant(datetime.fromisoformat(at)), uuid.UUID(oid)
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("the cursor is not one this API issued") from None
 

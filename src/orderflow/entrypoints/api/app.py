@@ -22,7 +22,11 @@ from orderflow.adapters.redis.sessions import SessionStore
 from orderflow.entrypoints.api import idempotency, problems
 from orderflow.entrypoints.api.deps import AppState, build_pricing
 from orderflow.entrypoints.api.edge import EdgeMiddleware
-from orderflow.entrypoints.api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from orderflow.entrypoints.api.middleware import (
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+    UnhandledErrorMiddleware,
+)
 from orderflow.entrypoints.api.routers import admin, customers, events, health, orders, products
 from orderflow.entrypoints.runtime import settle_heap
 from orderflow.service.keys import KeyVerifier
@@ -116,5 +120,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(EdgeMiddleware)  # outside the body limit: refuse before reading bodies
+    app.add_middleware(UnhandledErrorMiddleware)  # inside the metrics: a 500 is counted
     app.add_middleware(MetricsMiddleware)
     return app

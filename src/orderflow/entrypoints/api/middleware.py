@@ -1,13 +1,58 @@
-"""Pure-ASGI middleware: body size limit and request metrics (cheap on the hot path)."""
+"""Pure-ASGI middleware: unexpected errors, body size limit and request metrics (cheap on the
+hot path)."""
 
 from __future__ import annotations
 
 import time
 
+import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orderflow.entrypoints.api.problems import problem
 from orderflow.observability.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+log = structlog.get_logger(__name__)
+
+
+class UnhandledErrorMiddleware:
+    """The last resort: an exception nothing else handled is logged once, as one record (a
+    bounded traceback without local variables: ``observability.logging``), and answered with a
+    500 problem if the response has not started.
+
+    It is not re-raised: Starlette's outermost error middleware would answer it again and
+    uvicorn would log the same traceback a second time.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            log.error(
+                "unhandled_error",
+                method=scope.get("method"),
+                path=scope.get("path"),
+                response_started=started,
+                exc_info=exc,
+            )
+            if not started:
+                response = problem(
+                    500, code="internal-error", detail="an unexpected error occurred; it was logged"
+                )
+                await response(scope, receive, send)
 
 
 class BodyTooLarge(Exception):

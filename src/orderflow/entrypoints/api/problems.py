@@ -206,8 +206,9 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
-async def _unexpected(_request: Request, exc: Exception) -> Response:
-    log.error("unhandled_error", exc_info=exc)
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """A bug: one log record (``UnhandledErrorMiddleware`` handles what reaches no handler)."""
+    log.error("unhandled_error", method=request.method, path=request.url.path, exc_info=exc)
     return problem(500, code="internal-error", detail="an unexpected error occurred; it was logged")
 
 
@@ -218,4 +219,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for transient in TRANSIENT:
         app.add_exception_handler(transient, _unavailable)
-    app.add_exception_handler(Exception, _unexpected)
+    # No handler for Exception itself: Starlette would answer it and then re-raise it to the
+    # server, which logs it again; ``middleware.UnhandledErrorMiddleware`` takes it instead.

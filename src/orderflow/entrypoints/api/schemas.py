@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from orderflow.domain import model
+from orderflow.domain.bounds import utc_instant
 from orderflow.domain.orders import OrderStatus
 
 MAX_MONEY = 10**12  # minor units; anything above is a typo, not a price
@@ -26,6 +27,8 @@ def no_nul(value: str) -> str:
 
 # Free text that is stored: only what a PostgreSQL text column can hold.
 Text = Annotated[str, AfterValidator(no_nul)]
+# An instant from outside: aware, in UTC, and one the database can store (naive means UTC).
+Instant = Annotated[datetime, AfterValidator(utc_instant)]
 # Counts and money are JSON integers: neither true/false nor "12" stand for a number.
 StrictCount = Annotated[int, Field(strict=True)]
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
 from orderflow.domain.access import Principal
+from orderflow.domain.bounds import INT64_MAX
 from orderflow.domain.errors import Forbidden, InvalidRequest
 from orderflow.domain.orders import OrderStatus
 from orderflow.entrypoints.api.deps import OrderActor, Pool, Reader, Staff, State
@@ -17,6 +17,7 @@ from orderflow.entrypoints.api.problems import EDGE_RESPONSES, TRANSITION_RESPON
 from orderflow.entrypoints.api.schemas import (
     CancelIn,
     DeliverIn,
+    Instant,
     OrderIn,
     OrderOut,
     OrderPage,
@@ -93,8 +94,8 @@ async def list_orders(
     principal: Reader,
     status_: Annotated[OrderStatus | None, Query(alias="status")] = None,
     customer_id: uuid.UUID | None = None,
-    created_from: datetime | None = None,
-    created_to: datetime | None = None,
+    created_from: Instant | None = None,
+    created_to: Instant | None = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> OrderPage:
@@ -133,7 +134,7 @@ async def order_events(
     order_id: uuid.UUID,
     pool: Pool,
     principal: Reader,
-    cursor: Annotated[int, Query(ge=0)] = 0,
+    cursor: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> TimelinePage:
     page = await ordering.order_timeline(
