@@ -8,6 +8,8 @@ from functools import lru_cache
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from orderflow.domain import sla
+
 
 class Environment(StrEnum):
     DEVELOPMENT = "development"
@@ -170,6 +172,14 @@ class Settings(BaseSettings):
     admin_refresh_s: float = Field(
         default=2.0, gt=0, description="the dashboard's live feed sends a snapshot this often"
     )
+    # --- Back office (issue 22): SLA watchdog ---
+    # Seconds an order may stay in a status before it is overdue, per status, as JSON in
+    # ORDERFLOW_SLA_DEADLINES_S, e.g. '{"reserved": 14400}'; unnamed statuses keep their
+    # defaults (domain/sla.py).
+    sla_deadlines_s: dict[str, float] = Field(default_factory=sla.deadlines)
+    sla_watch_interval_s: float = Field(
+        default=15.0, ge=0, description="how often the worker marks overdue orders; 0: never"
+    )
 
     @field_validator("rate_limits")
     @classmethod
@@ -184,6 +194,11 @@ class Settings(BaseSettings):
     def rate_limit(self, group: str) -> tuple[int, float]:
         """(requests, seconds) allowed for ``group``."""
         return parse_rate(self.rate_limits[group])
+
+    @field_validator("sla_deadlines_s")
+    @classmethod
+    def _known_statuses(cls, value: dict[str, float]) -> dict[str, float]:
+        return sla.deadlines(value)
 
     @field_validator("log_level")
     @classmethod

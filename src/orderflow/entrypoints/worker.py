@@ -55,6 +55,7 @@ from orderflow.service.bootstrap import Deps, build_registry, notification_sende
 from orderflow.service.consumer import Outcome, Prepared, apply, apply_batch, prepare
 from orderflow.service.expiry import expire_unpaid
 from orderflow.service.registry import Defer, Delivery, HandlerSpec, PermanentError, Registry
+from orderflow.service.sla import mark_overdue
 from orderflow.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -478,13 +479,16 @@ async def run_worker(
         registry = build_registry(deps).select(handlers)
         if not registry.names:
             log.warning("worker_without_handlers")
-        sweeper = asyncio.create_task(sweep_unpaid_orders(settings, pool, stop))
+        duties = [
+            asyncio.create_task(sweep_unpaid_orders(settings, pool, stop)),
+            asyncio.create_task(watch_sla(settings, pool, stop)),
+        ]
         settle_heap()
         try:
             await Worker(settings, registry, pool).run(stop)
         finally:
             stop.set()
-            await sweeper
+            await asyncio.gather(*duties)
     finally:
         await pool.close()
         await redis.close()
@@ -498,18 +502,44 @@ async def sweep_unpaid_orders(settings: Settings, pool: asyncpg.Pool, stop: asyn
 
     Every worker sweeps; ``SKIP LOCKED`` keeps them from cancelling the same order twice.
     """
-    interval = settings.expiry_sweep_interval_s
-    if not interval:
+
+    async def sweep() -> None:
+        expired = await expire_unpaid(pool, ttl_s=settings.unpaid_order_ttl_s)
+        if expired:
+            log.info("unpaid_orders_expired", count=expired)
+
+    await every(settings.expiry_sweep_interval_s, sweep, stop=stop, duty="expiry_sweep")
+
+
+async def watch_sla(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+    """Mark the orders past their status's SLA deadline and export how many, until ``stop``.
+
+    Every worker watches (the sweep is idempotent); each exports the same figure.
+    """
+    deadlines = settings.sla_deadlines_s
+
+    async def sweep() -> None:
+        counts = await mark_overdue(pool, deadlines=deadlines)
+        for status, count in counts.items():
+            metrics.ORDERS_OVERDUE.labels(status).set(count)
+
+    await every(settings.sla_watch_interval_s, sweep, stop=stop, duty="sla_watch")
+
+
+async def every(
+    interval_s: float, step: Callable[[], Awaitable[None]], *, stop: asyncio.Event, duty: str
+) -> None:
+    """Run ``step`` every ``interval_s`` until ``stop`` (never when 0); a database error is
+    logged and the next round tries again."""
+    if not interval_s:
         return
     while not stop.is_set():
         try:
-            expired = await expire_unpaid(pool, ttl_s=settings.unpaid_order_ttl_s)
-            if expired:
-                log.info("unpaid_orders_expired", count=expired)
+            await step()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("expiry_sweep_failed", error=repr(exc))
+            log.warning(f"{duty}_failed", error=repr(exc))
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(interval):
+            async with asyncio.timeout(interval_s):
                 await stop.wait()
 
 

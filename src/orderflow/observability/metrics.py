@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter(
     "orderflow_http_requests_total", "HTTP requests served", ["method", "route", "status"]
@@ -73,3 +73,10 @@ PRODUCT_CACHE = Counter(
     "orderflow_product_cache_total", "Product cache look-ups", ["result"]
 )  # result: hit | miss | error
 REDIS_ERRORS = Counter("orderflow_redis_errors_total", "Failed Redis calls", ["operation"])
+# --- Back office (issue 22): the worker's SLA watchdog ---
+ORDERS_OVERDUE = Gauge(
+    "orderflow_orders_overdue",
+    "Orders past their status's SLA deadline, by status (all orders, as the worker's last "
+    "sweep found them: every worker reports the same figure, so aggregate with max)",
+    ["status"],
+)
