@@ -15,6 +15,8 @@ TABLES = {
     "payments",
     "payment_transactions",
     "stock_movements",
+    "order_overdue",
+    "admin_actions",
     "order_timeline",
     "outbox",
     "inbox",
