@@ -181,6 +181,20 @@ class Settings(BaseSettings):
         default=15.0, ge=0, description="how often the worker marks overdue orders; 0: never"
     )
 
+    # --- Live order streams (server-sent events) and webhooks (issue 23) ---
+    stream_heartbeat_s: float = Field(
+        default=15.0, gt=0, description="an idle stream sends a comment (and re-checks its key)"
+    )
+    stream_max_per_key: int = Field(
+        default=5, ge=1, description="streams one API key may hold open on one API process"
+    )
+    stream_poll_interval_s: float = Field(
+        default=1.0, gt=0, description="the feed is read from PostgreSQL at least this often"
+    )
+    stream_window: int = Field(
+        default=4096, ge=16, description="recent feed entries each API process keeps in memory"
+    )
+
     @field_validator("rate_limits")
     @classmethod
     def _known_groups(cls, value: dict[str, str]) -> dict[str, str]:

@@ -15,6 +15,12 @@ WATCHED = (
     "payments",
     "inbox",
 )
+# What a request is responsible for: a timeline entry's position is given later, by the
+# order feed's sequencer running in the background (service.order_streams), not by a request.
+SOURCES = {
+    "order_timeline": "(SELECT id, order_id, event_id, event_type, actor, status_after, "
+    "occurred_at, recorded_at, data FROM order_timeline)"
+}
 
 
 async def snapshot(pool: asyncpg.Pool) -> dict[str, object]:
@@ -24,6 +30,6 @@ async def snapshot(pool: asyncpg.Pool) -> dict[str, object]:
         for table in WATCHED:
             out[table] = await conn.fetchval(
                 f"SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, ',' "
-                f"ORDER BY t::text)), '') FROM {table} t"
+                f"ORDER BY t::text)), '') FROM {SOURCES.get(table, table)} t"
             )
     return out

@@ -22,6 +22,7 @@ TABLES = {
     "inbox",
     "idempotency_keys",
     "notifications",
+    "timeline_sequence",
 }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,7 +10,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -19,7 +17,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from orderflow.adapters.notifications import LogSender, WebhookSender
-from orderflow.bench.servers import free_port
 from orderflow.domain.events import Envelope, OrderShipped
 from orderflow.service import notifications
 from orderflow.service.bootstrap import notification_sender
@@ -28,6 +25,7 @@ from orderflow.service.ports import Notification
 from orderflow.service.registry import Delivery, HandlerSpec, PermanentError, TransientError
 from orderflow.settings import Settings
 from tests.factories import make_customer, make_product, place_order
+from tests.http_server import serving
 from tests.pump import deliver
 
 
@@ -44,25 +42,15 @@ class Receiver:
 
 
 @asynccontextmanager
-async def serving(receiver: Receiver) -> AsyncIterator[str]:
+async def receiving(receiver: Receiver) -> AsyncIterator[str]:
     app = Starlette(routes=[Route("/hook", receiver.hook, methods=["POST"])])
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:
-            await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/hook"
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(app) as base:
+        yield f"{base}/hook"
 
 
 @asynccontextmanager
 async def webhook_handler(receiver: Receiver) -> AsyncIterator[HandlerSpec]:
-    async with serving(receiver) as url, httpx.AsyncClient(timeout=2) as http:
+    async with receiving(receiver) as url, httpx.AsyncClient(timeout=2) as http:
         [spec] = notifications.handlers(WebhookSender(http, url))
         yield spec
 

@@ -92,3 +92,10 @@ class RequestInFlight(Conflict):
 
     code = "request-in-flight"
     title = "Request in flight"
+
+
+class TooManyStreams(OrderflowError):
+    """A key already holds as many open streams as it may."""
+
+    code = "too-many-streams"
+    title = "Too many open streams"

@@ -81,3 +81,20 @@ class Page(Generic[T]):
     items: list[T]
     next_cursor: str | None = None
     total: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEntry:
+    """A timeline entry in the order feed: ``id`` is the entry's (what streams send as their
+    frames' ids); ``position`` is its place in commit order (what they resume by)."""
+
+    position: int
+    id: int
+    order_id: uuid.UUID
+    customer_id: uuid.UUID
+    event_id: uuid.UUID
+    event: str
+    actor: str
+    status: OrderStatus
+    at: datetime
+    data: dict[str, Any]

@@ -27,9 +27,18 @@ from orderflow.entrypoints.api.middleware import (
     MetricsMiddleware,
     UnhandledErrorMiddleware,
 )
-from orderflow.entrypoints.api.routers import admin, customers, events, health, orders, products
+from orderflow.entrypoints.api.routers import (
+    admin,
+    customers,
+    events,
+    health,
+    orders,
+    products,
+    streams,
+)
 from orderflow.entrypoints.runtime import settle_heap
 from orderflow.service.keys import KeyVerifier
+from orderflow.service.order_streams import FeedHub
 from orderflow.service.ordering import PlacementBatcher
 from orderflow.settings import Settings, get_settings
 
@@ -86,14 +95,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             sessions=SessionStore(redis, ttl_s=settings.admin_session_ttl_s),
             broker=broker,
+            feed=FeedHub(
+                pool,
+                settings.dsn(),
+                redis,
+                settings.redis_url.get_secret_value(),
+                poll_interval_s=settings.stream_poll_interval_s,
+                window_size=settings.stream_window,
+                max_backoff_s=settings.reconnect_max_backoff_s,
+            ),
         )
         app.state.orderflow = state
+        assert state.feed is not None
+        await state.feed.start()
         pruner = asyncio.create_task(_prune_idempotency_keys(state))
         settle_heap()
         log.info("api_started", **settings.safe_summary())
         try:
             yield
         finally:
+            await state.feed.close()
             await broker.close()
             pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -112,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         products.router,
         customers.router,
+        streams.router,  # before orders: /orders/stream is not an order id
         orders.router,
         events.router,
         health.router,

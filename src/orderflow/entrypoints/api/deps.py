@@ -20,6 +20,7 @@ from orderflow.domain.access import Principal, Role
 from orderflow.domain.errors import Forbidden, Unauthenticated
 from orderflow.domain.pricing import PricingStrategy, make_strategy
 from orderflow.service.keys import KeyVerifier
+from orderflow.service.order_streams import FeedHub
 from orderflow.service.ordering import PlacementBatcher
 from orderflow.settings import Settings
 
@@ -40,6 +41,7 @@ class AppState:
     placements: PlacementBatcher | None  # None: each order its own statement
     sessions: SessionStore
     broker: BrokerProbe | None = None  # /readyz's broker check (event backbone)
+    feed: FeedHub | None = None  # the order feed behind the live streams (issue 23)
 
 
 def build_pricing(settings: Settings) -> PricingStrategy:

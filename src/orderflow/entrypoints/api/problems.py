@@ -28,6 +28,7 @@ _STATUS_BY_ERROR: list[tuple[type[errors.OrderflowError], int]] = [
     (errors.InvalidRequest, 422),
     (errors.Unauthenticated, 401),
     (errors.Forbidden, 403),
+    (errors.TooManyStreams, 429),
 ]
 
 log = structlog.get_logger(__name__)

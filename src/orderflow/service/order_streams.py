@@ -1,0 +1,365 @@
+"""Live order streams: the order feed (timeline entries in commit order) followed from a
+position, filtered for one caller.
+
+Each API process runs one ``FeedHub``. It numbers newly committed timeline entries (the
+sequencer, ``timeline_feed.sequence``) when PostgreSQL says events were committed
+(``NOTIFY orderflow_outbox``, sent by every writer after its commit) and publishes what it
+numbered on Redis; every hub hears it there and keeps a window of the most recent entries,
+from which its streams read without a query each. PostgreSQL stays the record: a hub that
+finds a gap (a message lost while Redis was away) reads the gap from PostgreSQL, and every
+hub polls PostgreSQL every ``poll_interval_s`` besides, so losing Redis only delays entries.
+A stream whose position is older than the window reads PostgreSQL itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+
+from orderflow.adapters.postgres import orders, outbox, timeline_feed
+from orderflow.adapters.rabbitmq.client import Backoff
+from orderflow.adapters.redis import fanout
+from orderflow.adapters.redis.client import RedisLink
+from orderflow.domain.errors import InvalidRequest, NotFound, TooManyStreams
+from orderflow.domain.model import FeedEntry
+from orderflow.domain.orders import OrderStatus
+
+log = structlog.get_logger(__name__)
+
+CHANNEL = "order-feed"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFilter:
+    """Which entries a stream shows: one order's, one customer's, by status after the entry."""
+
+    order_id: uuid.UUID | None = None
+    customer_id: uuid.UUID | None = None
+    statuses: frozenset[OrderStatus] = frozenset()
+
+    def matches(self, entry: FeedEntry) -> bool:
+        """Whether ``entry`` belongs on the stream."""
+        return (
+            (self.order_id is None or entry.order_id == self.order_id)
+            and (self.customer_id is None or entry.customer_id == self.customer_id)
+            and (not self.statuses or entry.status in self.statuses)
+        )
+
+
+def entry_json(entry: FeedEntry) -> dict[str, Any]:
+    """An entry as streams and webhooks show it (the timeline's shape, plus its order)."""
+    return {
+        "id": entry.id,
+        "order_id": str(entry.order_id),
+        "event": entry.event,
+        "event_id": str(entry.event_id),
+        "at": entry.at.isoformat(),
+        "actor": entry.actor,
+        "status": entry.status.value,
+        "data": entry.data,
+    }
+
+
+def _encode(entries: Iterable[FeedEntry]) -> bytes:
+    return orjson.dumps(
+        [
+            {**entry_json(e), "position": e.position, "customer_id": str(e.customer_id)}
+            for e in entries
+        ]
+    )
+
+
+def _decode(message: bytes) -> list[FeedEntry]:
+    return [
+        FeedEntry(
+            position=int(item["position"]),
+            id=int(item["id"]),
+            order_id=uuid.UUID(item["order_id"]),
+            customer_id=uuid.UUID(item["customer_id"]),
+            event_id=uuid.UUID(item["event_id"]),
+            event=item["event"],
+            actor=item["actor"],
+            status=OrderStatus(item["status"]),
+            at=datetime.fromisoformat(item["at"]),
+            data=item["data"],
+        )
+        for item in orjson.loads(message)
+    ]
+
+
+@dataclass
+class FeedHub:
+    """One per API process: keeps the feed numbered and a window of its latest entries."""
+
+    pool: asyncpg.Pool
+    dsn: str
+    redis: RedisLink | None
+    redis_url: str | None
+    poll_interval_s: float = 1.0
+    window_size: int = 4096
+    max_backoff_s: float = 5.0
+    head: int = 0  # every entry up to this position is known, and the window ends at it
+    _window: deque[FeedEntry] = field(default_factory=deque)
+    _advanced: asyncio.Event = field(default_factory=asyncio.Event)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _streams: dict[uuid.UUID, int] = field(default_factory=dict)
+
+    async def start(self) -> None:
+        """Read the head and start the duties (sequencer, Redis subscription, LISTEN)."""
+        self.head, _ = await timeline_feed.head(self.pool)
+        self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._listen())]
+        if self.redis is not None and self.redis_url is not None:
+            self._tasks.append(
+                asyncio.create_task(
+                    fanout.subscribe(
+                        self.redis_url,
+                        self.redis.key(CHANNEL),
+                        self._heard,
+                        self._stop,
+                        on_connected=self._wake.set,
+                        max_backoff_s=self.max_backoff_s,
+                    )
+                )
+            )
+
+    async def close(self) -> None:
+        """Stop the duties."""
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # --- what streams use -------------------------------------------------------------
+
+    def recent_after(self, position: int) -> list[FeedEntry] | None:
+        """The entries after ``position`` from the window; None if the window no longer
+        reaches back that far (read PostgreSQL instead)."""
+        if position >= self.head:
+            return []
+        if not self._window or self._window[0].position > position + 1:
+            return None
+        start = position + 1 - self._window[0].position
+        return [self._window[i] for i in range(start, len(self._window))]
+
+    async def wait_beyond(self, position: int, timeout_s: float) -> None:
+        """Return once the head is past ``position``, or after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self.head <= position:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._advanced.wait(), remaining)
+
+    def hold(self, key_id: uuid.UUID, limit: int) -> Callable[[], None]:
+        """Count a stream against its key (``TooManyStreams`` past ``limit``); the function
+        returned ends the count, once however often it is called."""
+        if self._streams.get(key_id, 0) >= limit:
+            raise TooManyStreams(f"this key already has {limit} open streams (the most allowed)")
+        self._streams[key_id] = self._streams.get(key_id, 0) + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self._streams[key_id] -= 1
+            if not self._streams[key_id]:
+                del self._streams[key_id]
+
+        return release
+
+    @property
+    def open_streams(self) -> int:
+        """How many streams this process serves."""
+        return sum(self._streams.values())
+
+    # --- keeping up with the feed --------------------------------------------------------
+
+    def _advance(self, entries: Iterable[FeedEntry]) -> bool:
+        """Append the entries that continue the window; False if there is a gap."""
+        moved = gap = False
+        for entry in entries:
+            if entry.position <= self.head:
+                continue
+            if entry.position != self.head + 1:
+                gap = True
+                break
+            self._window.append(entry)
+            self.head = entry.position
+            moved = True
+        while len(self._window) > self.window_size:
+            self._window.popleft()
+        if moved:
+            self._advanced.set()
+            self._advanced = asyncio.Event()
+        return not gap
+
+    def _heard(self, message: bytes) -> None:
+        try:
+            entries = _decode(message)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("feed_message_invalid", error=repr(exc))
+            return
+        if not self._advance(entries):
+            self._wake.set()  # a gap: read it from PostgreSQL
+
+    async def _catch_up(self) -> None:
+        """Read from PostgreSQL whatever lies beyond the head."""
+        while True:
+            entries, _ = await timeline_feed.read_after(self.pool, self.head, limit=1000)
+            self._advance(entries)
+            if len(entries) < 1000:
+                return
+
+    async def _sequence(self) -> bool:
+        """Number new entries and publish them; False if another sequencer was at it."""
+        numbered = await timeline_feed.sequence(self.pool)
+        if numbered is None:
+            return False
+        if numbered:
+            if self.redis is not None:
+                await fanout.publish(self.redis, CHANNEL, _encode(numbered))
+            if not self._advance(numbered):
+                await self._catch_up()
+        return True
+
+    async def _run(self) -> None:
+        backoff = Backoff(self.max_backoff_s)
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+            self._wake.clear()
+            try:
+                if not await self._sequence():
+                    # Another process holds the sequencer: it may have started before our
+                    # commit, so look again shortly.
+                    await asyncio.sleep(0.01)
+                    self._wake.set()
+                await self._catch_up()
+                backoff.reset()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("feed_hub_failed", error=repr(exc))
+                await backoff.wait(self._stop)
+
+    async def _listen(self) -> None:
+        """Keep a LISTEN on the writers' after-commit signal; each one wakes the sequencer."""
+        backoff = Backoff(self.max_backoff_s)
+        while not self._stop.is_set():
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=5)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("feed_listen_failed", error=repr(exc))
+                await backoff.wait(self._stop)
+                continue
+            lost = asyncio.Event()
+            conn.add_termination_listener(lambda *_, lost=lost: lost.set())
+            try:
+                await conn.add_listener(outbox.CHANNEL, lambda *_: self._wake.set())
+                backoff.reset()
+                self._wake.set()
+                stopped = asyncio.ensure_future(self._stop.wait())
+                gone = asyncio.ensure_future(lost.wait())
+                try:
+                    await asyncio.wait({stopped, gone}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stopped.cancel()
+                    gone.cancel()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("feed_listen_lost", error=repr(exc))
+            finally:
+                conn.terminate()
+
+
+async def check_order(pool: asyncpg.Pool, *, order_id: uuid.UUID, owner: uuid.UUID | None) -> None:
+    """NotFound unless the order exists and ``owner`` (when given) owns it."""
+    async with pool.acquire() as conn:
+        found = await orders.get(conn, order_id, with_details=False)
+    if found is None or (owner is not None and found.customer_id != owner):
+        raise NotFound(f"order {order_id} does not exist")
+
+
+async def key_is_live(pool: asyncpg.Pool, key_id: uuid.UUID) -> bool:
+    """Whether the key still exists unrevoked; True when the database cannot say (a stream
+    is not cut off by an outage, it ends at the first check after the revocation)."""
+    try:
+        live = await pool.fetchval("SELECT revoked_at IS NULL FROM api_keys WHERE id = $1", key_id)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return True
+    return bool(live)
+
+
+async def start_position(
+    pool: asyncpg.Pool, *, last_event_id: int | None, whole_history: bool
+) -> tuple[int, int | None]:
+    """Where a stream starts: after the entry ``last_event_id`` names, from the beginning
+    (``whole_history``), or from now; with the id to announce when starting from now."""
+    if last_event_id is not None:
+        if last_event_id == 0:
+            return 0, None
+        position = await timeline_feed.position_of(pool, last_event_id)
+        if position is None:
+            raise InvalidRequest(f"Last-Event-ID {last_event_id} names no event of this stream")
+        return position, None
+    if whole_history:
+        return 0, None
+    position, entry_id = await timeline_feed.head(pool)
+    return position, entry_id
+
+
+async def follow(
+    hub: FeedHub,
+    pool: asyncpg.Pool,
+    flt: StreamFilter,
+    *,
+    position: int,
+    heartbeat_s: float,
+    still_allowed: Callable[[], Awaitable[bool]],
+    batch: int = 500,
+) -> AsyncIterator[FeedEntry | None]:
+    """The entries after ``position`` that match ``flt``, in feed order, then live; ``None``
+    whenever ``heartbeat_s`` passed without one. Ends when ``still_allowed`` says no (it is
+    asked at each heartbeat)."""
+    next_beat = time.monotonic() + heartbeat_s
+    while True:
+        recent = hub.recent_after(position)
+        if recent is None:
+            entries, position = await timeline_feed.read_after(
+                pool,
+                position,
+                order_id=flt.order_id,
+                customer_id=flt.customer_id,
+                statuses=sorted(flt.statuses),
+                limit=batch,
+            )
+            more = len(entries) == batch
+        else:
+            entries = [e for e in recent if flt.matches(e)]
+            position = recent[-1].position if recent else position
+            more = False
+        for entry in entries:
+            yield entry
+        if more:
+            continue
+        await hub.wait_beyond(position, max(0.0, next_beat - time.monotonic()))
+        if time.monotonic() >= next_beat:
+            if not await still_allowed():
+                return
+            yield None
+            next_beat = time.monotonic() + heartbeat_s
