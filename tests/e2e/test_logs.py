@@ -10,10 +10,6 @@ their local variables. Then every process's output is searched for each secret.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,22 +19,15 @@ import asyncpg
 import httpx
 import pytest
 
-from orderflow.adapters.postgres.database import (
-    database_name,
-    drop_database,
-    ensure_database,
-    with_database,
-)
 from orderflow.domain.access import Role
 from orderflow.settings import Settings
-from tests.conftest import migrate
 from tests.e2e.conftest import free_port, process_env
+from tests.e2e.processes import own_database, start, stop, wait_ready
 from tests.factories import make_customer, make_product
 from tests.integration.conftest import bearer
 
 DB_PASSWORD = "db-pass-4f9c1e"  # trust authentication accepts it; it must never be printed
 TOKEN = "pm_approve"
-CLI = [sys.executable, "-m", "orderflow.entrypoints.cli"]
 FORCED = "forced failure for the log test"
 
 
@@ -78,53 +67,27 @@ async def logged_system(
     mode: str, settings: Settings, tmp_path: Path
 ) -> AsyncIterator[tuple[str, asyncpg.Pool, Path]]:
     """``orderflow up`` in ``mode`` on a database of its own; yields (url, pool, log path)."""
-    dsn = _with_password(
-        with_database(settings.dsn(), f"{database_name(settings.dsn())}_logs"), DB_PASSWORD
-    )
-    await ensure_database(dsn)
-    await migrate(dsn)
-    log = tmp_path / "up.log"
-    port = free_port()
-    env = process_env(settings)
-    env |= {
-        "ORDERFLOW_DATABASE_URL": dsn,
-        "ORDERFLOW_ENVIRONMENT": mode,
-        "ORDERFLOW_LOG_LEVEL": "INFO",
-        "ORDERFLOW_EXCHANGE": f"{settings.exchange}.logs",
-        "ORDERFLOW_QUEUE_PREFIX": f"{settings.queue_prefix}.logs",
-    }
-    env.pop("ORDERFLOW_LOG_JSON", None)  # the mode decides
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*CLI, "up", "--port", str(port), "--metrics-port", "0"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"orderflow up exited:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"not ready:\n{log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-        yield base, pool, log
-    finally:
-        await pool.close()
-        proc.send_signal(signal.SIGTERM)
+    async with own_database(settings, "logs") as plain_dsn:
+        dsn = _with_password(plain_dsn, DB_PASSWORD)
+        log = tmp_path / "up.log"
+        port = free_port()
+        env = process_env(settings) | {
+            "ORDERFLOW_DATABASE_URL": dsn,
+            "ORDERFLOW_ENVIRONMENT": mode,
+            "ORDERFLOW_LOG_LEVEL": "INFO",
+            "ORDERFLOW_EXCHANGE": f"{settings.exchange}.logs",
+            "ORDERFLOW_QUEUE_PREFIX": f"{settings.queue_prefix}.logs",
+        }
+        env.pop("ORDERFLOW_LOG_JSON", None)  # the mode decides
+        proc = start(["up", "--port", str(port), "--metrics-port", "0"], env, log)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+        base = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        if not os.environ.get("ORDERFLOW_KEEP_TEST_DB"):
-            await drop_database(dsn)
+            await wait_ready([f"{base}/readyz"], [proc], log)
+            yield base, pool, log
+        finally:
+            await pool.close()
+            stop([proc])
 
 
 async def test_a_forced_error_leaves_no_secret_in_any_log(

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import aio_pika
 import asyncpg
@@ -26,6 +26,7 @@ from orderflow.adapters.postgres import outbox
 from orderflow.adapters.postgres.database import create_pool
 from orderflow.adapters.rabbitmq.client import Backoff, connect_with_backoff, outbox_message
 from orderflow.adapters.rabbitmq.topology import Names
+from orderflow.entrypoints.failures import is_transient
 from orderflow.entrypoints.runtime import (
     first_of,
     install_stop_signals,
@@ -33,6 +34,7 @@ from orderflow.entrypoints.runtime import (
     settle_heap,
 )
 from orderflow.observability import metrics
+from orderflow.service.duties import Duties
 from orderflow.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -99,43 +101,63 @@ class _Window:
 
 
 class Relay:
-    """One relay process's loop; several may run against the same outbox."""
+    """One relay process's loop; several may run against the same outbox.
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+    Two duties (``service.duties``): the LISTEN connection that wakes the relay
+    (``relay_listener``) and the loop that claims, publishes and marks (``relay_pump``).
+    """
+
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, *, duties: Duties | None = None
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.names = Names.from_settings(settings)
+        self.duties = duties or Duties("relay")
         self._wake = asyncio.Event()
         self._held: dict[int, float] = {}  # unroutable row id -> monotonic time to retry
         self._next_prune = 0.0
         self._window = _Window(pool, settings.relay_commit_interval_s)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Relay until ``stop`` is set: both duties, supervised; returns once stopped."""
+        self.listen(stop)
+        self.duties.supervise("relay_pump", lambda: self.pump(stop))
+        try:
+            await stop.wait()
+        finally:
+            await self.duties.stop(grace_s=self.settings.relay_publish_timeout_s)
+
+    def listen(self, stop: asyncio.Event) -> None:
+        """Start the LISTEN duty: a connection (re-opened when it drops) that sets the wake
+        event on every ``NOTIFY``."""
+        self.duties.supervise("relay_listener", lambda: self._keep_listening(stop))
+
+    async def pump(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set, reconnecting to the broker and the database as needed."""
         backoff = Backoff(self.settings.reconnect_max_backoff_s)
-        async with self._listening(stop):
-            while not stop.is_set():
-                connection = await connect_with_backoff(
-                    self.settings, name="orderflow-relay", stop=stop, backoff=backoff
-                )
-                if connection is None:
-                    return
-                try:
-                    async with connection:
-                        channel = await connection.channel(
-                            publisher_confirms=True, on_return_raises=True
-                        )
-                        exchange = await channel.declare_exchange(
-                            self.names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-                        )
-                        log.info("relay_connected", exchange=self.names.exchange)
-                        backoff.reset()
-                        await self._pump(
-                            exchange, stop, functools.partial(_is_closed, connection, channel)
-                        )
-                except (BrokerLost, OSError, aio_pika.exceptions.AMQPError) as exc:
-                    log.warning("relay_broker_lost", error=repr(exc))
-                    await backoff.wait(stop)
+        while not stop.is_set():
+            connection = await connect_with_backoff(
+                self.settings, name="orderflow-relay", stop=stop, backoff=backoff
+            )
+            if connection is None:
+                return
+            try:
+                async with connection:
+                    channel = await connection.channel(
+                        publisher_confirms=True, on_return_raises=True
+                    )
+                    exchange = await channel.declare_exchange(
+                        self.names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+                    )
+                    log.info("relay_connected", exchange=self.names.exchange)
+                    backoff.reset()
+                    await self._pump(
+                        exchange, stop, functools.partial(_is_closed, connection, channel)
+                    )
+            except (BrokerLost, OSError, aio_pika.exceptions.AMQPError) as exc:
+                log.warning("relay_broker_lost", error=repr(exc))
+                await backoff.wait(stop)
 
     async def _pump(
         self, exchange: AbstractExchange, stop: asyncio.Event, closed: Callable[[], bool]
@@ -244,41 +266,37 @@ class Relay:
         if deleted:
             log.info("outbox_pruned", rows=deleted)
 
-    @contextlib.asynccontextmanager
-    async def _listening(self, stop: asyncio.Event) -> AsyncIterator[None]:
-        """Keep a LISTEN connection open (re-opened when it drops) that sets the wake event."""
+    async def _keep_listening(self, stop: asyncio.Event) -> None:
+        """Keep a LISTEN connection open until ``stop``; a transient failure (the session cut,
+        the server restarting) is retried here, anything else escapes to the supervisor."""
 
         def notified(*_: object) -> None:
             self._wake.set()
 
-        async def keep_listening() -> None:
-            backoff = Backoff(self.settings.reconnect_max_backoff_s)
-            while not stop.is_set():
-                try:
-                    conn = await asyncpg.connect(self.settings.dsn(), timeout=5)
-                except (OSError, asyncpg.PostgresError) as exc:
-                    log.warning("relay_listen_failed", error=repr(exc))
-                    await backoff.wait(stop)
-                    continue
-                lost = asyncio.Event()
-                conn.add_termination_listener(lambda *_, lost=lost: lost.set())
-                try:
-                    await conn.add_listener(outbox.CHANNEL, notified)
-                    backoff.reset()
-                    self._wake.set()  # catch up on anything committed while not listening
-                    await first_of(lost.wait(), stop.wait())
-                except (OSError, asyncpg.PostgresError) as exc:
-                    log.warning("relay_listen_lost", error=repr(exc))
-                finally:
-                    conn.terminate()
-
-        task = asyncio.create_task(keep_listening())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        backoff = Backoff(self.settings.reconnect_max_backoff_s)
+        while not stop.is_set():
+            try:
+                conn = await asyncpg.connect(self.settings.dsn(), timeout=5)
+            except Exception as exc:
+                if not is_transient(exc) and not isinstance(exc, asyncpg.PostgresError):
+                    raise
+                log.warning("relay_listen_failed", error=repr(exc))
+                await backoff.wait(stop)
+                continue
+            lost = asyncio.Event()
+            conn.add_termination_listener(lambda *_, lost=lost: lost.set())
+            try:
+                await conn.add_listener(outbox.CHANNEL, notified)
+                backoff.reset()
+                self._wake.set()  # catch up on anything committed while not listening
+                await first_of(lost.wait(), stop.wait())
+            except Exception as exc:
+                if not is_transient(exc) and not isinstance(exc, asyncpg.PostgresError):
+                    raise
+                log.warning("relay_listen_lost", error=repr(exc))
+            finally:
+                conn.terminate()
+            self._wake.set()  # whatever was notified while the connection was down
 
 
 def _is_closed(
@@ -290,12 +308,13 @@ def _is_closed(
 
 async def run_relay(settings: Settings, *, metrics_port: int | None = None) -> None:
     """The ``orderflow relay`` process: until SIGTERM or SIGINT."""
-    serve_metrics(metrics_port)
+    duties = Duties("relay")
+    serve_metrics(metrics_port, health=duties.health)
     stop = install_stop_signals()
     pool = await create_pool(settings, min_size=1, max_size=4)
     settle_heap()
     try:
-        await Relay(settings, pool).run(stop)
+        await Relay(settings, pool, duties=duties).run(stop)
     finally:
         await pool.close()
     log.info("relay_stopped")

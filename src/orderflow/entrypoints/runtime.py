@@ -8,10 +8,14 @@ import contextlib
 import ctypes
 import gc
 import signal
-from collections.abc import Coroutine
+import threading
+from collections.abc import Callable, Coroutine, Iterable
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import start_http_server
+import orjson
+from prometheus_client import make_wsgi_app
 
 _PR_SET_PDEATHSIG = 1
 
@@ -46,10 +50,39 @@ def settle_heap() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
-def serve_metrics(port: int | None) -> None:
-    """Expose /metrics on ``port`` (in a background thread) when one is given."""
-    if port:
-        start_http_server(port, addr="0.0.0.0")
+def serve_metrics(port: int | None, *, health: Callable[[], dict[str, Any]] | None = None) -> None:
+    """Expose /metrics, and /healthz when ``health`` is given, on ``port`` (in a background
+    thread) when one is given.
+
+    /healthz answers 200 while ``health()["status"]`` is "ok", 503 otherwise. Being a thread,
+    it still answers (503) while the event loop is blocked: that is how a stuck loop is seen
+    (``service.duties.LoopWatch``); a paused or dead process does not answer at all.
+    """
+    if not port:
+        return
+    metrics_app = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz" and health is not None:
+            body = health()
+            status = "200 OK" if body.get("status") == "ok" else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "application/json")])
+            return [orjson.dumps(body)]
+        return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+
+    server = make_server(
+        "0.0.0.0", port, app, server_class=_ThreadingServer, handler_class=_QuietHandler
+    )
+    threading.Thread(target=server.serve_forever, name="ops-http", daemon=True).start()
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes and scrapes are not logged (one line each, every few seconds)."""
 
 
 async def first_of(*aws: Coroutine[Any, Any, Any]) -> None:

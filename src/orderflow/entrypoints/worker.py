@@ -53,6 +53,7 @@ from orderflow.observability import metrics
 from orderflow.service.batching import Coalescer
 from orderflow.service.bootstrap import Deps, build_registry, notification_sender
 from orderflow.service.consumer import Outcome, Prepared, apply, apply_batch, prepare
+from orderflow.service.duties import Duties
 from orderflow.service.expiry import expire_unpaid
 from orderflow.service.registry import Defer, Delivery, HandlerSpec, PermanentError, Registry
 from orderflow.service.sla import mark_overdue
@@ -462,8 +463,13 @@ async def run_worker(
     handlers: list[str] | None = None,
     metrics_port: int | None = None,
 ) -> None:
-    """The ``orderflow worker`` process: the saga handlers, until SIGTERM or SIGINT."""
-    serve_metrics(metrics_port)
+    """The ``orderflow worker`` process: the saga handlers, until SIGTERM or SIGINT.
+
+    Its duties (the consumers, the unpaid-order sweeper) are supervised (``service.duties``):
+    restarted after any failure, and reported on ``/healthz`` of the metrics port.
+    """
+    duties = Duties("worker")
+    serve_metrics(metrics_port, health=duties.health)
     stop = install_stop_signals()
     pool = await create_pool(settings)
     redis = create_redis(settings)
@@ -479,16 +485,17 @@ async def run_worker(
         registry = build_registry(deps).select(handlers)
         if not registry.names:
             log.warning("worker_without_handlers")
-        duties = [
-            asyncio.create_task(sweep_unpaid_orders(settings, pool, stop)),
-            asyncio.create_task(watch_sla(settings, pool, stop)),
-        ]
+        worker = Worker(settings, registry, pool)
+        duties.supervise("consumers", lambda: worker.run(stop))
+        duties.supervise("unpaid_order_sweeper", lambda: sweep_unpaid_orders(settings, pool, stop))
+        duties.supervise("sla_watch", lambda: watch_sla(settings, pool, stop))
         settle_heap()
         try:
-            await Worker(settings, registry, pool).run(stop)
+            await stop.wait()
         finally:
             stop.set()
-            await asyncio.gather(*duties)
+            # The consumers drain what is in flight once ``stop`` is set; then the rest goes.
+            await duties.stop(grace_s=settings.worker_shutdown_timeout_s + 2)
     finally:
         await pool.close()
         await redis.close()
@@ -529,14 +536,17 @@ async def watch_sla(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event)
 async def every(
     interval_s: float, step: Callable[[], Awaitable[None]], *, stop: asyncio.Event, duty: str
 ) -> None:
-    """Run ``step`` every ``interval_s`` until ``stop`` (never when 0); a database error is
-    logged and the next round tries again."""
+    """Run ``step`` every ``interval_s`` until ``stop`` (never when 0). A transient failure
+    (the database restarting, a session cut) is logged and the next round tries again;
+    anything else escapes to the duty's supervisor (``service.duties``), which restarts it."""
     if not interval_s:
         return
     while not stop.is_set():
         try:
             await step()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except Exception as exc:
+            if not is_transient(exc):
+                raise  # the duty's supervisor logs it and starts the duty again
             log.warning(f"{duty}_failed", error=repr(exc))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(interval_s):

@@ -80,3 +80,17 @@ ORDERS_OVERDUE = Gauge(
     "sweep found them: every worker reports the same figure, so aggregate with max)",
     ["status"],
 )
+# --- Supervised duties and the event loop (service.duties) ---
+DUTY_RESTARTS = Counter(
+    "orderflow_duty_restarts_total", "A supervised duty failed and was started again", ["duty"]
+)
+DUTY_FAILING = Gauge(
+    "orderflow_duty_failing",
+    "1 while a supervised duty keeps failing (the process's /healthz answers 503)",
+    ["duty"],
+)
+EVENT_LOOP_LAG = Histogram(
+    "orderflow_event_loop_lag_seconds",
+    "How late the event loop ran a tick it had scheduled (time it was busy or blocked)",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)

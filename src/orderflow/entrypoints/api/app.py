@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -36,6 +35,7 @@ from orderflow.entrypoints.api.routers import (
     products,
     streams,
 )
+from orderflow.entrypoints.failures import is_transient
 from orderflow.entrypoints.runtime import settle_heap
 from orderflow.service.keys import KeyVerifier
 from orderflow.service.order_streams import FeedHub
@@ -62,6 +62,8 @@ async def _prune_idempotency_keys(state: AppState) -> None:
         try:
             await idempotency_records.prune(state.pool)
         except Exception as exc:  # best effort: expired records are ignored anyway
+            if not is_transient(exc):
+                raise  # a bug: the duty's supervisor logs it and starts the duty again
             log.warning("idempotency_prune_failed", error=repr(exc))
 
 
@@ -108,7 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.orderflow = state
         assert state.feed is not None
         await state.feed.start()
-        pruner = asyncio.create_task(_prune_idempotency_keys(state))
+        state.duties.supervise("idempotency_pruner", lambda: _prune_idempotency_keys(state))
         settle_heap()
         log.info("api_started", **settings.safe_summary())
         try:
@@ -116,9 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await state.feed.close()
             await broker.close()
-            pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pruner
+            await state.duties.stop()
             await redis.close()
             await pool.close()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import asyncpg
@@ -19,6 +19,7 @@ from orderflow.adapters.redis.sessions import SessionStore
 from orderflow.domain.access import Principal, Role
 from orderflow.domain.errors import Forbidden, Unauthenticated
 from orderflow.domain.pricing import PricingStrategy, make_strategy
+from orderflow.service.duties import Duties
 from orderflow.service.keys import KeyVerifier
 from orderflow.service.order_streams import FeedHub
 from orderflow.service.ordering import PlacementBatcher
@@ -42,6 +43,7 @@ class AppState:
     sessions: SessionStore
     broker: BrokerProbe | None = None  # /readyz's broker check (event backbone)
     feed: FeedHub | None = None  # the order feed behind the live streams (issue 23)
+    duties: Duties = field(default_factory=lambda: Duties("api"))  # supervised, for /healthz
 
 
 def build_pricing(settings: Settings) -> PricingStrategy:

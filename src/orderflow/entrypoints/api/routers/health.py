@@ -9,14 +9,29 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orderflow.entrypoints.api.deps import State
-from orderflow.entrypoints.api.problems import problem
+from orderflow.entrypoints.api.problems import documented, problem
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="The process is alive")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get(
+    "/healthz",
+    summary="The process is alive: its duties running, its event loop not stuck",
+    description="200 while every supervised duty of the process runs (none failing again "
+    "and again) and its event loop ticks; 503 otherwise, for the liveness probe to restart "
+    "the process. Says nothing about the database or the broker: that is `/readyz`.",
+    responses={503: documented("A duty keeps failing, or the event loop is stuck")},
+)
+async def healthz(state: State) -> Response:
+    health = state.duties.health()
+    if health["status"] == "ok":
+        return Response(orjson.dumps(health), media_type="application/json")
+    return problem(
+        503,
+        code="unhealthy",
+        detail="a duty of this process keeps failing, or its event loop is stuck",
+        extra=health,
+    )
 
 
 @router.get(
