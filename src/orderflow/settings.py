@@ -167,7 +167,10 @@ class Settings(BaseSettings):
         description="per-process copy of products for pricing orders (versions are confirmed)",
     )
     admin_session_ttl_s: int = Field(
-        default=8 * 3600, ge=60, description="an idle admin dashboard session ends after this"
+        default=3600, ge=60, description="an idle back-office session ends after this"
+    )
+    admin_session_lifetime_s: int = Field(
+        default=12 * 3600, ge=60, description="a back-office session ends after this, in use or not"
     )
     admin_refresh_s: float = Field(
         default=2.0, gt=0, description="the dashboard's live feed sends a snapshot this often"

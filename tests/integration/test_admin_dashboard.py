@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import aio_pika
 import asyncpg
@@ -19,20 +21,17 @@ from orderflow.adapters.rabbitmq.topology import Names, declare_topology
 from orderflow.domain.access import Role
 from orderflow.entrypoints.api.app import create_app
 from orderflow.entrypoints.api.routers.admin import COOKIE
+from orderflow.entrypoints.api.routers.admin import CSRF_HEADER as CSRF
 from orderflow.settings import Settings
 from tests.factories import make_customer, make_product, place_order
 from tests.integration.conftest import bearer, running
 from tests.integration.test_rate_limit import CLOSED_PORT_REDIS
 
 
-@pytest.fixture
-async def browser(
-    app_settings: Callable[..., Settings], database: str
-) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
-    """A cookie-keeping client on a real HTTP server of its own (its own Redis key prefix):
-    the in-process ASGI transport cannot stream, and the live feed never ends by itself."""
-    base = app_settings()
-    settings = app_settings(admin_refresh_s=0.05, queue_prefix=f"{base.queue_prefix}.admin")
+@asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app on a real HTTP server of its own, and a cookie-keeping client of it: the
+    in-process ASGI transport cannot stream, and the live feed never ends by itself."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -45,14 +44,32 @@ async def browser(
         await asyncio.sleep(0.01)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            yield http, settings
+            yield http
     finally:
         server.should_exit = True
         await serving
 
 
+@pytest.fixture
+async def browser(
+    app_settings: Callable[..., Settings], database: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
+    """A client of a real server with its own Redis key prefix and queue names."""
+    base = app_settings()
+    settings = app_settings(admin_refresh_s=0.05, queue_prefix=f"{base.queue_prefix}.admin")
+    async with serve(settings) as http:
+        yield http, settings
+
+
 async def _login(http: httpx.AsyncClient, key: str) -> httpx.Response:
-    return await http.post("/admin/login", json={"api_key": key})
+    """Log in as the page does: a login CSRF token first (double submit), then the key."""
+    token = (await http.get("/admin/api/login-token")).json()["csrf"]
+    return await http.post("/admin/login", json={"api_key": key}, headers={CSRF: token})
+
+
+async def _csrf(http: httpx.AsyncClient) -> dict[str, str]:
+    """The session's CSRF header, as the page sends it with every write."""
+    return {CSRF: (await http.get("/admin/api/me")).json()["csrf"]}
 
 
 async def test_without_a_session_the_dashboard_sends_you_to_log_in(
@@ -64,7 +81,7 @@ async def test_without_a_session_the_dashboard_sends_you_to_log_in(
     assert page.headers["location"] == "/admin/login"
     login = await http.get("/admin/login")
     assert login.status_code == 200
-    assert "Admin API key" in login.text
+    assert "Admin or staff API key" in login.text
     assert "frame-ancestors 'none'" in login.headers["content-security-policy"]
     for path in ("/admin/api/snapshot", "/admin/stream"):
         refused = await http.get(path)
@@ -72,16 +89,32 @@ async def test_without_a_session_the_dashboard_sends_you_to_log_in(
         assert refused.headers["content-type"] == "application/problem+json"
 
 
-async def test_only_admin_keys_open_a_session(
-    browser: tuple[httpx.AsyncClient, Settings], pool: asyncpg.Pool
+async def test_only_admin_and_staff_keys_open_a_session_and_only_with_the_login_token(
+    browser: tuple[httpx.AsyncClient, Settings], pool: asyncpg.Pool, client: httpx.AsyncClient
 ) -> None:
     http, _ = browser
     assert (await _login(http, "ofk_not_a_key")).status_code == 401
-    staff = await bearer(pool, Role.STAFF)
-    refused = await _login(http, staff)
+    customer = await make_customer(client)
+    refused = await _login(http, await bearer(pool, Role.CUSTOMER, customer["id"]))
     assert refused.status_code == 403
     assert COOKIE not in http.cookies
-    malformed = await http.post("/admin/login", json={"api_key": "x", "extra": 1})
+    admin = await bearer(pool, Role.ADMIN)
+    no_token = await http.post("/admin/login", json={"api_key": admin})
+    assert no_token.status_code == 403
+    assert "login-token" in no_token.json()["detail"]
+    await http.get("/admin/api/login-token")  # a cookie, but a header that does not match it
+    forged = await http.post("/admin/login", json={"api_key": admin}, headers={CSRF: "forged"})
+    assert forged.status_code == 403
+    assert COOKIE not in http.cookies
+    assert (await _login(http, await bearer(pool, Role.STAFF))).status_code == 204
+    assert (await http.get("/admin/api/me")).json()["may"] == {
+        "staff_actions": True,
+        "admin_actions": False,
+    }
+    token = (await http.get("/admin/api/login-token")).json()["csrf"]
+    malformed = await http.post(
+        "/admin/login", json={"api_key": "x", "extra": 1}, headers={CSRF: token}
+    )
     assert malformed.status_code == 422
 
 
@@ -100,7 +133,9 @@ async def test_an_admin_session_lives_in_redis_and_ends_at_logout(
     assert admin not in cookie  # the key itself is never sent back
     store = redis.Redis.from_url(settings.redis_url.get_secret_value())
     try:
-        key = f"{settings.redis_key_prefix}:session:{session_id}"
+        digest = hashlib.sha256(session_id.encode()).hexdigest()
+        assert await store.exists(f"{settings.redis_key_prefix}:session:{session_id}") == 0
+        key = f"{settings.redis_key_prefix}:session:{digest}"  # Redis holds no cookie
         ttl = await store.ttl(key)
         assert 0 < ttl <= settings.admin_session_ttl_s
 
@@ -109,7 +144,7 @@ async def test_an_admin_session_lives_in_redis_and_ends_at_logout(
         order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 2)])
         page = await http.get("/admin")
         assert page.status_code == 200
-        assert 'id="recent"' in page.text
+        assert 'id="view"' in page.text
         snapshot = (await http.get("/admin/api/snapshot")).json()
         assert order["id"] in [o["id"] for o in snapshot["recent_orders"]]
         assert sum(snapshot["orders_by_status"].values()) >= 1
@@ -129,7 +164,8 @@ async def test_an_admin_session_lives_in_redis_and_ends_at_logout(
                     break
         assert all("recent_orders" in e for e in events)
 
-        assert (await http.post("/admin/logout")).status_code == 204
+        assert (await http.post("/admin/logout")).status_code == 403  # no CSRF token
+        assert (await http.post("/admin/logout", headers=await _csrf(http))).status_code == 204
         assert await store.exists(key) == 0
         assert (await http.get("/admin/api/snapshot")).status_code == 401
     finally:

@@ -311,7 +311,7 @@ async def run_relay(settings: Settings, *, metrics_port: int | None = None) -> N
     duties = Duties("relay")
     serve_metrics(metrics_port, health=duties.health)
     stop = install_stop_signals()
-    pool = await create_pool(settings, min_size=1, max_size=4)
+    pool = await create_pool(settings, min_size=1, max_size=4, process="relay")
     settle_heap()
     try:
         await Relay(settings, pool, duties=duties).run(stop)

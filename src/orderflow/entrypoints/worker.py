@@ -33,6 +33,8 @@ from orderflow.adapters.rabbitmq.client import (
 from orderflow.adapters.rabbitmq.topology import (
     ATTEMPT,
     ERROR,
+    FAILED,
+    FIRST_FAILED,
     HANDLER,
     ROUTING_KEY,
     HandlerQueues,
@@ -315,8 +317,10 @@ class Worker:
         transient = is_transient(exc)
         if transient and attempt < self.settings.retry_max_attempts:
             log.warning("delivery_retrying", error=repr(exc))
+            first = header_int(message, FIRST_FAILED, 0) or _now_ms()
             await self._publish(
-                copy_message(message, headers={ATTEMPT: attempt + 1}), queues.retry_for(attempt)
+                copy_message(message, headers={ATTEMPT: attempt + 1, FIRST_FAILED: first}),
+                queues.retry_for(attempt),
             )
             await message.ack()
             metrics.EVENTS_RETRIED.labels(spec.name).inc()
@@ -333,11 +337,14 @@ class Worker:
         self, spec: HandlerSpec, message: AbstractIncomingMessage, attempt: int, error: str
     ) -> None:
         """Keep the message with its handler, error and attempt count, then ack it."""
+        now = _now_ms()
         headers = {
             HANDLER: spec.name,
             ERROR: error[:2000],
             ATTEMPT: attempt,
             ROUTING_KEY: message.type or message.routing_key or "",
+            FIRST_FAILED: header_int(message, FIRST_FAILED, 0) or now,
+            FAILED: now,
         }
         copy = copy_message(message, headers=headers, keep_broker_headers=True)
         await self._publish(copy, self.names.dead_letters)
@@ -349,6 +356,10 @@ class Worker:
         if self._publisher is None:
             raise RuntimeError("worker is not connected")
         await self._publisher.default_exchange.publish(message, queue, mandatory=True)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _observe_lag(spec: HandlerSpec, delivery: Delivery) -> None:
@@ -471,7 +482,7 @@ async def run_worker(
     duties = Duties("worker")
     serve_metrics(metrics_port, health=duties.health)
     stop = install_stop_signals()
-    pool = await create_pool(settings)
+    pool = await create_pool(settings, process="worker")
     redis = create_redis(settings)
     http = (
         httpx.AsyncClient(timeout=settings.notification_webhook_timeout_s)

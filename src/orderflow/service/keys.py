@@ -120,6 +120,15 @@ class KeyVerifier:
             return None
         return Principal(key_id=row.id, role=row.role, customer_id=row.customer_id)
 
+    async def is_active(self, prefix: str, key_id: uuid.UUID) -> bool:
+        """Whether the key ``key_id`` (with ``prefix``) is still valid: what a session opened
+        with it checks on every use, so revoking the key ends its sessions within the TTL."""
+        entry = self._cache.get(prefix)
+        if entry is None or entry.expires <= self._clock():
+            entry = await self._load(prefix, None)
+        row = entry.row
+        return row is not None and row.id == key_id and row.revoked_at is None
+
     def forget(self, prefix: str) -> None:
         """Drop a cached key, e.g. right after revoking it in this process."""
         self._cache.pop(prefix, None)

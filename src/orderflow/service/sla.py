@@ -82,3 +82,12 @@ async def overdue_orders(pool: asyncpg.Pool, *, limit: int = 100) -> list[Overdu
         )
         for r in rows
     ]
+
+
+async def overdue_count(pool: asyncpg.Pool) -> int:
+    """How many orders are marked overdue and still in that status."""
+    found: int = await pool.fetchval(
+        "SELECT count(*) FROM order_overdue v JOIN orders o "
+        "ON o.id = v.order_id AND o.status = v.status"
+    )
+    return found

@@ -129,6 +129,10 @@ async def test_poison_message_is_dead_lettered_after_bounded_attempts_without_bl
     assert letter.event_type == EVENT
     assert letter.attempt == bb_settings.retry_max_attempts
     assert "poison" in letter.error
+    # When it first failed (kept through its retries) and when it failed for the last time.
+    assert letter.first_failed_at is not None
+    assert letter.failed_at is not None
+    assert letter.first_failed_at < letter.failed_at
     assert await applied_counts(pool, "alpha") == dict.fromkeys(behind, 1)
 
 
@@ -165,6 +169,27 @@ async def test_permanent_failure_is_dead_lettered_at_once_and_can_be_replayed(
     )
     [line] = listed.stdout.decode().splitlines()
     assert orjson.loads(line)["message_id"] == str(keep)
+    cli = [sys.executable, "-m", "orderflow.entrypoints.cli", "dead-letters"]
+    dry = await asyncio.to_thread(
+        subprocess.run,
+        [*cli, "replay", "--all", "--handler", "alpha", "--reason", "permanent", "--dry-run"],
+        env=process_env(bb_settings),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert str(keep) in dry.stdout
+    assert "1 would be replayed (dry run: nothing changed)" in dry.stdout
+    other = await asyncio.to_thread(
+        subprocess.run,
+        [*cli, "list", "--handler", "beta"],
+        env=process_env(bb_settings),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert other.stdout.strip().endswith("0 dead letters")
+    assert await queue_depth(bb_settings, names.dead_letters) == 1  # the dry run left it
 
 
 async def test_invalid_envelope_goes_to_the_dead_letters_at_once(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,12 +34,24 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
+def application_name(process: str) -> str:
+    """How a process's connections are named in ``pg_stat_activity`` (the back office's list
+    of processes seen alive reads it): ``orderflow-<process> <host>:<pid>``."""
+    return f"orderflow-{process} {socket.gethostname()}:{os.getpid()}"[:63]
+
+
 async def create_pool(
-    settings: Settings, *, min_size: int | None = None, max_size: int | None = None
+    settings: Settings,
+    *,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    process: str | None = None,
 ) -> asyncpg.Pool:
     """Open the process's connection pool; the caller closes it."""
+    named = {"application_name": application_name(process)} if process else None
     pool = await asyncpg.create_pool(
         settings.dsn(),
+        server_settings=named,
         min_size=min_size or settings.db_pool_min,
         max_size=max_size or settings.db_pool_max,
         command_timeout=settings.db_command_timeout_s,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 
 import aio_pika
 from aio_pika.abc import AbstractConnection
@@ -52,19 +53,34 @@ class BrokerProbe:
     async def queue_depth(self, queue: str) -> int | None:
         """Ready messages in ``queue`` (a passive declare on the kept connection), or None
         when the broker or the queue cannot be reached right now."""
-        if await self.check() != "ok" or self._connection is None:
-            return None
+        found = (await self.queue_stats([queue])).get(queue)
+        return None if found is None else found[0]
+
+    async def queue_stats(self, queues: Sequence[str]) -> dict[str, tuple[int, int] | None]:
+        """(ready messages, consumers) per queue by passive declares on one channel; None for
+        a queue that does not exist or when the broker cannot be reached."""
+        stats: dict[str, tuple[int, int] | None] = dict.fromkeys(queues)
+        if not queues or await self.check() != "ok" or self._connection is None:
+            return stats
+        channel = None
         try:
-            async with asyncio.timeout(self._timeout_s):
-                channel = await self._connection.channel(publisher_confirms=False)
-                try:
-                    declared = await channel.declare_queue(queue, passive=True)
-                finally:
-                    with contextlib.suppress(Exception):
-                        await channel.close()
-        except Exception:  # a missing queue closes the channel; a dead broker times out
-            return None
-        return declared.declaration_result.message_count or 0
+            async with asyncio.timeout(self._timeout_s * max(1, len(queues) / 10)):
+                for queue in queues:
+                    if channel is None or channel.is_closed:
+                        channel = await self._connection.channel(publisher_confirms=False)
+                    try:
+                        declared = await channel.declare_queue(queue, passive=True)
+                    except aio_pika.exceptions.ChannelClosed:
+                        continue  # no such queue: it closed the channel; the next opens one
+                    result = declared.declaration_result
+                    stats[queue] = (result.message_count or 0, result.consumer_count or 0)
+        except Exception:  # noqa: S110 - a dead broker times out: what was read stands
+            pass
+        finally:
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+        return stats
 
     async def close(self) -> None:
         """Close the kept connection."""

@@ -22,6 +22,8 @@ ATTEMPT = "x-orderflow-attempt"  # 1 for the first delivery, +1 per retry
 HANDLER = "x-orderflow-handler"  # on dead letters: whose work queue it came from
 ERROR = "x-orderflow-error"  # on dead letters: why
 ROUTING_KEY = "x-orderflow-routing-key"  # on dead letters: the event type it was published as
+FIRST_FAILED = "x-orderflow-first-failed-ms"  # epoch ms of the first failed attempt
+FAILED = "x-orderflow-failed-ms"  # on dead letters: epoch ms of the last failure
 
 _AT_LEAST_ONCE_DLX = {
     # Quorum queues dead-letter at-least-once only when they refuse publishes when full

@@ -28,7 +28,10 @@ from orderflow.entrypoints.api.middleware import (
 )
 from orderflow.entrypoints.api.routers import (
     admin,
+    admin_ops,
+    admin_orders,
     customers,
+    docs,
     events,
     health,
     orders,
@@ -73,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await create_pool(settings)
+        pool = await create_pool(settings, process="api")
         broker = BrokerProbe(
             settings.rabbitmq_url.get_secret_value(), ttl_s=settings.broker_check_ttl_s
         )
@@ -95,7 +98,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if settings.placement_batch_max > 1
                 else None
             ),
-            sessions=SessionStore(redis, ttl_s=settings.admin_session_ttl_s),
+            sessions=SessionStore(
+                redis,
+                idle_s=settings.admin_session_ttl_s,
+                lifetime_s=settings.admin_session_lifetime_s,
+            ),
             broker=broker,
             feed=FeedHub(
                 pool,
@@ -127,6 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from local files by routers/docs.py
+        redoc_url=None,
     )
     problems.install(app)
     idempotency.install(app)
@@ -138,6 +147,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events.router,
         health.router,
         admin.router,
+        admin_orders.router,
+        admin_ops.router,
+        docs.router,
     ):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

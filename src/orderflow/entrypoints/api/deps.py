@@ -44,6 +44,8 @@ class AppState:
     broker: BrokerProbe | None = None  # /readyz's broker check (event backbone)
     feed: FeedHub | None = None  # the order feed behind the live streams (issue 23)
     duties: Duties = field(default_factory=lambda: Duties("api"))  # supervised, for /healthz
+    # The back office's health page: (monotonic time, requests, 5xx) as it last looked.
+    error_samples: list[tuple[float, float, float]] = field(default_factory=list)
 
 
 def build_pricing(settings: Settings) -> PricingStrategy:
