@@ -1,32 +1,31 @@
-# syntax=docker/dockerfile:1
-# One image for every orderflow process: the command picks it (api, relay, worker, migrate).
+# One image for every orderflow process: the command picks it (api, relay, worker, migrate, ...).
+# The build needs no network: every wheel comes from .wheelhouse/, prepared outside the build.
+#   deploy/docker/wheelhouse.sh                    # or `make image`, which does all of this
 #   docker build -t orderflow:0.1.0 .
 #   docker run orderflow:0.1.0                      # the API on :8000
 #   docker run orderflow:0.1.0 worker --handlers payments
 # No registry reachable? Build a local base first: deploy/docker/make-base-image.sh, then
 #   docker build --build-arg BASE_IMAGE=orderflow-base:bookworm -t orderflow:0.1.0 .
+# (No `# syntax=` line: it would make BuildKit fetch a frontend image from a registry.)
 ARG BASE_IMAGE=python:3.11-slim
 
 # ---- build: a virtualenv with the locked runtime dependencies and the package -------------
 FROM ${BASE_IMAGE} AS build
-# Optional: a PyPI mirror (docker build --build-arg PIP_INDEX_URL=...); pip reads it from the env.
-ARG PIP_INDEX_URL
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_INDEX=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python3 -m venv /opt/orderflow
-WORKDIR /src
-# Dependencies first, in their own layer, so that a code change does not reinstall them.
-# requirements.lock also pins the dev tools (pytest, ruff, ...): it is used as a constraint
-# file, so every runtime dependency gets exactly its locked version and no dev tool is installed.
-COPY pyproject.toml requirements.lock README.md ./
-RUN mkdir -p src/orderflow && touch src/orderflow/__init__.py \
-    && /opt/orderflow/bin/pip install --constraint requirements.lock . \
-    && /opt/orderflow/bin/pip uninstall --yes orderflow
-# Then the package itself, with --no-deps: everything it needs is already there.
-COPY src ./src
-RUN /opt/orderflow/bin/pip install --no-deps . \
-    && /opt/orderflow/bin/python -c "import orderflow.entrypoints.cli"
+# Dependencies first, in their own layer, so that a code change does not reinstall them. The
+# wheelhouse holds exactly the locked runtime dependencies (no dev tool).
+COPY .wheelhouse/deps /wheels/deps
+RUN /opt/orderflow/bin/pip install --find-links /wheels/deps /wheels/deps/*.whl
+# Then the package, a wheel built from a clean copy of src/, with --no-deps.
+COPY .wheelhouse/app /wheels/app
+RUN /opt/orderflow/bin/pip install --no-deps /wheels/app/*.whl \
+    && /opt/orderflow/bin/pip uninstall --yes pip setuptools \
+    && find /opt/orderflow -name '*.pyc' -path '*/pip/*' -delete \
+    && /opt/orderflow/bin/python -c "from orderflow import __version__; import orderflow.entrypoints.cli, orderflow.entrypoints.api.app"
 
 # ---- runtime: the interpreter, the virtualenv, a non-root user --------------------------------
 FROM ${BASE_IMAGE} AS runtime

@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint fmt bench services tools migrate seed clean
+.PHONY: run test lint fmt bench services tools migrate seed clean docker image stack stack-down
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,24 @@ services:
 # promtool and kubectl, for the offline checks of the deployment artefacts (tests/deploy)
 tools: $(STAMP)
 	@VENV=$(VENV) scripts/ensure-tools.sh
+
+# The Docker engine and Compose v2, installed and started when missing (scripts/ensure-docker.sh).
+docker: $(STAMP)
+	@PYTHON=$(BIN)/python scripts/ensure-docker.sh
+
+# Every image of the Compose stack, built locally with no registry (deploy/docker/build-images.sh).
+image: docker
+	@PYTHON=$(BIN)/python deploy/docker/build-images.sh
+
+# The whole system under Docker Compose, offline: images built here, then `up --wait`.
+COMPOSE := docker compose -f docker-compose.yml -f deploy/docker/compose.offline.yml
+stack: image
+	@test -f .env || deploy/docker/new-env.sh .env
+	$(COMPOSE) up -d --wait --no-build
+	@echo "up. First admin key: $(COMPOSE) exec api orderflow keys create --role admin"
+
+stack-down:
+	$(COMPOSE) down
 
 migrate: $(STAMP) services
 	$(BIN)/orderflow migrate

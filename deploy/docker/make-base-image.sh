@@ -23,11 +23,23 @@ done
 ROOT=$(mktemp -d /tmp/orderflow-rootfs.XXXXXX)
 trap 'rm -rf "$ROOT"' EXIT
 
-debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+# Downloaded packages are kept (DEBOOTSTRAP_CACHE), so a rebuild on this machine is quicker.
+CACHE=${DEBOOTSTRAP_CACHE:-/var/cache/orderflow-debootstrap}
+mkdir -p "$CACHE"
+debootstrap --variant=minbase --cache-dir="$CACHE" \
+  --include=python3,python3-venv,ca-certificates \
   "$SUITE" "$ROOT" "$MIRROR"
 
-# `python` as in the official images; no package caches or docs in the image.
+# `python` as in the official images; no package caches or docs in the image. Images built on
+# this base (deploy/docker/standins) install Debian packages: no recommends, no docs, and no
+# service started by a package's install script (there is no init system in a container).
 chroot "$ROOT" ln -sf /usr/bin/python3 /usr/local/bin/python
+printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
+chmod +x "$ROOT/usr/sbin/policy-rc.d"
+printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' \
+  >"$ROOT/etc/apt/apt.conf.d/90orderflow"
+printf 'path-exclude=/usr/share/doc/*\npath-exclude=/usr/share/man/*\npath-exclude=/usr/share/locale/*\n' \
+  >"$ROOT/etc/dpkg/dpkg.cfg.d/90orderflow"
 chroot "$ROOT" apt-get clean
 rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/usr/share/doc/* "$ROOT"/usr/share/man/*
 

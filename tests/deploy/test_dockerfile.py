@@ -43,12 +43,16 @@ def test_base_image_is_a_build_argument_defaulting_to_python_slim() -> None:
     assert all(rest.startswith("${BASE_IMAGE}") for rest in froms)
 
 
-def test_dependencies_come_from_the_lock_and_the_package_without_deps() -> None:
+def test_the_build_installs_from_the_wheelhouse_without_network_or_registry() -> None:
+    text = DOCKERFILE.read_text()
+    syntax = re.search(r"^#\s*syntax=", text, re.M)
+    assert syntax is None, "a syntax line makes BuildKit fetch its frontend image"
+    env = " ".join(rest for word, rest in instructions() if word == "ENV")
+    assert "PIP_NO_INDEX=1" in env, "pip must never reach an index inside the build"
     runs = " ".join(rest for word, rest in instructions() if word == "RUN")
-    copies = " ".join(rest for word, rest in instructions() if word == "COPY")
-    assert "requirements.lock" in copies
-    assert "--constraint requirements.lock" in runs
-    assert "--no-deps" in runs
+    assert "--no-deps /wheels/app/" in runs
+    script = (DEPLOY / "docker" / "wheelhouse.sh").read_text()
+    assert "--constraint requirements.lock" in script, "dependency versions come from the lock"
 
 
 def test_every_runtime_dependency_is_pinned_by_the_lock() -> None:
