@@ -134,6 +134,10 @@ class Settings(BaseSettings):
         "(natural batching, ADR 0010); 1 stores each order with its own statement",
     )
     reconnect_max_backoff_s: float = Field(default=5.0, gt=0)
+    # AMQP heartbeat: a peer silent for about two of these is dead, and the broker hands its
+    # unacked deliveries to the other consumers (a frozen worker held them for minutes at the
+    # 60-s default). Only a loop stuck for seconds misses one (docs/events.md).
+    rabbitmq_heartbeat_s: int = Field(default=5, ge=1, le=600)
     broker_check_ttl_s: float = Field(default=2.0, ge=0, description="/readyz cache")
     queue_expires_ms: int | None = Field(
         default=None, ge=1000, description="x-expires on every queue; for test runs only"

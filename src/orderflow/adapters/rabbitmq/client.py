@@ -100,6 +100,7 @@ async def connect(settings: Settings, *, name: str) -> AbstractConnection:
         settings.rabbitmq_url.get_secret_value(),
         timeout=5,
         client_properties={"connection_name": name},
+        heartbeat=settings.rabbitmq_heartbeat_s,
     )
 
 
