@@ -253,3 +253,19 @@ async def test_a_statement_cut_off_by_the_database_is_a_503_and_changes_nothing(
         again = await http.post("/api/v1/orders", json=body)
         assert again.status_code == 201, again.text
         assert await pool.fetchval(count, uuid.UUID(customer["id"])) == before + 1
+
+
+async def test_delivery_without_a_body_names_the_carrier_that_shipped_it(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    product = await make_product(client)
+    customer = await make_customer(client)
+    order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
+    oid = uuid.UUID(order["id"])
+    await pool.execute("UPDATE orders SET status = 'prepared' WHERE id = $1", oid)
+    shipped = await client.post(f"/api/v1/orders/{oid}/ship", json={"carrier": "DHL Express"})
+    assert shipped.status_code == 200, shipped.text
+    delivered = await client.post(f"/api/v1/orders/{oid}/deliver")
+    assert delivered.status_code == 200, delivered.text
+    assert delivered.json()["timeline"][-1]["event"] == "order.delivered"
+    assert delivered.json()["timeline"][-1]["data"]["carrier"] == "DHL Express"

@@ -10,6 +10,7 @@ from typing import Final
 
 import asyncpg
 
+from orderflow.adapters.postgres import orders
 from orderflow.adapters.postgres.uow import UnitOfWork
 from orderflow.domain import events as ev
 from orderflow.domain.model import Order
@@ -47,10 +48,16 @@ async def ship_order(
 
 
 async def deliver_order(
-    pool: asyncpg.Pool, *, order_id: uuid.UUID, carrier: str, actor: str
+    pool: asyncpg.Pool, *, order_id: uuid.UUID, carrier: str | None, actor: str
 ) -> Order:
-    """The carrier confirmed delivery (409 unless shipped)."""
-    return await _act(pool, order_id, ev.OrderDelivered(carrier=carrier), actor)
+    """The carrier confirmed delivery (409 unless shipped); ``carrier`` defaults to the one
+    the order was shipped with."""
+
+    async def step(uow: UnitOfWork, order: Order) -> None:
+        name = carrier or await orders.shipping_carrier(uow.conn, order.id) or "unknown"
+        advance(uow, order, ev.OrderDelivered(carrier=name), actor=actor)
+
+    return await act_on_order(pool, order_id=order_id, action=step)
 
 
 def _prepared(_: Delivery) -> ev.Event:

@@ -154,6 +154,16 @@ async def get(
     return rows.order(row, [rows.order_line(r) for r in lines], [e for _, e in timeline])
 
 
+async def shipping_carrier(conn: asyncpg.Connection, order_id: uuid.UUID) -> str | None:
+    """The carrier named by the order's latest ``order.shipped`` event, if it shipped."""
+    carrier = await conn.fetchval(
+        "SELECT data->>'carrier' FROM order_timeline WHERE order_id = $1 "
+        "AND event_type = 'order.shipped' ORDER BY id DESC LIMIT 1",
+        order_id,
+    )
+    return None if carrier is None else str(carrier)
+
+
 async def timeline_page(
     conn: asyncpg.Connection, order_id: uuid.UUID, *, after: int, limit: int
 ) -> list[tuple[int, TimelineEntry]]:

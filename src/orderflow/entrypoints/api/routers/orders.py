@@ -240,7 +240,7 @@ async def ship_order(order_id: uuid.UUID, body: ShipIn, pool: Pool, principal: S
 async def deliver_order(
     order_id: uuid.UUID, pool: Pool, principal: Staff, body: DeliverIn | None = None
 ) -> OrderOut:
-    carrier = body.carrier if body and body.carrier else "carrier"
+    carrier = body.carrier if body else None  # None: the carrier it was shipped with
     return OrderOut.of(
         await fulfilment.deliver_order(
             pool, order_id=order_id, carrier=carrier, actor=principal.role.value
