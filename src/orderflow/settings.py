@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from functools import lru_cache
 
@@ -154,6 +155,14 @@ class Settings(BaseSettings):
         default=5.0, ge=0, description="a revoked key keeps working at most this long"
     )
     auth_cache_size: int = Field(default=10_000, ge=1)
+    auth_stale_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="with the database unreachable, a key verified within this long still works",
+    )
+    # Addresses (or CIDR networks) of the proxies whose X-Forwarded-For / -Proto are believed,
+    # comma-separated; empty: none, the peer's address is the client's (docs/security.md).
+    trusted_proxies: str = ""
     rate_limit_enabled: bool = True
     # Per route group, "<requests>/<seconds>" per API key (or per client address without one);
     # GCRA, so a full quota may be spent in a burst. Set some or all as JSON in
@@ -220,6 +229,18 @@ class Settings(BaseSettings):
     @classmethod
     def _known_statuses(cls, value: dict[str, float]) -> dict[str, float]:
         return sla.deadlines(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            ipaddress.ip_network(entry, strict=False)  # ValueError names the bad entry
+        return value
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        """``trusted_proxies`` as a list of addresses and networks."""
+        return [part.strip() for part in self.trusted_proxies.split(",") if part.strip()]
 
     @field_validator("log_level")
     @classmethod

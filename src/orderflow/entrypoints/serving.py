@@ -46,6 +46,7 @@ class Target:
 
     def config(self) -> uvicorn.Config:
         """The project's server settings, the same in every worker."""
+        trusted = get_settings().trusted_proxy_list
         return uvicorn.Config(
             self.factory,
             factory=True,
@@ -55,7 +56,11 @@ class Target:
             log_config=None,
             loop="uvloop",
             http="httptools",
-            proxy_headers=True,
+            # Forwarded headers only from the configured proxies: from anyone else they
+            # would let a client choose the address it is rate-limited by.
+            proxy_headers=bool(trusted),
+            forwarded_allow_ips=trusted,
+            server_header=False,  # no "server: uvicorn": nothing to fingerprint
         )
 
 

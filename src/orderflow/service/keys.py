@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -73,9 +74,13 @@ async def revoke_key(pool: asyncpg.Pool, *, ident: str) -> ApiKeyRow:
 
 
 @dataclass(frozen=True, slots=True)
-class _Cached:
-    row: ApiKeyRow | None  # None: no such prefix
-    expires: float
+class _Known:
+    """A key row as last read: trusted until ``fresh_until``, and while the database cannot
+    be reached, until ``usable_until`` (stale-while-error)."""
+
+    row: ApiKeyRow
+    fresh_until: float
+    usable_until: float
 
 
 class KeyVerifier:
@@ -84,6 +89,11 @@ class KeyVerifier:
     Within the TTL a key costs one SHA-256 and a dict look-up; a revocation is seen once the
     cached row expires, so ``ttl_s`` is the bound on how long a revoked key keeps working.
     Concurrent misses for one prefix share a single database look-up.
+
+    Valid keys and unknown prefixes are remembered apart, each bounded: a flood of random
+    keys never pushes a valid key out. A valid key whose look-up fails (the database down or
+    restarting) is still accepted as last read, for up to ``stale_s`` after that read; an
+    unknown one cannot be checked and the caller answers 503.
     """
 
     def __init__(
@@ -92,30 +102,31 @@ class KeyVerifier:
         *,
         ttl_s: float,
         max_entries: int,
+        stale_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pool = pool
         self._ttl = ttl_s
+        self._stale = max(stale_s, ttl_s)
         self._max = max_entries
         self._clock = clock
-        self._cache: dict[str, _Cached] = {}
-        self._loading: dict[str, asyncio.Future[_Cached]] = {}
+        self._valid: dict[str, _Known] = {}
+        self._unknown: dict[str, float] = {}  # prefix -> until when it is known not to exist
+        self._loading: dict[str, asyncio.Future[ApiKeyRow | None]] = {}
 
     async def verify(
         self, token: str, *, before_lookup: Callable[[], Awaitable[None]] | None = None
     ) -> Principal | None:
         """The principal a key stands for, or None if it is malformed, unknown or revoked.
 
-        ``before_lookup`` runs only when a database trip is about to be made (and may raise
-        to prevent it): the hook for limiting look-ups of unknown keys.
+        ``before_lookup`` runs only when a database trip is about to be made for a prefix
+        this process has never seen valid (and may raise to prevent it): the hook for
+        limiting look-ups of unknown keys. A key known valid is never held back by it.
         """
         prefix = key_prefix(token)
         if prefix is None:
             return None
-        entry = self._cache.get(prefix)
-        if entry is None or entry.expires <= self._clock():
-            entry = await self._load(prefix, before_lookup)
-        row = entry.row
+        row = await self._current_row(prefix, before_lookup)
         if row is None or row.revoked_at is not None or not same_key(token, row.key_hash):
             return None
         return Principal(key_id=row.id, role=row.role, customer_id=row.customer_id)
@@ -123,19 +134,33 @@ class KeyVerifier:
     async def is_active(self, prefix: str, key_id: uuid.UUID) -> bool:
         """Whether the key ``key_id`` (with ``prefix``) is still valid: what a session opened
         with it checks on every use, so revoking the key ends its sessions within the TTL."""
-        entry = self._cache.get(prefix)
-        if entry is None or entry.expires <= self._clock():
-            entry = await self._load(prefix, None)
-        row = entry.row
+        row = await self._current_row(prefix, None)
         return row is not None and row.id == key_id and row.revoked_at is None
+
+    def known_valid(self, prefix: str) -> bool:
+        """Whether this process has seen ``prefix`` belong to a valid key (fresh or stale)."""
+        return prefix in self._valid
+
+    async def _current_row(
+        self, prefix: str, before_lookup: Callable[[], Awaitable[None]] | None
+    ) -> ApiKeyRow | None:
+        """The key row of ``prefix`` from the cache, or the database when it is due."""
+        now = self._clock()
+        known = self._valid.get(prefix)
+        if known is not None and known.fresh_until > now:
+            return known.row
+        if known is None and self._unknown.get(prefix, 0.0) > now:
+            return None
+        return await self._load(prefix, None if known is not None else before_lookup)
 
     def forget(self, prefix: str) -> None:
         """Drop a cached key, e.g. right after revoking it in this process."""
-        self._cache.pop(prefix, None)
+        self._valid.pop(prefix, None)
+        self._unknown.pop(prefix, None)
 
     async def _load(
         self, prefix: str, before_lookup: Callable[[], Awaitable[None]] | None
-    ) -> _Cached:
+    ) -> ApiKeyRow | None:
         loading = self._loading.get(prefix)
         if loading is None:
             loading = asyncio.ensure_future(self._fetch(prefix, before_lookup))
@@ -146,20 +171,33 @@ class KeyVerifier:
 
     async def _fetch(
         self, prefix: str, before_lookup: Callable[[], Awaitable[None]] | None
-    ) -> _Cached:
+    ) -> ApiKeyRow | None:
         if before_lookup is not None:
             await before_lookup()
-        row = await api_keys.by_prefix(self._pool, prefix)
-        entry = _Cached(row=row, expires=self._clock() + self._ttl)
-        self._remember(prefix, entry)
-        return entry
+        try:
+            row = await api_keys.by_prefix(self._pool, prefix)
+        except Exception:
+            known = self._valid.get(prefix)
+            if known is not None and known.usable_until > self._clock():
+                return known.row  # stale-while-error: the database is down, the key was fine
+            raise
+        now = self._clock()
+        if row is None or row.revoked_at is not None:
+            self._valid.pop(prefix, None)
+            _remember(self._unknown, prefix, now + self._ttl, self._max)
+        else:
+            self._unknown.pop(prefix, None)
+            known = _Known(row, fresh_until=now + self._ttl, usable_until=now + self._stale)
+            _remember(self._valid, prefix, known, self._max)
+        return row
 
-    def _remember(self, prefix: str, entry: _Cached) -> None:
-        self._cache.pop(prefix, None)
-        if len(self._cache) >= self._max:
-            # Oldest insertion first: dicts keep order, so this is a cheap FIFO eviction.
-            del self._cache[next(iter(self._cache))]
-        self._cache[prefix] = entry
+
+def _remember(cache: dict[str, Any], prefix: str, entry: Any, limit: int) -> None:
+    cache.pop(prefix, None)
+    if len(cache) >= limit:
+        # Oldest insertion first: dicts keep order, so this is a cheap FIFO eviction.
+        del cache[next(iter(cache))]
+    cache[prefix] = entry
 
 
 DEMO_LABELS = ("demo-admin", "demo-customer")

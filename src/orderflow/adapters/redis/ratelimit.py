@@ -18,7 +18,7 @@ from orderflow.service.batching import Coalescer
 # when that would put the TAT more than one window ahead of now. A full quota can therefore
 # be spent at once, and it refills evenly over the window.
 # ARGV: emission interval (µs, fractional: a quota may exceed the window's microseconds),
-# window (µs). Returns {allowed, remaining, retry_after_us,
+# window (µs), "1" to peek (answer without spending). Returns {allowed, remaining, retry_after_us,
 # reset_us}: reset is when the whole quota is available again.
 _GCRA = """
 local t = redis.call('TIME')
@@ -33,6 +33,9 @@ local new_tat = tat + interval
 local ahead = new_tat - now
 if ahead > window then
     return {0, 0, ahead - window, tat - now}
+end
+if ARGV[3] == '1' then  -- peek: would it be allowed? (spends nothing)
+    return {1, math.floor((window - ahead) / interval), 0, tat - now}
 end
 local ttl_ms = math.max(1, math.ceil(ahead / 1000))
 redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', ttl_ms)
@@ -57,6 +60,7 @@ class _Check:
     key: str
     interval_us: str  # repr of a float: a quota may exceed the window's microseconds
     window_us: int
+    peek: bool = False
 
 
 # The script's answer: allowed, remaining, retry after (µs), reset (µs); None: failed open.
@@ -80,14 +84,17 @@ class RateLimiter:
         )
 
     async def decide(
-        self, *, group: str, identity: str, quota: int, window_s: float
+        self, *, group: str, identity: str, quota: int, window_s: float, peek: bool = False
     ) -> Decision | None:
-        """The decision, or None when Redis cannot answer (the caller then lets it through)."""
+        """The decision, or None when Redis cannot answer (the caller then lets it through).
+        With ``peek``, whether one more would be allowed, spending nothing."""
         if not self._link.available:
             RATE_LIMIT_FAIL_OPEN.inc()
             return None
         window_us = int(window_s * 1_000_000)
-        check = _Check(self._link.key("rl", group, identity), repr(window_us / quota), window_us)
+        check = _Check(
+            self._link.key("rl", group, identity), repr(window_us / quota), window_us, peek
+        )
         answer = await self._batches.submit(check)
         if answer is None:
             return None
@@ -116,7 +123,9 @@ class RateLimiter:
     async def _run(self, checks: list[_Check]) -> list[_Answer]:
         async with self._link.client.pipeline(transaction=False) as pipe:
             for check in checks:
-                pipe.evalsha(self._sha, 1, check.key, check.interval_us, check.window_us)
+                pipe.evalsha(
+                    self._sha, 1, check.key, check.interval_us, check.window_us, int(check.peek)
+                )
             answers: list[_Answer] = await pipe.execute()
         return answers
 

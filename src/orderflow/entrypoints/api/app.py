@@ -24,6 +24,7 @@ from orderflow.entrypoints.api.edge import EdgeMiddleware
 from orderflow.entrypoints.api.middleware import (
     BodyLimitMiddleware,
     MetricsMiddleware,
+    SecurityHeadersMiddleware,
     UnhandledErrorMiddleware,
 )
 from orderflow.entrypoints.api.routers import (
@@ -88,7 +89,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pricing=build_pricing(settings),
             redis=redis,
             keys=KeyVerifier(
-                pool, ttl_s=settings.auth_cache_ttl_s, max_entries=settings.auth_cache_size
+                pool,
+                ttl_s=settings.auth_cache_ttl_s,
+                max_entries=settings.auth_cache_size,
+                stale_s=settings.auth_stale_s,
             ),
             limiter=RateLimiter(redis),
             product_cache=product_cache,
@@ -155,5 +159,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(EdgeMiddleware)  # outside the body limit: refuse before reading bodies
     app.add_middleware(UnhandledErrorMiddleware)  # inside the metrics: a 500 is counted
+    app.add_middleware(SecurityHeadersMiddleware)  # on every answer, errors and 429s included
     app.add_middleware(MetricsMiddleware)
     return app

@@ -8,10 +8,13 @@ of ``deps.py``; this layer only establishes identity.
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orderflow.adapters.redis.ratelimit import Decision
+from orderflow.domain.access import key_prefix
 from orderflow.entrypoints.api.deps import AppState
 from orderflow.entrypoints.api.problems import problem
 from orderflow.observability.metrics import RATE_LIMIT_DECISIONS
@@ -63,8 +66,9 @@ class EdgeMiddleware:
                 return
 
             async def limit_lookups() -> None:
-                # A database trip is coming: bound how often one address can cause them.
-                decision = await _decide(state, "auth", identity)
+                # A database trip for a key this process never saw valid: refused while the
+                # address is over its budget of failed attempts (spends nothing here).
+                decision = await _decide(state, "auth", identity, peek=True)
                 if decision is not None and not decision.allowed:
                     raise _LookupsExhausted(decision)
 
@@ -76,10 +80,17 @@ class EdgeMiddleware:
             except Exception as exc:  # the database is down or slow: no guessing, no 500
                 log.warning("key_lookup_failed", error=repr(exc))
                 await problem(
-                    503, code="auth-unavailable", detail="API keys cannot be checked right now"
+                    503,
+                    code="auth-unavailable",
+                    detail="API keys cannot be checked right now; retry after Retry-After",
+                    headers={"Retry-After": "1"},
                 )(scope, receive, send)
                 return
             if principal is None:
+                denied = await _failed_attempt(state, address, key_prefix(token))
+                if denied is not None:
+                    await _too_many(state, "auth", denied, scope, receive, send)
+                    return
                 await _refuse_key(scope, receive, send, "the API key is unknown or revoked")
                 return
             scope["state"]["principal"] = principal
@@ -110,16 +121,26 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _decide(state: AppState, group: str, identity: str) -> Decision | None:
+async def _decide(
+    state: AppState, group: str, identity: str, *, peek: bool = False
+) -> Decision | None:
     if not state.settings.rate_limit_enabled:
         return None
     quota, window = state.settings.rate_limit(group)
     decision = await state.limiter.decide(
-        group=group, identity=identity, quota=quota, window_s=window
+        group=group, identity=identity, quota=quota, window_s=window, peek=peek
     )
-    if decision is not None:
+    if decision is not None and not peek:
         RATE_LIMIT_DECISIONS.labels(group, "allow" if decision.allowed else "deny").inc()
     return decision
+
+
+async def _failed_attempt(state: AppState, address: str, prefix: str | None) -> Decision | None:
+    """Count a failed key against its address and its key prefix (the "auth" quota each);
+    the decision that refuses, if one does: the caller then answers 429 instead of 401."""
+    identities = [f"ip:{address}"] + ([f"prefix:{prefix}"] if prefix else [])
+    decisions = await asyncio.gather(*(_decide(state, "auth", i) for i in identities))
+    return next((d for d in decisions if d is not None and not d.allowed), None)
 
 
 async def _refuse_key(scope: Scope, receive: Receive, send: Send, detail: str) -> None:

@@ -55,6 +55,42 @@ class UnhandledErrorMiddleware:
                 await response(scope, receive, send)
 
 
+# On every response: no MIME sniffing, no framing, no referrer leaking ids in URLs.
+_SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+# On JSON answers (never rendered as a page): nothing may load, nothing may frame them. The
+# HTML pages (/docs, /admin) set their own policy.
+_JSON_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+
+
+class SecurityHeadersMiddleware:
+    """Adds the security headers to every HTTP response that does not set them itself."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [h for h in _SECURITY_HEADERS if h[0] not in present]
+                content_type = next((v for n, v in headers if n.lower() == b"content-type"), b"")
+                if b"json" in content_type and _JSON_CSP[0] not in present:
+                    headers.append(_JSON_CSP)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 class BodyTooLarge(Exception):
     pass
 
