@@ -96,6 +96,15 @@ class Settings(BaseSettings):
     )
     unpaid_order_ttl_s: float = Field(default=1800, gt=0)
     expiry_sweep_interval_s: float = Field(default=5.0, ge=0, description="0: no sweeper")
+    reconcile_interval_s: float = Field(
+        default=10.0, ge=0, description="how often a worker looks for stuck orders; 0: never"
+    )
+    reconcile_stall_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="an order unchanged this long (plus the autopilot's delay in its steps) is "
+        "re-driven from its last event",
+    )
     autopilot: bool = False
     autopilot_delay_s: float = Field(default=0.0, ge=0)
 

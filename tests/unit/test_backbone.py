@@ -30,10 +30,10 @@ def test_queue_names_derive_from_prefix_and_handler_and_carry_their_ttl() -> Non
     names = Names.from_settings(_settings(retry_base_delay_ms=250, retry_max_attempts=3))
     queues = names.handler("payments")
     assert queues.work == "of.payments"
-    assert queues.delay == "of.payments.delay"
+    assert queues.delay == "of.payments.delay.q"
     assert [q for _, q in queues.retries] == [
-        "of.payments.retry.250ms",
-        "of.payments.retry.500ms",
+        "of.payments.retry.250ms.q",
+        "of.payments.retry.500ms.q",
     ]
     assert names.dead_letters == "of.dead-letters"
 
@@ -43,16 +43,19 @@ def test_later_attempts_use_longer_retry_queues_then_stay_on_the_longest() -> No
         "h"
     )
     assert [queues.retry_for(a) for a in (1, 2, 3, 9)] == [
-        "of.h.retry.100ms",
-        "of.h.retry.200ms",
-        "of.h.retry.400ms",
-        "of.h.retry.400ms",
+        "of.h.retry.100ms.q",
+        "of.h.retry.200ms.q",
+        "of.h.retry.400ms.q",
+        "of.h.retry.400ms.q",
     ]
 
 
 def test_handler_is_recovered_from_any_of_its_queue_names() -> None:
     names = Names.from_settings(_settings())
     assert names.handler_of("of.payments") == "payments"
+    assert names.handler_of("of.payments.retry.1000ms.q") == "payments"
+    assert names.handler_of("of.payments.delay.q") == "payments"
+    # The classic waiting rooms of before ADR 0023, whose dead letters may still be around.
     assert names.handler_of("of.payments.retry.1000ms") == "payments"
     assert names.handler_of("of.payments.delay") == "payments"
     assert names.handler_of("other.payments") is None

@@ -57,6 +57,7 @@ from orderflow.service.bootstrap import Deps, build_registry, notification_sende
 from orderflow.service.consumer import Outcome, Prepared, apply, apply_batch, prepare
 from orderflow.service.duties import Duties
 from orderflow.service.expiry import expire_unpaid
+from orderflow.service.reconcile import reconcile
 from orderflow.service.registry import Defer, Delivery, HandlerSpec, PermanentError, Registry
 from orderflow.service.sla import mark_overdue
 from orderflow.settings import Settings
@@ -500,6 +501,7 @@ async def run_worker(
         duties.supervise("consumers", lambda: worker.run(stop))
         duties.supervise("unpaid_order_sweeper", lambda: sweep_unpaid_orders(settings, pool, stop))
         duties.supervise("sla_watch", lambda: watch_sla(settings, pool, stop))
+        duties.supervise("reconciler", lambda: reconcile_stuck_orders(settings, pool, stop))
         settle_heap()
         try:
             await stop.wait()
@@ -562,6 +564,24 @@ async def every(
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(interval_s):
                 await stop.wait()
+
+
+async def reconcile_stuck_orders(
+    settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event
+) -> None:
+    """Re-drive orders that made no progress for longer than their step allows, every
+    ``reconcile_interval_s``, until ``stop`` (``service.reconcile``).
+
+    Every worker reconciles; a re-drive marks the event it sends again, so the others leave
+    that order alone until its allowance has passed once more.
+    """
+
+    async def sweep() -> None:
+        redriven = await reconcile(pool, settings)
+        if redriven:
+            log.warning("stuck_orders_redriven", count=len(redriven))
+
+    await every(settings.reconcile_interval_s, sweep, stop=stop, duty="reconcile")
 
 
 async def declare_saga_topology(settings: Settings) -> list[str]:

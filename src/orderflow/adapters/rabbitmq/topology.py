@@ -3,7 +3,11 @@ queue; one dead-letter queue for everything. Declared idempotently (``declare_to
 
 Names derive from ``settings.queue_prefix`` and the handler name, so that test runs and
 deployments sharing a broker never collide. Retry queue names carry their TTL: changing the
-retry settings declares new queues instead of failing on changed arguments.
+retry settings declares new queues instead of failing on changed arguments. Every queue is a
+quorum queue, and every hop out of one by dead-lettering is at-least-once: a retry or a delay
+waiting in the broker survives its stop, start or crash (ADR 0023). The waiting rooms' names
+end in ``.q`` because their classic predecessors (at-most-once dead-lettering, which lost
+every waiting retry in a broker restart) had the plain names.
 """
 
 from __future__ import annotations
@@ -77,8 +81,8 @@ class Names:
         work = f"{self.prefix}.{name}"
         return HandlerQueues(
             work=work,
-            retries=tuple((ms, f"{work}.retry.{ms}ms") for ms in self.delays_ms),
-            delay=f"{work}.delay",
+            retries=tuple((ms, f"{work}.retry.{ms}ms.q") for ms in self.delays_ms),
+            delay=f"{work}.delay.q",
         )
 
     def handler_of(self, queue: str) -> str | None:
@@ -86,7 +90,8 @@ class Names:
         head = f"{self.prefix}."
         if not queue.startswith(head):
             return None
-        return queue[len(head) :].split(".retry.")[0].removesuffix(".delay") or None
+        rest = queue[len(head) :].split(".retry.")[0].removesuffix(".q")
+        return rest.removesuffix(".delay") or None
 
 
 def _back_to(queue: str) -> dict[str, Any]:
@@ -110,10 +115,10 @@ async def declare_topology(
     )
     expires: dict[str, Any] = {"x-expires": names.expires_ms} if names.expires_ms else {}
     quorum: dict[str, Any] = {"x-queue-type": "quorum", **expires}
-    # Retry and delay queues only hold messages for their TTL; classic durable queues are a
-    # fraction of a quorum queue's cost (each quorum queue is a Raft group), so the work
-    # queues and the dead letters are quorum and the waiting rooms are classic.
-    waiting: dict[str, Any] = {"x-queue-type": "classic", **expires}
+    # The waiting rooms (retry and delay queues) are quorum queues too, dead-lettering back
+    # at-least-once: a classic queue's dead-lettering is at-most-once, and a broker restart
+    # dropped every retry that expired while the work queue had no leader yet (ADR 0023).
+    waiting: dict[str, Any] = {**quorum, **_AT_LEAST_ONCE_DLX}
     await channel.declare_queue(names.dead_letters, durable=True, arguments=quorum)
     for handler, event_types in bindings.items():
         queues = names.handler(handler)

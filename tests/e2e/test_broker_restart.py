@@ -1,0 +1,66 @@
+"""A broker restart while retries wait in it loses none of them (ADR 0023): every order whose
+charge was waiting to be retried reaches its terminal state, charged once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import asyncpg
+import httpx
+import pytest
+
+from orderflow.adapters.rabbitmq.topology import Names
+from orderflow.settings import Settings
+from tests.e2e.conftest import wait_for_status
+from tests.factories import make_customer, make_product, place_order
+from tests.integration.backbone.broker import rabbitmqctl, start_broker_app
+from tests.integration.backbone.helpers import queue_depth
+
+pytestmark = [pytest.mark.e2e, pytest.mark.stops_services]
+
+ORDERS = 20
+
+
+async def _waiting_retries(settings: Settings) -> int:
+    queues = Names.from_settings(settings).handler("payments.charge")
+    return sum([await queue_depth(settings, name) for _, name in queues.retries])
+
+
+async def test_broker_restart_while_retries_wait_leaves_no_order_stuck(
+    http: httpx.AsyncClient, pool: asyncpg.Pool, e2e_settings: Settings
+) -> None:
+    product = await make_product(http, price=500, stock=ORDERS)
+    customer = await make_customer(http)
+    # pm_flaky fails on attempts 1 and 2: each charge waits in a retry queue twice.
+    orders = [
+        await place_order(
+            http, customer_id=customer["id"], lines=[(product["id"], 1)], payment_token="pm_flaky"
+        )
+        for _ in range(ORDERS)
+    ]
+    deadline = time.monotonic() + 30
+    while await _waiting_retries(e2e_settings) < ORDERS // 2:
+        assert time.monotonic() < deadline, "the charges never waited for a retry"
+        await asyncio.sleep(0.05)
+    try:
+        await rabbitmqctl("stop_app")
+        await asyncio.sleep(5)  # every retry's TTL runs out while the broker is away
+    finally:
+        await start_broker_app()
+
+    # Within the reconciler's allowance: what delivers them is the retries the broker kept,
+    # not a re-drive of orders it lost (tests/integration/test_reconcile.py has those).
+    within = e2e_settings.reconcile_stall_s * 2 / 3
+    restarted = time.monotonic()
+    for order in orders:
+        left = max(1.0, within - (time.monotonic() - restarted))
+        done = await wait_for_status(http, order["id"], {"delivered", "cancelled"}, timeout_s=left)
+        assert done["status"] == "delivered", done
+    charges = await pool.fetchval(
+        "SELECT count(*) FROM payment_transactions WHERE kind = 'charge' "
+        "AND order_id = ANY($1::uuid[])",
+        [uuid.UUID(o["id"]) for o in orders],
+    )
+    assert charges == ORDERS
