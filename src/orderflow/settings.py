@@ -64,9 +64,8 @@ class Settings(BaseSettings):
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/orderflow")
     rabbitmq_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
-    # Notifications go to this URL as JSON POSTs when it is set, else to the log.
+    # Set: a webhook subscription for this URL is made when a worker starts (docs/webhooks.md).
     notification_webhook_url: SecretStr | None = None
-    notification_webhook_timeout_s: float = Field(default=5.0, gt=0)
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=20, ge=1)
     db_command_timeout_s: float = Field(default=10.0, gt=0)
@@ -218,6 +217,18 @@ class Settings(BaseSettings):
     )
     stream_window: int = Field(
         default=4096, ge=16, description="recent feed entries each API process keeps in memory"
+    )
+
+    webhook_timeout_s: float = Field(default=5.0, gt=0, description="one delivery attempt")
+    webhook_retry_base_s: float = Field(
+        default=1.0, gt=0, description="first retry of a failed delivery; doubles"
+    )
+    webhook_retry_max_s: float = Field(default=3600.0, gt=0, description="longest retry delay")
+    webhook_disable_after: int = Field(
+        default=20, ge=1, description="failed attempts in a row that disable a subscription"
+    )
+    webhook_poll_interval_s: float = Field(
+        default=1.0, gt=0, description="the delivery duty looks for due deliveries this often"
     )
 
     @field_validator("rate_limits")

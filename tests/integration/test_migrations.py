@@ -23,6 +23,10 @@ TABLES = {
     "idempotency_keys",
     "notifications",
     "timeline_sequence",
+    "webhook_subscriptions",
+    "webhook_deliveries",
+    "webhook_attempts",
+    "webhook_cursor",
 }
 
 

@@ -22,6 +22,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
+from orderflow.adapters.postgres import outbox
 from orderflow.adapters.postgres.database import create_pool
 from orderflow.adapters.rabbitmq.client import (
     Backoff,
@@ -52,8 +53,9 @@ from orderflow.entrypoints.runtime import (
     settle_heap,
 )
 from orderflow.observability import metrics
+from orderflow.service import webhooks
 from orderflow.service.batching import Coalescer
-from orderflow.service.bootstrap import Deps, build_registry, notification_sender
+from orderflow.service.bootstrap import Deps, build_registry
 from orderflow.service.consumer import Outcome, Prepared, apply, apply_batch, prepare
 from orderflow.service.duties import Duties
 from orderflow.service.expiry import expire_unpaid
@@ -485,15 +487,14 @@ async def run_worker(
     stop = install_stop_signals()
     pool = await create_pool(settings, process="worker")
     redis = create_redis(settings)
-    http = (
-        httpx.AsyncClient(timeout=settings.notification_webhook_timeout_s)
-        if settings.notification_webhook_url is not None
-        else None
-    )
+    http = httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False)
     try:
         cache = RedisProductCache(redis, ttl_s=settings.product_cache_ttl_s)
-        sender = notification_sender(settings, http)
-        deps = Deps(settings=settings, pool=pool, cache=cache, sender=sender)
+        deps = Deps(settings=settings, pool=pool, cache=cache)
+        if settings.notification_webhook_url is not None:
+            await webhooks.adopt_notification_url(
+                pool, settings.notification_webhook_url.get_secret_value()
+            )
         registry = build_registry(deps).select(handlers)
         if not registry.names:
             log.warning("worker_without_handlers")
@@ -502,6 +503,7 @@ async def run_worker(
         duties.supervise("unpaid_order_sweeper", lambda: sweep_unpaid_orders(settings, pool, stop))
         duties.supervise("sla_watch", lambda: watch_sla(settings, pool, stop))
         duties.supervise("reconciler", lambda: reconcile_stuck_orders(settings, pool, stop))
+        duties.supervise("webhook_deliveries", lambda: deliver_webhooks(settings, pool, http, stop))
         settle_heap()
         try:
             await stop.wait()
@@ -512,9 +514,36 @@ async def run_worker(
     finally:
         await pool.close()
         await redis.close()
-        if http is not None:
-            await http.aclose()
+        await http.aclose()
     log.info("worker_stopped")
+
+
+async def deliver_webhooks(
+    settings: Settings, pool: asyncpg.Pool, http: httpx.AsyncClient, stop: asyncio.Event
+) -> None:
+    """The webhook duty: deliveries made from the order feed, attempted until accepted, woken
+    by every commit of events (docs/webhooks.md). Every worker runs it; the feed cursor and
+    the deliveries' leases keep them from doing the same work twice."""
+    wake = asyncio.Event()
+    policy = webhooks.Policy(
+        timeout_s=settings.webhook_timeout_s,
+        retry_base_s=settings.webhook_retry_base_s,
+        retry_max_s=settings.webhook_retry_max_s,
+        disable_after=settings.webhook_disable_after,
+    )
+    listener = asyncio.create_task(
+        outbox.listen_for_commits(
+            settings.dsn(), wake.set, stop, max_backoff_s=settings.reconnect_max_backoff_s
+        )
+    )
+    try:
+        await webhooks.run_deliveries(
+            pool, http, policy, stop, wake=wake, poll_interval_s=settings.webhook_poll_interval_s
+        )
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
 
 
 async def sweep_unpaid_orders(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import asyncpg
-import httpx
 
-from orderflow.adapters.notifications import LogSender, WebhookSender
+from orderflow.adapters.notifications import LogSender
 from orderflow.adapters.payments.simulator import SimulatedGateway
 from orderflow.service import fulfilment, inventory, notifications, payments
 from orderflow.service.catalogue import ProductCache
@@ -23,16 +22,6 @@ def simulated_gateway(settings: Settings) -> SimulatedGateway:
         latency_s=settings.payment_latency_ms / 1000,
         failure_rate=settings.payment_failure_rate,
     )
-
-
-def notification_sender(settings: Settings, http: httpx.AsyncClient | None) -> NotificationSender:
-    """The webhook sender when a URL is configured (over ``http``), else the log."""
-    url = settings.notification_webhook_url
-    if url is None:
-        return LogSender()
-    if http is None:
-        raise ValueError("a notification webhook needs an HTTP client")
-    return WebhookSender(http, url.get_secret_value())
 
 
 @dataclass

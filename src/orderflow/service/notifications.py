@@ -10,7 +10,6 @@ from typing import Final
 import asyncpg
 
 from orderflow.adapters.postgres.inbox import claimed_cte
-from orderflow.adapters.postgres.uow import UnitOfWork
 from orderflow.domain import events as ev
 from orderflow.service.ports import Notification, NotificationSender
 from orderflow.service.registry import Delivery, HandlerSpec
@@ -34,11 +33,6 @@ RECIPIENTS: Final = MappingProxyType(
 )
 
 
-_RECORD = (
-    "INSERT INTO notifications (order_id, event_id, recipient, channel, subject, sent_at) "
-    "VALUES ($1, $2, $3, $4, $5, now()) "
-    "ON CONFLICT (event_id, recipient) DO NOTHING RETURNING 1"
-)
 # The deliveries' inbox claim and their notifications, in one statement (one transaction):
 # the notifications of the events claimed now, each (event, recipient) once.
 _CLAIM_AND_RECORD = f"""
@@ -69,21 +63,8 @@ def notifications_for(d: Delivery) -> list[Notification]:
     ]
 
 
-async def _record(uow: UnitOfWork, notification: Notification, channel: str) -> bool:
-    """Record a notification once; False if it was recorded already."""
-    inserted = await uow.conn.fetchval(
-        _RECORD,
-        notification.order_id,
-        notification.event_id,
-        notification.recipient,
-        channel,
-        notification.subject,
-    )
-    return bool(inserted)
-
-
 def handlers(sender: NotificationSender, *, batch_window_s: float = 0.0) -> list[HandlerSpec]:
-    """The notification handler, sending through ``sender``; a local sender's batches linger
+    """The notification handler, sending through ``sender``; its batches linger
     ``batch_window_s`` for more deliveries (no step of the saga waits for a notification)."""
 
     async def notify(
@@ -106,29 +87,16 @@ def handlers(sender: NotificationSender, *, batch_window_s: float = 0.0) -> list
                 await sender.send(wanted[(row["event_id"], row["recipient"])])
         return {row["event_id"] for row in rows}
 
-    async def send_first(d: Delivery) -> list[Notification]:
-        """Outside any transaction: deliver them all (again, on a redelivery)."""
-        sent = notifications_for(d)
-        for notification in sent:
-            await sender.send(notification)
-        return sent
-
-    async def record_sent(d: Delivery, uow: UnitOfWork, sent: object) -> None:
-        assert isinstance(sent, list)
-        for notification in sent:
-            await _record(uow, notification, sender.channel)
-
-    name, types = "notifications.send", tuple(RECIPIENTS)
-    if sender.local:
-        # One statement per batch: notifications of different events never contend, and
-        # they are 6 of the 13 deliveries of a delivered order. A local sender (the log)
-        # sends once the record is committed.
-        return [
-            HandlerSpec(
-                name, types, None, batch=True, statement=notify, batch_window_s=batch_window_s
-            )
-        ]
-    # A remote sender (a webhook) is called before the transaction opens, as the payment
-    # gateway is: a slow receiver holds no transaction open, and a failure is retried by
-    # the worker's retry queues. Delivery is at least once; the receiver deduplicates by key.
-    return [HandlerSpec(name, types, record_sent, prepare=send_first)]
+    # One statement per batch: notifications of different events never contend, and they
+    # are 6 of the 13 deliveries of a delivered order. The sender (the log) sends once the
+    # record is committed. Outgoing HTTP is the webhook subscriptions' (service.webhooks).
+    return [
+        HandlerSpec(
+            "notifications.send",
+            tuple(RECIPIENTS),
+            None,
+            batch=True,
+            statement=notify,
+            batch_window_s=batch_window_s,
+        )
+    ]

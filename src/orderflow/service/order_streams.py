@@ -34,6 +34,7 @@ from orderflow.adapters.redis.client import RedisLink
 from orderflow.domain.errors import InvalidRequest, NotFound, TooManyStreams
 from orderflow.domain.model import FeedEntry
 from orderflow.domain.orders import OrderStatus
+from orderflow.service.duties import Duties
 
 log = structlog.get_logger(__name__)
 
@@ -114,35 +115,32 @@ class FeedHub:
     _advanced: asyncio.Event = field(default_factory=asyncio.Event)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _streams: dict[uuid.UUID, int] = field(default_factory=dict)
 
-    async def start(self) -> None:
-        """Read the head and start the duties (sequencer, Redis subscription, LISTEN)."""
+    async def start(self, duties: Duties) -> None:
+        """Read the head and start the duties (sequencer, LISTEN, Redis subscription) under
+        the process's supervision."""
         self.head, _ = await timeline_feed.head(self.pool)
-        self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._listen())]
+        duties.supervise("order_feed", self._run)
+        duties.supervise("order_feed_listen", self._listen)
         if self.redis is not None and self.redis_url is not None:
-            self._tasks.append(
-                asyncio.create_task(
-                    fanout.subscribe(
-                        self.redis_url,
-                        self.redis.key(CHANNEL),
-                        self._heard,
-                        self._stop,
-                        on_connected=self._wake.set,
-                        max_backoff_s=self.max_backoff_s,
-                    )
-                )
+            channel, url = self.redis.key(CHANNEL), self.redis_url
+            duties.supervise(
+                "order_feed_fanout",
+                lambda: fanout.subscribe(
+                    url,
+                    channel,
+                    self._heard,
+                    self._stop,
+                    on_connected=self._wake.set,
+                    max_backoff_s=self.max_backoff_s,
+                ),
             )
 
-    async def close(self) -> None:
-        """Stop the duties."""
+    def close(self) -> None:
+        """Let the duties finish (the process's ``Duties.stop`` waits for them)."""
         self._stop.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        self._advanced.set()
 
     # --- what streams use -------------------------------------------------------------
 
@@ -259,32 +257,10 @@ class FeedHub:
                 await backoff.wait(self._stop)
 
     async def _listen(self) -> None:
-        """Keep a LISTEN on the writers' after-commit signal; each one wakes the sequencer."""
-        backoff = Backoff(self.max_backoff_s)
-        while not self._stop.is_set():
-            try:
-                conn = await asyncpg.connect(self.dsn, timeout=5)
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("feed_listen_failed", error=repr(exc))
-                await backoff.wait(self._stop)
-                continue
-            lost = asyncio.Event()
-            conn.add_termination_listener(lambda *_, lost=lost: lost.set())
-            try:
-                await conn.add_listener(outbox.CHANNEL, lambda *_: self._wake.set())
-                backoff.reset()
-                self._wake.set()
-                stopped = asyncio.ensure_future(self._stop.wait())
-                gone = asyncio.ensure_future(lost.wait())
-                try:
-                    await asyncio.wait({stopped, gone}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    stopped.cancel()
-                    gone.cancel()
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("feed_listen_lost", error=repr(exc))
-            finally:
-                conn.terminate()
+        """Each commit of events wakes the sequencer."""
+        await outbox.listen_for_commits(
+            self.dsn, self._wake.set, self._stop, max_backoff_s=self.max_backoff_s
+        )
 
 
 async def check_order(pool: asyncpg.Pool, *, order_id: uuid.UUID, owner: uuid.UUID | None) -> None:

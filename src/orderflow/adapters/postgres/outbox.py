@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -61,6 +62,40 @@ def wake_relays(pool: asyncpg.Pool) -> None:
             del _wakers[key]
         waker = _wakers[id(pool)] = RelayWaker(pool)
     waker.nudge()
+
+
+async def listen_for_commits(
+    dsn: str, on_commit: Callable[[], None], stop: asyncio.Event, *, max_backoff_s: float
+) -> None:
+    """Call ``on_commit`` for every wake-up the writers send after committing events, until
+    ``stop``; the LISTEN connection is re-opened with back-off when it drops, and
+    ``on_commit`` is called each time it (re)opens (for what was missed meanwhile)."""
+    from orderflow.adapters.rabbitmq.client import Backoff
+
+    backoff = Backoff(max_backoff_s)
+    while not stop.is_set():
+        try:
+            conn = await asyncpg.connect(dsn, timeout=5)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("listen_failed", channel=CHANNEL, error=repr(exc))
+            await backoff.wait(stop)
+            continue
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda *_, lost=lost: lost.set())
+        try:
+            await conn.add_listener(CHANNEL, lambda *_: on_commit())
+            backoff.reset()
+            on_commit()
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("listen_lost", channel=CHANNEL, error=repr(exc))
+        finally:
+            conn.terminate()
 
 
 # SKIP LOCKED lets several relays share the table: each claims rows no other relay holds.

@@ -38,6 +38,7 @@ from orderflow.entrypoints.api.routers import (
     orders,
     products,
     streams,
+    webhooks,
 )
 from orderflow.entrypoints.failures import is_transient
 from orderflow.entrypoints.runtime import settle_heap
@@ -120,14 +121,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.orderflow = state
         assert state.feed is not None
-        await state.feed.start()
+        await state.feed.start(state.duties)
         state.duties.supervise("idempotency_pruner", lambda: _prune_idempotency_keys(state))
         settle_heap()
         log.info("api_started", **settings.safe_summary())
         try:
             yield
         finally:
-            await state.feed.close()
+            state.feed.close()
             await broker.close()
             await state.duties.stop()
             await redis.close()
@@ -154,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin_orders.router,
         admin_ops.router,
         docs.router,
+        webhooks.router,
     ):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

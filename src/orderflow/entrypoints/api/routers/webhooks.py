@@ -1,0 +1,256 @@
+"""Webhook subscriptions: register endpoints, rotate their secrets, see and redeliver what was
+sent (docs/webhooks.md). Deliveries themselves are made by the workers, never here."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response, status
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+from orderflow.adapters.postgres.webhooks import AttemptRow, DeliveryRow, SubscriptionRow
+from orderflow.domain.access import Principal, Role
+from orderflow.domain.errors import Forbidden, InvalidRequest
+from orderflow.domain.webhooks import Partner
+from orderflow.entrypoints.api.deps import OrderActor, Pool
+from orderflow.entrypoints.api.problems import EDGE_RESPONSES, ProblemRoute
+from orderflow.service import webhooks
+
+router = APIRouter(
+    prefix="/api/v1/webhooks", tags=["webhooks"], responses=EDGE_RESPONSES, route_class=ProblemRoute
+)
+
+
+class SubscriptionIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"url": "https://example.com/hooks/orderflow", "event_types": ["order.shipped"]}
+            ]
+        },
+    )
+    url: AnyHttpUrl = Field(description="where deliveries are POSTed (http or https)")
+    event_types: Annotated[list[str], Field(max_length=32)] = Field(
+        default_factory=list,
+        description="only these event types; empty: all (a partner: what its notifications name)",
+    )
+    description: Annotated[str, Field(max_length=200)] = ""
+    partner: Partner | None = Field(
+        default=None, description="admin only: a partner's subscription, for every order"
+    )
+    customer_id: uuid.UUID | None = Field(
+        default=None, description="admin only: a subscription for this customer's orders"
+    )
+
+
+class SubscriptionOut(BaseModel):
+    id: uuid.UUID
+    url: str
+    customer_id: uuid.UUID | None
+    partner: str | None
+    event_types: list[str]
+    description: str
+    enabled: bool
+    disabled_reason: str | None
+    failure_streak: int
+    created_at: datetime
+    previous_secret_until: datetime | None = Field(
+        description="until when the previous secret still signs (a rotation's overlap)"
+    )
+
+    @classmethod
+    def of(cls, row: SubscriptionRow) -> SubscriptionOut:
+        return cls(**{f: getattr(row, f) for f in cls.model_fields})
+
+
+class SubscriptionWithSecret(SubscriptionOut):
+    secret: str = Field(description="whsec_...: verify deliveries with it (docs/webhooks.md)")
+
+    @classmethod
+    def of(cls, row: SubscriptionRow) -> SubscriptionWithSecret:
+        return cls(**{f: getattr(row, f) for f in cls.model_fields})
+
+
+class RotateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    overlap_s: Annotated[float, Field(ge=0, le=7 * 86400)] = Field(
+        default=86400, description="how long the old secret keeps signing too"
+    )
+
+
+DeliveryStatus = Literal["pending", "delivered", "refused"]
+
+
+class DeliveryOut(BaseModel):
+    id: uuid.UUID = Field(description="the webhook-id of every attempt")
+    subscription_id: uuid.UUID
+    order_id: uuid.UUID
+    entry_id: int = Field(description="the timeline entry delivered")
+    event_type: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+    @classmethod
+    def of(cls, row: DeliveryRow) -> DeliveryOut:
+        values = {f: getattr(row, f) for f in cls.model_fields}
+        if row.status != "pending":
+            values["next_attempt_at"] = None
+        return cls(**values)
+
+
+class AttemptOut(BaseModel):
+    attempted_at: datetime
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+    response_excerpt: str
+
+
+class DeliveryDetail(DeliveryOut):
+    attempts_made: list[AttemptOut]
+
+    @classmethod
+    def with_attempts(cls, row: DeliveryRow, attempts: list[AttemptRow]) -> DeliveryDetail:
+        return cls(
+            **DeliveryOut.of(row).model_dump(),
+            attempts_made=[
+                AttemptOut(**{f: getattr(a, f) for f in AttemptOut.model_fields}) for a in attempts
+            ],
+        )
+
+
+def _owner(principal: Principal) -> uuid.UUID | None:
+    return principal.owner
+
+
+@router.post(
+    "/subscriptions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SubscriptionWithSecret,
+    summary="Register a webhook endpoint",
+    description="A customer key subscribes to its own orders. An admin key subscribes a "
+    "partner (`partner`: warehouse, carrier, supplier, other) to every order, or a customer "
+    "(`customer_id`) to theirs. The answer carries the signing secret.",
+)
+async def create_subscription(
+    body: SubscriptionIn, pool: Pool, principal: OrderActor
+) -> SubscriptionWithSecret:
+    own = principal.owner
+    if own is not None and (body.partner is not None or body.customer_id not in (None, own)):
+        raise Forbidden("a customer key subscribes to its own orders only")
+    if principal.role is Role.ADMIN and (body.partner is None) == (body.customer_id is None):
+        raise InvalidRequest("an admin names either a partner or a customer_id")
+    row = await webhooks.create_subscription(
+        pool,
+        url=str(body.url),
+        event_types=body.event_types,
+        description=body.description,
+        customer_id=own or body.customer_id,
+        partner=body.partner,
+    )
+    return SubscriptionWithSecret.of(row)
+
+
+@router.get("/subscriptions", response_model=list[SubscriptionOut], summary="List subscriptions")
+async def list_subscriptions(pool: Pool, principal: OrderActor) -> list[SubscriptionOut]:
+    rows = await webhooks.list_subscriptions(pool, owner=_owner(principal))
+    return [SubscriptionOut.of(r) for r in rows]
+
+
+@router.get(
+    "/subscriptions/{subscription_id}",
+    response_model=SubscriptionWithSecret,
+    summary="One subscription, with its secret",
+)
+async def get_subscription(
+    subscription_id: uuid.UUID, pool: Pool, principal: OrderActor
+) -> SubscriptionWithSecret:
+    row = await webhooks.get_subscription(pool, subscription_id, owner=_owner(principal))
+    return SubscriptionWithSecret.of(row)
+
+
+@router.post(
+    "/subscriptions/{subscription_id}/rotate-secret",
+    response_model=SubscriptionWithSecret,
+    summary="Rotate the signing secret",
+    description="Deliveries are signed with the new and the old secret (two signatures in "
+    "`webhook-signature`) until the overlap ends.",
+)
+async def rotate_secret(
+    subscription_id: uuid.UUID, pool: Pool, principal: OrderActor, body: RotateIn | None = None
+) -> SubscriptionWithSecret:
+    overlap = (body or RotateIn()).overlap_s
+    row = await webhooks.rotate_secret(
+        pool, subscription_id, owner=_owner(principal), overlap_s=overlap
+    )
+    return SubscriptionWithSecret.of(row)
+
+
+@router.post(
+    "/subscriptions/{subscription_id}/enable",
+    response_model=SubscriptionOut,
+    summary="Re-enable a subscription that was disabled for failing",
+)
+async def enable_subscription(
+    subscription_id: uuid.UUID, pool: Pool, principal: OrderActor
+) -> SubscriptionOut:
+    return SubscriptionOut.of(await webhooks.enable(pool, subscription_id, owner=_owner(principal)))
+
+
+@router.delete(
+    "/subscriptions/{subscription_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a subscription and its deliveries",
+)
+async def delete_subscription(
+    subscription_id: uuid.UUID, pool: Pool, principal: OrderActor
+) -> Response:
+    await webhooks.delete(pool, subscription_id, owner=_owner(principal))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/subscriptions/{subscription_id}/deliveries",
+    response_model=list[DeliveryOut],
+    summary="A subscription's deliveries, newest first",
+)
+async def list_deliveries(
+    subscription_id: uuid.UUID,
+    pool: Pool,
+    principal: OrderActor,
+    status_: Annotated[
+        Literal["pending", "delivered", "refused"] | None, Query(alias="status")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[DeliveryOut]:
+    rows = await webhooks.deliveries(
+        pool, subscription_id, owner=_owner(principal), status=status_, limit=limit
+    )
+    return [DeliveryOut.of(r) for r in rows]
+
+
+@router.get(
+    "/deliveries/{delivery_id}",
+    response_model=DeliveryDetail,
+    summary="One delivery with every attempt (status, latency, response excerpt)",
+)
+async def get_delivery(delivery_id: uuid.UUID, pool: Pool, principal: OrderActor) -> DeliveryDetail:
+    row, attempts = await webhooks.delivery(pool, delivery_id, owner=_owner(principal))
+    return DeliveryDetail.with_attempts(row, attempts)
+
+
+@router.post(
+    "/deliveries/{delivery_id}/redeliver",
+    response_model=DeliveryDetail,
+    summary="Send a delivery again (same webhook-id)",
+)
+async def redeliver(delivery_id: uuid.UUID, pool: Pool, principal: OrderActor) -> DeliveryDetail:
+    row, attempts = await webhooks.redeliver(pool, delivery_id, owner=_owner(principal))
+    return DeliveryDetail.with_attempts(row, attempts)
