@@ -6,12 +6,17 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from orderflow import __version__
+from orderflow.domain import asyncapi
 from orderflow.domain.diagram import compensation_table, event_table, lifecycle_mermaid
 
 GENERATORS: dict[str, Callable[[], str]] = {
     "lifecycle": lambda: f"```mermaid\n{lifecycle_mermaid()}```\n",
     "compensations": compensation_table,
     "events": event_table,
+    "asyncapi": lambda: asyncapi.markdown(
+        asyncapi.document(version=__version__, exchange="orderflow.events")
+    ),
 }
 
 _BLOCK = re.compile(
