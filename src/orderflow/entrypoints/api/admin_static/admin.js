@@ -350,6 +350,16 @@ function deadLetters(view, params) {
   }).catch((e) => toast(e.message, true));
 }
 
+// This API process's 5xx share over the last minute (since it started, on the first look).
+function errorTile(e) {
+  const recent = e.window_s >= 1;
+  const requests = recent ? e.requests : e.since_start.requests;
+  const errors = recent ? e.errors : e.since_start.errors;
+  const rate = requests ? (100 * errors / requests).toFixed(2) + " %" : "no request";
+  return h("div", { class: "tile" }, h("span", { class: "label" }, "API 5xx, " + (recent ? "last " + duration(e.window_s) : "since start")),
+    h("span", { class: "value small" }, rate + " (" + errors + " of " + requests + ")"));
+}
+
 function health(view) {
   const load = () => api("/admin/api/health").then((d) => {
     view.replaceChildren(h("h2", {}, "System health"),
@@ -358,12 +368,12 @@ function health(view) {
         h("div", { class: "tile" }, h("span", { class: "label" }, "outbox backlog"), h("span", { class: "value" }, d.outbox.backlog)),
         h("div", { class: "tile" }, h("span", { class: "label" }, "oldest unpublished"), h("span", { class: "value small" }, duration(d.outbox.age_s))),
         h("a", { class: "tile", href: "#/dead-letters" }, h("span", { class: "label" }, "dead letters"), h("span", { class: "value" }, d.dead_letters === null ? "unknown" : d.dead_letters)),
-        h("div", { class: "tile" }, h("span", { class: "label" }, "API 5xx, last " + duration(d.errors.window_s)), h("span", { class: "value small" }, (100 * d.errors.error_rate).toFixed(2) + " % of " + d.errors.requests))),
+        errorTile(d.errors)),
       section("Queues", table(["handler", "queue", "ready", "retrying", "consumers"], d.queues.map((q) =>
         h("tr", { class: q.declared && q.consumers === 0 ? "warn-row" : null }, td(q.handler), td(q.queue, "mono small"),
-          td(q.declared ? q.ready : "not declared", "num"), td(q.retrying, "num"), td(q.declared ? q.consumers : "–", "num")))), { id: "queues" })),
+          td(q.declared ? q.ready : "not declared", "num"), td(q.retrying, "num"), td(q.declared ? q.consumers : "–", "num"))), { id: "queues" })),
       section("Processes seen alive (database connections)", table(["process", "instance", "connections", "since", "last active"], d.processes.map((p) =>
-        h("tr", {}, td(p.process), td(p.instance, "mono"), td(p.connections, "num"), td(when(p.since)), td(when(p.last_active))), { id: "processes", empty: "no process connected" }))));
+        h("tr", {}, td(p.process), td(p.instance, "mono"), td(p.connections, "num"), td(when(p.since)), td(when(p.last_active)))), { id: "processes", empty: "no process connected" })));
   }).catch((e) => toast(e.message, true));
   load();
   state.timer = setInterval(load, 3000);

@@ -55,6 +55,18 @@ async def saga_map(state: AppState) -> SagaMap:
     return SagaMap(bindings=bindings, queue_of=queue_of, stats=stats)
 
 
+async def letters(state: AppState, **kwargs: Any) -> list[dead_letters.DeadLetter]:
+    """``dead_letters.process`` for the back office, one call at a time in this process.
+
+    A call holds the letters it read unacknowledged until it ends, so another call running at
+    the same moment would not see them (an order page's refresh would hide the letters from
+    the console, or from a replay). Calls of one API process take turns; two processes can
+    still meet, for the few milliseconds a call lasts.
+    """
+    async with state.dead_letters_lock:
+        return await dead_letters.process(state.settings, **kwargs)
+
+
 class LetterFilter(BaseModel):
     """Which dead letters: every field optional."""
 
@@ -107,9 +119,7 @@ async def list_dead_letters(
         max_age_s=max_age_s,
         order_id=order_id,
     )
-    found = await dead_letters.process(
-        state.settings, action="list", where=where.as_filter(), limit=limit
-    )
+    found = await letters(state, action="list", where=where.as_filter(), limit=limit)
     return {"count": len(found), "items": [letter.as_dict() for letter in found]}
 
 
@@ -120,8 +130,8 @@ async def _act_on_letters(
         raise InvalidRequest("name dead letters by id, or give a filter")
     if action == "discard" and not body.dry_run and not body.reason:
         raise InvalidRequest("say why the dead letters are discarded (reason)")
-    taken = await dead_letters.process(
-        state.settings,
+    taken = await letters(
+        state,
         action=action,
         ids=body.ids,
         every=not body.ids,

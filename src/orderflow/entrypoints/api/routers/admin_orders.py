@@ -27,7 +27,7 @@ from orderflow.entrypoints.api.routers.admin import (
     StaffAction,
     actor,
 )
-from orderflow.entrypoints.api.routers.admin_ops import record_letters, saga_map
+from orderflow.entrypoints.api.routers.admin_ops import letters, record_letters, saga_map
 from orderflow.entrypoints.api.schemas import CancelIn, PayIn, ShipIn
 from orderflow.service import backoffice, fulfilment, ordering, payments, stuck
 from orderflow.service.redrive import republish_event
@@ -71,13 +71,11 @@ async def _diagnosis(
     if dossier.order.status in (OrderStatus.DELIVERED, OrderStatus.CANCELLED):
         return dossier, []
     saga = await saga_map(state)
-    letters = await dead_letters.process(
-        state.settings, action="list", where=dead_letters.Filter(order_id=str(order_id))
-    )
+    found = await letters(state, action="list", where=dead_letters.Filter(order_id=str(order_id)))
     reasons = stuck.diagnose(
         dossier,
         bindings=saga.bindings,
-        dead_letters=[letter.as_dict() for letter in letters],
+        dead_letters=[letter.as_dict() for letter in found],
         queue_of=saga.queue_of,
     )
     return dossier, reasons
@@ -155,8 +153,8 @@ async def redrive(order_id: uuid.UUID, state: State, session: AdminAction) -> di
                 {"remedy": "republish", "event_id": reason.event_id, "result": outcome.value}
             )
         elif reason.remedy == "replay" and reason.event_id:
-            replayed = await dead_letters.process(
-                state.settings,
+            replayed = await letters(
+                state,
                 action="replay",
                 ids=[reason.event_id],
                 where=dead_letters.Filter(order_id=str(order_id), handler=reason.handler),
