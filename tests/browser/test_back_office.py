@@ -13,7 +13,7 @@ import aio_pika
 import asyncpg
 import httpx
 import orjson
-from playwright.async_api import Page, expect
+from playwright.async_api import Locator, Page, expect
 
 from orderflow.adapters.rabbitmq.topology import ATTEMPT, ERROR, FAILED, HANDLER, ROUTING_KEY, Names
 from orderflow.domain.access import Role
@@ -22,6 +22,11 @@ from tests.browser.conftest import PHONE, log_in, shoot, until
 from tests.conftest import child_env
 from tests.factories import make_customer, make_product, place_order
 from tests.integration.conftest import bearer
+
+
+def _nav(page: Page, name: str) -> Locator:
+    """A link of the main navigation (tiles on the overview are links too)."""
+    return page.get_by_role("navigation").get_by_role("link", name=name, exact=True)
 
 
 async def _order(api: httpx.AsyncClient, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -47,10 +52,10 @@ async def test_an_order_placed_over_the_api_is_watched_to_delivered_without_a_re
     page: Page, api: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
     await log_in(page, await bearer(pool, Role.ADMIN))
-    await shoot(page, "overview")
     order, _ = await _order(api)
     row = page.locator(f'#recent tr[data-order="{order["id"]}"]')
     await expect(row).to_be_visible()  # the live feed brought it: no reload
+    await shoot(page, "overview")
     await page.evaluate("window.__sameDocument = true")
     await row.get_by_role("link").click()
     status = page.locator("h2 .status")
@@ -73,7 +78,7 @@ async def test_an_order_is_found_by_customer_email_and_its_timeline_read(
     order, customer = await _order(api)
     await _status_is(api, order["id"], "reserved")
     await log_in(page, await bearer(pool, Role.ADMIN))
-    await page.get_by_role("link", name="Orders").click()
+    await _nav(page, "Orders").click()
     await page.get_by_label("Customer email").fill(customer["email"])
     await page.get_by_label("Customer email").press("Enter")
     results = page.locator("#orders tbody tr")
@@ -189,7 +194,7 @@ async def test_a_dead_lettered_order_shows_why_and_completes_after_a_dry_run_and
     await expect(stuck).to_contain_text("planted by the browser test")
     await shoot(page, "order-stuck")
 
-    await page.get_by_role("link", name="Dead letters").click()
+    await _nav(page, "Dead letters").click()
     await page.get_by_label("Handler").fill("inventory.reserve")
     await page.get_by_label("Handler").press("Enter")
     await expect(page.locator("#letter-count")).to_have_text("1 dead letter(s) match")
@@ -222,16 +227,16 @@ async def test_a_dead_lettered_order_shows_why_and_completes_after_a_dry_run_and
 
 async def test_the_overdue_and_health_pages(page: Page, pool: asyncpg.Pool) -> None:
     await log_in(page, await bearer(pool, Role.ADMIN))
-    await page.get_by_role("link", name="Health").click()
+    await _nav(page, "Health").click()
     await expect(page.locator("#queues")).to_contain_text("inventory.reserve")
     await expect(page.locator("#processes")).to_contain_text("orderflow-worker")
     await expect(page.locator("#processes")).to_contain_text("orderflow-relay")
     await shoot(page, "health")
-    await page.get_by_role("link", name="Overdue").click()
+    await _nav(page, "Overdue").click()
     await expect(page.locator("#overdue")).to_be_visible()
     await shoot(page, "overdue")
     await page.set_viewport_size(PHONE)
-    await page.get_by_role("link", name="Overview").click()
+    await _nav(page, "Overview").click()
     await shoot(page, "overview-phone")
 
 
