@@ -193,6 +193,10 @@ async def test_a_dead_lettered_order_shows_why_and_completes_after_a_dry_run_and
     await expect(stuck).to_contain_text("order.paid was dead-lettered by inventory.reserve")
     await expect(stuck).to_contain_text("planted by the browser test")
     await shoot(page, "order-stuck")
+    await _nav(page, "Stuck").click()
+    listed = page.locator(f'#stuck-orders tr[data-order="{order_id}"]')
+    await expect(listed).to_contain_text("dead lettered")
+    await shoot(page, "stuck")
 
     await _nav(page, "Dead letters").click()
     await page.get_by_label("Handler").fill("inventory.reserve")

@@ -186,6 +186,7 @@ async def test_an_order_page_says_why_it_waits_and_the_redrive_republishes(
     assert page["timeline"][0]["ongoing"]
     assert page["timeline"][0]["spent_s"] >= 0
     [reason] = page["stuck"]
+    assert await _listed_as_stuck(http, order["id"]) == ["unpublished"]
     assert reason["code"] == "unpublished"
     assert reason["remedy"] == "republish"
     assert "order.created" in reason["text"]
@@ -194,6 +195,10 @@ async def test_an_order_page_says_why_it_waits_and_the_redrive_republishes(
     await pool.execute(
         "UPDATE outbox SET published_at = now() - interval '1 minute' WHERE order_id = $1", oid
     )
+    await pool.execute(
+        "UPDATE orders SET updated_at = now() - interval '1 minute' WHERE id = $1", oid
+    )
+    assert await _listed_as_stuck(http, order["id"]) == ["not_applied"]
     page = (await http.get(f"/admin/api/orders/{oid}")).json()
     [reason] = [r for r in page["stuck"] if r["code"] == "not_applied"]
     assert reason["handler"] == "payments.initiate"
@@ -211,6 +216,12 @@ async def test_an_order_page_says_why_it_waits_and_the_redrive_republishes(
     ]
     actions = (await http.get(f"/admin/api/orders/{oid}")).json()["actions"]
     assert [a["action"] for a in actions] == ["order.redrive", "order.redrive"]
+
+
+async def _listed_as_stuck(http: httpx.AsyncClient, order_id: str) -> list[str]:
+    """The reasons the stuck-orders list gives for this order."""
+    items = (await http.get("/admin/api/stuck")).json()["items"]
+    return [i["code"] for i in items if i["order_id"] == order_id]
 
 
 def _letter(envelope: Envelope, handler: str, error: str) -> aio_pika.Message:
@@ -283,6 +294,7 @@ async def test_dead_letters_are_filtered_replayed_after_a_dry_run_discarded_and_
         "count"
     ] == 3
 
+    assert await _listed_as_stuck(http, order["id"]) == ["dead_lettered"] * 3
     csrf = await _csrf(http)
     timeouts = {"handler": "payments.initiate", "reason": "timeout"}
     dry = await http.post(

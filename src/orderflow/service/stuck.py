@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
+
 from orderflow.domain.orders import OrderStatus
 from orderflow.service.backoffice import Dossier
 
@@ -130,3 +132,72 @@ def diagnose(
             )
         )
     return reasons
+
+
+_UNPUBLISHED = """
+SELECT x.order_id, o.status, x.since, x.event_type
+FROM (
+    SELECT order_id, min(created_at) AS since, (array_agg(event_type ORDER BY id))[1] AS event_type
+    FROM outbox
+    WHERE published_at IS NULL AND order_id IS NOT NULL AND created_at < now() - $1::interval
+    GROUP BY order_id
+) x JOIN orders o ON o.id = x.order_id
+ORDER BY x.since LIMIT $2
+"""
+# The last event of each order that has been still for a while, when a saga handler consumes
+# its type and none has applied it (notifications never hold an order back).
+_NOT_APPLIED = """
+SELECT o.id AS order_id, o.status, last.published_at AS since, last.event_type
+FROM orders o
+CROSS JOIN LATERAL (
+    SELECT event_id, event_type, published_at FROM outbox
+    WHERE order_id = o.id ORDER BY id DESC LIMIT 1
+) last
+WHERE o.status <> ALL($1::text[]) AND o.updated_at < now() - $2::interval
+  AND last.published_at IS NOT NULL AND last.published_at < now() - $2::interval
+  AND last.event_type = ANY($3::text[])
+  AND NOT EXISTS (
+      SELECT 1 FROM inbox i WHERE i.event_id = last.event_id AND i.handler <> ALL($4::text[])
+  )
+ORDER BY last.published_at LIMIT $5
+"""
+
+
+async def stuck_orders(
+    pool: asyncpg.Pool,
+    *,
+    consumed: Iterable[str],
+    still_for: timedelta = timedelta(seconds=30),
+    limit: int = 200,
+) -> list[dict[str, Any]]:
+    """Orders that wait on the machinery, oldest first: an event unpublished for over
+    ``IN_FLIGHT``, or a last event (of a type in ``consumed``: what saga handlers take)
+    published but applied by no handler for ``still_for``. Dead letters and SLA marks are
+    the caller's to add (they live in the broker and in ``order_overdue``)."""
+    terminal = [S.DELIVERED.value, S.CANCELLED.value]
+    async with pool.acquire() as conn:
+        unpublished = await conn.fetch(_UNPUBLISHED, IN_FLIGHT, limit)
+        lost = await conn.fetch(
+            _NOT_APPLIED, terminal, still_for, list(consumed), list(BYSTANDERS), limit
+        )
+    found = [
+        {
+            "order_id": str(r["order_id"]),
+            "status": r["status"],
+            "since": r["since"],
+            "code": "unpublished",
+            "text": f"{r['event_type']} is in the outbox, not yet published",
+        }
+        for r in unpublished
+    ]
+    found += [
+        {
+            "order_id": str(r["order_id"]),
+            "status": r["status"],
+            "since": r["since"],
+            "code": "not_applied",
+            "text": f"{r['event_type']} was published but no handler has applied it",
+        }
+        for r in lost
+    ]
+    return found

@@ -295,6 +295,25 @@ function overdue(view) {
   }).catch((e) => toast(e.message, true));
 }
 
+function stuckOrders(view) {
+  api("/admin/api/stuck").then((d) => {
+    const may = state.me.may.admin_actions;
+    view.replaceChildren(h("h2", {}, "Stuck orders (oldest first)"),
+      h("p", { class: "muted" }, "Orders waiting on the machinery (an event unpublished, published but applied by no handler, dead-lettered) or past their SLA. Open one to see every reason; re-drive fixes what is safe to fix."),
+      table(["order", "status", "reason", "since", ""], d.items.map((r) =>
+        h("tr", { "data-order": r.order_id, "data-code": r.code }, td(orderLink(r.order_id)), td(r.status ? statusBadge(r.status) : "–"),
+          td(h("span", {}, h("strong", {}, r.code.replace(/_/g, " ")), ": ", r.text)), td(when(r.since)),
+          td(may && r.code !== "overdue" ? h("button", { type: "button", onclick: async () => {
+            if (await confirmAction("Re-drive order", "Republish its unapplied events and replay its dead letters. Safe to repeat.") === null) return;
+            try {
+              const done = await api("/admin/api/orders/" + r.order_id + "/redrive", { body: {} });
+              toast("Re-drive: " + (done.done.map((x) => x.remedy + " " + x.result).join(", ") || "nothing to do"));
+            } catch (e) { toast("Re-drive failed: " + e.message, true); }
+            route();
+          } }, "Re-drive…") : ""))), { id: "stuck-orders", empty: "no order is stuck" }));
+  }).catch((e) => toast(e.message, true));
+}
+
 function deadLetters(view, params) {
   const field = (name, label, type) => h("label", {}, label, h("input", { name, type: type || "text", value: params.get(name) || "" }));
   const form = h("form", { class: "filters", id: "letter-filter" },
@@ -394,6 +413,7 @@ function route() {
   if (section === "orders" && parts[1]) orderPage(view, parts[1]);
   else if (section === "orders") orders(view, params);
   else if (section === "overdue") overdue(view);
+  else if (section === "stuck") stuckOrders(view);
   else if (section === "dead-letters") deadLetters(view, params);
   else if (section === "health") health(view);
   else overview(view);

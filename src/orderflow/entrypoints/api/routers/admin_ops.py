@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -22,6 +23,7 @@ from orderflow.entrypoints.api.deps import AppState, State
 from orderflow.entrypoints.api.problems import ProblemRoute
 from orderflow.entrypoints.api.routers.admin import AdminAction, BackOffice, actor
 from orderflow.observability import metrics
+from orderflow.service import stuck
 from orderflow.service.bootstrap import Deps, build_registry
 from orderflow.service.sla import overdue_orders
 
@@ -176,6 +178,47 @@ async def discard_dead_letters(
     body: LetterAction, state: State, session: AdminAction
 ) -> dict[str, Any]:
     return await _act_on_letters(state, session, body, "discard")
+
+
+@router.get("/stuck", summary="Orders waiting on the machinery or overdue, oldest first")
+async def stuck_orders(state: State, _session: BackOffice) -> dict[str, Any]:
+    saga = await saga_map(state)
+    consumed = {t for h, types in saga.bindings.items() if h not in stuck.BYSTANDERS for t in types}
+    found = await stuck.stuck_orders(state.pool, consumed=consumed)
+    for letter in await letters(state, action="list"):
+        if letter.order_id:
+            found.append(
+                {
+                    "order_id": letter.order_id,
+                    "status": None,
+                    "since": letter.failed_at,
+                    "code": "dead_lettered",
+                    "text": f"{letter.event_type} was dead-lettered by {letter.handler}: "
+                    f"{letter.error}",
+                }
+            )
+    for late in await overdue_orders(state.pool, limit=200):
+        found.append(
+            {
+                "order_id": late.order_id,
+                "status": late.status,
+                "since": late.due_at,
+                "code": "overdue",
+                "text": f"overdue: {late.status} since {late.since:%Y-%m-%d %H:%M:%S}",
+            }
+        )
+    # A dead-lettered event is also one no handler applied: say the more precise of the two.
+    dead = {r["order_id"] for r in found if r["code"] == "dead_lettered"}
+    found = [r for r in found if not (r["code"] == "not_applied" and r["order_id"] in dead)]
+    unknown = [uuid.UUID(r["order_id"]) for r in found if r["status"] is None]
+    if unknown:
+        rows = await state.pool.fetch("SELECT id, status FROM orders WHERE id = ANY($1)", unknown)
+        statuses = {str(r["id"]): r["status"] for r in rows}
+        for r in found:
+            r["status"] = r["status"] or statuses.get(r["order_id"])
+    epoch = datetime.min.replace(tzinfo=UTC)
+    found.sort(key=lambda r: r["since"] or epoch)
+    return {"items": found[:500]}
 
 
 @router.get("/overdue", summary="Orders past their status's SLA deadline, oldest first")
