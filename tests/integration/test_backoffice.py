@@ -32,17 +32,22 @@ from tests.integration.test_admin_dashboard import _csrf, _login, serve
 Browser = tuple[httpx.AsyncClient, Settings]
 
 
+@pytest.fixture(scope="session")
+async def office_queues(settings: Settings) -> str:
+    """One queue prefix, with the saga's topology declared once, for every test here: a
+    topology is about fifty queues, and the broker is shared."""
+    prefix = f"{settings.queue_prefix}.office"
+    await declare_saga_topology(settings.model_copy(update={"queue_prefix": prefix}))
+    return prefix
+
+
 @pytest.fixture
-async def office(app_settings: Callable[..., Settings], database: str) -> AsyncIterator[Browser]:
-    """A real server of its own (own Redis prefix, own broker names with the saga topology
-    declared), a key cache of 0.3 s, and a cookie-keeping client."""
-    base = app_settings()
-    settings = app_settings(
-        admin_refresh_s=0.05,
-        auth_cache_ttl_s=0.3,
-        queue_prefix=f"{base.queue_prefix}.office.{uuid.uuid4().hex[:6]}",
-    )
-    await declare_saga_topology(settings)
+async def office(
+    app_settings: Callable[..., Settings], database: str, office_queues: str
+) -> AsyncIterator[Browser]:
+    """A real server of its own (own Redis prefix; the saga's queues declared), a key cache
+    of 0.3 s, and a cookie-keeping client."""
+    settings = app_settings(admin_refresh_s=0.05, auth_cache_ttl_s=0.3, queue_prefix=office_queues)
     async with serve(settings) as http:
         yield http, settings
 
