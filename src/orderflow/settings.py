@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from enum import StrEnum
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -148,6 +149,11 @@ class Settings(BaseSettings):
     # 60-s default). Only a loop stuck for seconds misses one (docs/events.md).
     rabbitmq_heartbeat_s: int = Field(default=5, ge=1, le=600)
     broker_check_ttl_s: float = Field(default=2.0, ge=0, description="/readyz cache")
+    # Quorum waiting rooms keep a retry through a broker restart (ADR 0023); each is a Raft
+    # group holding file handles, so test runs sharing one development broker use classic.
+    waiting_queue_type: Literal["quorum", "classic"] = Field(
+        default="quorum", description="retry and delay queues: quorum (at-least-once) or classic"
+    )
     queue_expires_ms: int | None = Field(
         default=None, ge=1000, description="x-expires on every queue; for test runs only"
     )

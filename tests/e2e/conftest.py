@@ -63,6 +63,7 @@ def e2e_settings(settings: Settings) -> Settings:
             "database_url": SecretStr(dsn),
             "exchange": f"{settings.exchange}.e2e",
             "queue_prefix": f"{settings.queue_prefix}.e2e",
+            "waiting_queue_type": "quorum",  # as deployed (ADR 0023)
         }
     )
 

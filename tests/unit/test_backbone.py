@@ -36,6 +36,10 @@ def test_queue_names_derive_from_prefix_and_handler_and_carry_their_ttl() -> Non
         "of.payments.retry.500ms.q",
     ]
     assert names.dead_letters == "of.dead-letters"
+    # Classic waiting rooms (test runs on a shared broker) keep the names of before ADR 0023.
+    classic = Names.from_settings(_settings(retry_max_attempts=2, waiting_queue_type="classic"))
+    assert classic.handler("payments").delay == "of.payments.delay"
+    assert [q for _, q in classic.handler("payments").retries] == ["of.payments.retry.1000ms"]
 
 
 def test_later_attempts_use_longer_retry_queues_then_stay_on_the_longest() -> None:

@@ -65,6 +65,7 @@ class Names:
     dead_letters: str
     delays_ms: tuple[int, ...]
     expires_ms: int | None = None  # delete queues unused this long (test runs set it)
+    quorum_waiting: bool = True  # retry and delay queues are quorum queues (ADR 0023)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Names:
@@ -74,15 +75,17 @@ class Names:
             dead_letters=f"{settings.queue_prefix}.dead-letters",
             delays_ms=tuple(retry_delays_ms(settings)),
             expires_ms=settings.queue_expires_ms,
+            quorum_waiting=settings.waiting_queue_type == "quorum",
         )
 
     def handler(self, name: str) -> HandlerQueues:
         """The queues of handler ``name``."""
         work = f"{self.prefix}.{name}"
+        q = ".q" if self.quorum_waiting else ""  # the classic ones keep their old names
         return HandlerQueues(
             work=work,
-            retries=tuple((ms, f"{work}.retry.{ms}ms.q") for ms in self.delays_ms),
-            delay=f"{work}.delay.q",
+            retries=tuple((ms, f"{work}.retry.{ms}ms{q}") for ms in self.delays_ms),
+            delay=f"{work}.delay{q}",
         )
 
     def handler_of(self, queue: str) -> str | None:
@@ -118,7 +121,11 @@ async def declare_topology(
     # The waiting rooms (retry and delay queues) are quorum queues too, dead-lettering back
     # at-least-once: a classic queue's dead-lettering is at-most-once, and a broker restart
     # dropped every retry that expired while the work queue had no leader yet (ADR 0023).
-    waiting: dict[str, Any] = {**quorum, **_AT_LEAST_ONCE_DLX}
+    waiting: dict[str, Any] = (
+        {**quorum, **_AT_LEAST_ONCE_DLX}
+        if names.quorum_waiting
+        else {"x-queue-type": "classic", **expires}
+    )
     await channel.declare_queue(names.dead_letters, durable=True, arguments=quorum)
     for handler, event_types in bindings.items():
         queues = names.handler(handler)
