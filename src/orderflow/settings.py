@@ -210,6 +210,23 @@ class Settings(BaseSettings):
     sla_watch_interval_s: float = Field(
         default=15.0, ge=0, description="how often the worker marks overdue orders; 0: never"
     )
+    system_watch_interval_s: float = Field(
+        default=15.0,
+        ge=0,
+        description="how often the worker exports the outbox backlog and orders per status; "
+        "0: never",
+    )
+    audit_interval_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="how often the worker runs the invariant audit and exports its findings; "
+        "0: never",
+    )
+    audit_grace_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="the periodic audit checks money and stock of orders older than this",
+    )
 
     # --- Live order streams (server-sent events) and webhooks (issue 23) ---
     stream_heartbeat_s: float = Field(

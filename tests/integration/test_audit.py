@@ -7,17 +7,20 @@ saga (tests/pump.py); broken states are written with plain SQL.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from prometheus_client import REGISTRY
 
 from orderflow.adapters.postgres.database import (
     create_pool,
@@ -26,7 +29,10 @@ from orderflow.adapters.postgres.database import (
     with_database,
 )
 from orderflow.domain.access import Role
+from orderflow.domain.orders import OrderStatus
 from orderflow.entrypoints.api.app import create_app
+from orderflow.entrypoints.watch import audit_invariants, watch_system
+from orderflow.observability import metrics
 from orderflow.service.audit import Check, Violation, run_audit
 from orderflow.service.bootstrap import Deps, build_registry
 from orderflow.settings import Settings
@@ -459,3 +465,85 @@ def test_the_audit_command_prints_violations_and_exits_1(audit_db: AuditDb) -> N
     assert done.returncode == 1, done.stderr
     assert '"ok": false' in done.stdout
     assert '"money"' in done.stdout
+
+
+async def _run_one_round(
+    duty: Callable[[Settings, asyncpg.Pool, asyncio.Event], Coroutine[Any, Any, None]],
+    settings: Settings,
+    pool: asyncpg.Pool,
+    done: Callable[[], bool],
+) -> None:
+    """Run a worker duty until ``done()`` says its first round has exported, then stop it."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(duty(settings, pool, stop))
+    try:
+        for _ in range(200):
+            if done():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+
+
+async def test_the_workers_periodic_audit_exports_its_violations_per_check(
+    audit_db: AuditDb,
+) -> None:
+    await _product(audit_db.pool, stock=3, ledger=5)
+    before = REGISTRY.get_sample_value("orderflow_audit_last_run_timestamp_seconds") or 0.0
+    settings = audit_db.settings.model_copy(update={"audit_interval_s": 60.0})
+
+    await _run_one_round(
+        audit_invariants,
+        settings,
+        audit_db.pool,
+        lambda: (
+            (REGISTRY.get_sample_value("orderflow_audit_last_run_timestamp_seconds") or 0) > before
+        ),
+    )
+
+    def gauge(check: Check) -> float | None:
+        return REGISTRY.get_sample_value("orderflow_invariant_violations", {"check": check.value})
+
+    assert (gauge(Check.STOCK_LEDGER) or 0) >= 1
+    assert gauge(Check.NEGATIVE_STOCK) is not None  # every audited check is exported, 0 or not
+    # An order waiting long is the SLA watchdog's business, not a broken invariant.
+    assert gauge(Check.STALE) is None
+
+
+async def test_the_system_watch_exports_the_outbox_backlog_and_orders_per_status(
+    audit_db: AuditDb,
+) -> None:
+    product = await make_product(audit_db.client, price=500)
+    customer = await make_customer(audit_db.client)
+    order = await place_order(
+        audit_db.client, customer_id=customer["id"], lines=[(product["id"], 1)]
+    )
+    # Nothing relays in this database: the order's event waits in the outbox; make it old.
+    await audit_db.pool.execute(
+        "UPDATE outbox SET created_at = now() - interval '120 seconds' WHERE order_id = $1",
+        uuid.UUID(order["id"]),
+    )
+    expected_backlog = await audit_db.pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+    )
+    expected = dict(
+        await audit_db.pool.fetch("SELECT status, count(*) FROM orders GROUP BY status")
+    )
+    settings = audit_db.settings.model_copy(update={"system_watch_interval_s": 60.0})
+    metrics.OUTBOX_BACKLOG.set(-1)
+
+    await _run_one_round(
+        watch_system,
+        settings,
+        audit_db.pool,
+        lambda: REGISTRY.get_sample_value("orderflow_outbox_backlog") != -1,
+    )
+
+    assert REGISTRY.get_sample_value("orderflow_outbox_backlog") == expected_backlog >= 1
+    assert (
+        REGISTRY.get_sample_value("orderflow_outbox_oldest_unpublished_age_seconds") or 0
+    ) >= 120
+    for status in OrderStatus:
+        value = REGISTRY.get_sample_value("orderflow_orders", {"status": status.value})
+        assert value == expected.get(status.value, 0), status

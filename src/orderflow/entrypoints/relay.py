@@ -26,6 +26,7 @@ from orderflow.adapters.postgres import outbox
 from orderflow.adapters.postgres.database import create_pool
 from orderflow.adapters.rabbitmq.client import Backoff, connect_with_backoff, outbox_message
 from orderflow.adapters.rabbitmq.topology import Names
+from orderflow.domain.events import EVENT_TYPES
 from orderflow.entrypoints.failures import is_transient
 from orderflow.entrypoints.runtime import (
     first_of,
@@ -309,7 +310,9 @@ def _is_closed(
 async def run_relay(settings: Settings, *, metrics_port: int | None = None) -> None:
     """The ``orderflow relay`` process: until SIGTERM or SIGINT."""
     duties = Duties("relay")
-    serve_metrics(metrics_port, health=duties.health)
+    for counter in (metrics.EVENTS_PUBLISHED, metrics.EVENTS_UNROUTABLE):
+        metrics.start_at_zero(counter, EVENT_TYPES)
+    serve_metrics(metrics_port, process="relay", health=duties.health)
     stop = install_stop_signals()
     pool = await create_pool(settings, min_size=1, max_size=4, process="relay")
     settle_heap()

@@ -17,6 +17,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import orjson
 from prometheus_client import make_wsgi_app
 
+from orderflow.observability.metrics import ProcessRegistry
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -50,9 +52,14 @@ def settle_heap() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
-def serve_metrics(port: int | None, *, health: Callable[[], dict[str, Any]] | None = None) -> None:
-    """Expose /metrics, and /healthz when ``health`` is given, on ``port`` (in a background
-    thread) when one is given.
+def serve_metrics(
+    port: int | None,
+    *,
+    process: str,
+    health: Callable[[], dict[str, Any]] | None = None,
+) -> None:
+    """Expose /metrics (``process``'s own metrics: ``metrics.ProcessRegistry``), and /healthz
+    when ``health`` is given, on ``port`` (in a background thread) when one is given.
 
     /healthz answers 200 while ``health()["status"]`` is "ok", 503 otherwise. Being a thread,
     it still answers (503) while the event loop is blocked: that is how a stuck loop is seen
@@ -60,7 +67,7 @@ def serve_metrics(port: int | None, *, health: Callable[[], dict[str, Any]] | No
     """
     if not port:
         return
-    metrics_app = make_wsgi_app()
+    metrics_app = make_wsgi_app(ProcessRegistry(process))
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == "/healthz" and health is not None:

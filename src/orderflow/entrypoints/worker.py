@@ -52,6 +52,7 @@ from orderflow.entrypoints.runtime import (
     serve_metrics,
     settle_heap,
 )
+from orderflow.entrypoints.watch import audit_invariants, every, watch_system
 from orderflow.observability import metrics
 from orderflow.service import webhooks
 from orderflow.service.batching import Coalescer
@@ -194,6 +195,16 @@ class Worker:
                 redelivered=bool(message.redelivered),
             )
         except (ValidationError, UnknownEventType, ValueError) as exc:
+            # Nothing in it can be trusted: the broker's ids say which message it was.
+            log.error(
+                "delivery_dead_lettered",
+                handler=spec.name,
+                reason="invalid_envelope",
+                error=str(exc)[:500],
+                message_id=message.message_id,
+                routing_key=message.routing_key,
+                attempt=attempt,
+            )
             await self._dead_letter(spec, message, attempt, f"invalid envelope: {exc}")
             metrics.EVENTS_CONSUMED.labels(spec.name, "invalid").inc()
             return
@@ -332,7 +343,12 @@ class Worker:
         why = "attempts exhausted: " if transient else ""
         # A traceback only for the unexpected (bugs), not for a handler's deliberate refusal.
         expected = transient or isinstance(exc, PermanentError)
-        log.error("delivery_dead_lettered", error=repr(exc), exc_info=not expected)
+        log.error(
+            "delivery_dead_lettered",
+            reason="attempts_exhausted" if transient else "refused",
+            error=repr(exc),
+            exc_info=not expected,
+        )
         await self._dead_letter(spec, message, attempt, f"{why}{type(exc).__name__}: {exc}")
         metrics.EVENTS_CONSUMED.labels(spec.name, "dead_lettered").inc()
 
@@ -483,7 +499,7 @@ async def run_worker(
     restarted after any failure, and reported on ``/healthz`` of the metrics port.
     """
     duties = Duties("worker")
-    serve_metrics(metrics_port, health=duties.health)
+    serve_metrics(metrics_port, process="worker", health=duties.health)
     stop = install_stop_signals()
     pool = await create_pool(settings, process="worker")
     redis = create_redis(settings)
@@ -498,12 +514,15 @@ async def run_worker(
         registry = build_registry(deps).select(handlers)
         if not registry.names:
             log.warning("worker_without_handlers")
+        start_counters_at_zero(registry.names)
         worker = Worker(settings, registry, pool)
         duties.supervise("consumers", lambda: worker.run(stop))
         duties.supervise("unpaid_order_sweeper", lambda: sweep_unpaid_orders(settings, pool, stop))
         duties.supervise("sla_watch", lambda: watch_sla(settings, pool, stop))
         duties.supervise("reconciler", lambda: reconcile_stuck_orders(settings, pool, stop))
         duties.supervise("webhook_deliveries", lambda: deliver_webhooks(settings, pool, http, stop))
+        duties.supervise("system_watch", lambda: watch_system(settings, pool, stop))
+        duties.supervise("invariant_audit", lambda: audit_invariants(settings, pool, stop))
         settle_heap()
         try:
             await stop.wait()
@@ -546,6 +565,25 @@ async def deliver_webhooks(
             await listener
 
 
+# Every outcome a delivery is counted under (orderflow_events_consumed_total{outcome}).
+OUTCOMES: tuple[str, ...] = (
+    *(o.value for o in Outcome),
+    "invalid",
+    "deferred",
+    "retried",
+    "dead_lettered",
+)
+
+
+def start_counters_at_zero(handlers: Iterable[str]) -> None:
+    """Every handler's delivery counters exist from the start, at 0: the first retry or dead
+    letter is then an increase that ``rate()`` and ``increase()`` see."""
+    names = list(handlers)
+    metrics.start_at_zero(metrics.EVENTS_CONSUMED, names, OUTCOMES)
+    metrics.start_at_zero(metrics.EVENTS_RETRIED, names)
+    metrics.start_at_zero(metrics.EVENTS_DEAD_LETTERED, names)
+
+
 async def sweep_unpaid_orders(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
     """Cancel orders left unpaid past their TTL, every few seconds, until ``stop``.
 
@@ -573,26 +611,6 @@ async def watch_sla(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event)
             metrics.ORDERS_OVERDUE.labels(status).set(count)
 
     await every(settings.sla_watch_interval_s, sweep, stop=stop, duty="sla_watch")
-
-
-async def every(
-    interval_s: float, step: Callable[[], Awaitable[None]], *, stop: asyncio.Event, duty: str
-) -> None:
-    """Run ``step`` every ``interval_s`` until ``stop`` (never when 0). A transient failure
-    (the database restarting, a session cut) is logged and the next round tries again;
-    anything else escapes to the duty's supervisor (``service.duties``), which restarts it."""
-    if not interval_s:
-        return
-    while not stop.is_set():
-        try:
-            await step()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise  # the duty's supervisor logs it and starts the duty again
-            log.warning(f"{duty}_failed", error=repr(exc))
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(interval_s):
-                await stop.wait()
 
 
 async def reconcile_stuck_orders(

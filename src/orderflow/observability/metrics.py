@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import itertools
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 HTTP_REQUESTS = Counter(
     "orderflow_http_requests_total", "HTTP requests served", ["method", "route", "status"]
@@ -94,3 +107,82 @@ EVENT_LOOP_LAG = Histogram(
     "How late the event loop ran a tick it had scheduled (time it was busy or blocked)",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
+# --- What the system holds (the worker's system watch and periodic audit; issue 21) ---
+OUTBOX_BACKLOG = Gauge(
+    "orderflow_outbox_backlog",
+    "Outbox events not yet published (every worker reports the same figure: aggregate with max)",
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "orderflow_outbox_oldest_unpublished_age_seconds",
+    "Age of the oldest outbox event not yet published; 0 when the outbox is drained",
+)
+ORDERS_BY_STATUS = Gauge("orderflow_orders", "Orders in the database, by status", ["status"])
+INVARIANT_VIOLATIONS = Gauge(
+    "orderflow_invariant_violations",
+    "Violations the last periodic audit found, by check (orderflow audit lists them)",
+    ["check"],
+)
+AUDIT_LAST_RUN = Gauge(
+    "orderflow_audit_last_run_timestamp_seconds", "When the last periodic audit finished"
+)
+# --- The API's dependencies (readiness vs degradation; issue 21) ---
+DEPENDENCY_UP = Gauge(
+    "orderflow_dependency_up",
+    "1 when the api's last check of a dependency succeeded (database, broker, redis)",
+    ["dependency"],
+)
+
+# Which metrics each process exports on its /metrics: its own only, never another process's
+# zeros (a relay exporting orderflow_http_requests_total = 0 made sums and absences lie).
+_COMMON: tuple[Collector, ...] = (DUTY_RESTARTS, DUTY_FAILING, EVENT_LOOP_LAG, REDIS_ERRORS)
+PROCESS_METRICS: dict[str, tuple[Collector, ...]] = {
+    "api": (
+        *_COMMON,
+        HTTP_REQUESTS,
+        HTTP_LATENCY,
+        ORDERS_PLACED,
+        PLACEMENT_BATCH_SIZE,
+        RATE_LIMIT_DECISIONS,
+        RATE_LIMIT_FAIL_OPEN,
+        PRODUCT_CACHE,
+        DEPENDENCY_UP,
+    ),
+    "relay": (*_COMMON, EVENTS_PUBLISHED, EVENTS_UNROUTABLE, RELAY_BATCH_SECONDS),
+    "worker": (
+        *_COMMON,
+        EVENTS_CONSUMED,
+        EVENTS_RETRIED,
+        EVENTS_DEAD_LETTERED,
+        HANDLER_SECONDS,
+        BATCH_SIZE,
+        EVENT_LAG_SECONDS,
+        PRODUCT_CACHE,
+        ORDERS_OVERDUE,
+        OUTBOX_BACKLOG,
+        OUTBOX_OLDEST_AGE,
+        ORDERS_BY_STATUS,
+        INVARIANT_VIOLATIONS,
+        AUDIT_LAST_RUN,
+    ),
+}
+
+
+class ProcessRegistry(CollectorRegistry):
+    """The /metrics of one process: the runtime's collectors (process_*, python_*) and the
+    process's own metrics from ``PROCESS_METRICS``. The metrics stay in the default registry
+    too (tests read them there); this only chooses what a scrape sees."""
+
+    def __init__(self, process: str) -> None:
+        super().__init__(auto_describe=False)
+        self._own = (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR, *PROCESS_METRICS[process])
+
+    def collect(self) -> Iterator[Metric]:
+        for collector in self._own:
+            yield from collector.collect()
+
+
+def start_at_zero(counter: Counter, *label_sets: Iterable[str]) -> None:
+    """Create ``counter``'s series for every combination of the given label values, at 0, so
+    that the first event is an increase Prometheus sees (a series born at 1 is not)."""
+    for values in itertools.product(*label_sets):
+        counter.labels(*values)

@@ -14,6 +14,8 @@ import aio_pika
 import asyncpg
 import orjson
 import pytest
+import structlog
+import structlog.testing
 from prometheus_client import REGISTRY
 
 from orderflow.adapters.postgres import outbox
@@ -196,19 +198,29 @@ async def test_invalid_envelope_goes_to_the_dead_letters_at_once(
     bb_settings: Settings, pool: asyncpg.Pool
 ) -> None:
     names = Names.from_settings(bb_settings)
-    async with running(bb_settings, pool, make_registry(["alpha"])):
-        connection = await aio_pika.connect(bb_settings.rabbitmq_url.get_secret_value(), timeout=10)
-        async with connection:
-            channel = await connection.channel()
-            exchange = await channel.get_exchange(bb_settings.exchange)
-            await exchange.publish(
-                aio_pika.Message(b'{"not": "an envelope"}', message_id="garbage", type=EVENT),
-                EVENT,
+    with structlog.testing.capture_logs() as logs:
+        async with running(bb_settings, pool, make_registry(["alpha"])):
+            connection = await aio_pika.connect(
+                bb_settings.rabbitmq_url.get_secret_value(), timeout=10
             )
-        await eventually(lambda: _depth_is(bb_settings, names.dead_letters, 1))
+            async with connection:
+                channel = await connection.channel()
+                exchange = await channel.get_exchange(bb_settings.exchange)
+                await exchange.publish(
+                    aio_pika.Message(b'{"not": "an envelope"}', message_id="garbage", type=EVENT),
+                    EVENT,
+                )
+            await eventually(lambda: _depth_is(bb_settings, names.dead_letters, 1))
     [letter] = await process(bb_settings, action="list")
     assert (letter.message_id, letter.handler, letter.attempt) == ("garbage", "alpha", 1)
     assert letter.error.startswith("invalid envelope")
+    # One log line says so, with what identifies the message (its body cannot be trusted).
+    [line] = [entry for entry in logs if entry["event"] == "delivery_dead_lettered"]
+    assert (line["message_id"], line["handler"], line["reason"]) == (
+        "garbage",
+        "alpha",
+        "invalid_envelope",
+    )
 
 
 async def test_deferred_delivery_comes_back_after_its_delay_without_counting_an_attempt(

@@ -42,6 +42,7 @@ from orderflow.entrypoints.api.routers import (
 )
 from orderflow.entrypoints.failures import is_transient
 from orderflow.entrypoints.runtime import settle_heap
+from orderflow.observability.metrics import PRODUCT_CACHE, RATE_LIMIT_DECISIONS, start_at_zero
 from orderflow.service.keys import KeyVerifier
 from orderflow.service.order_streams import FeedHub
 from orderflow.service.ordering import PlacementBatcher
@@ -78,6 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Counters with a known set of labels start at 0 (the first deny is an increase).
+        start_at_zero(RATE_LIMIT_DECISIONS, settings.rate_limits, ("allow", "deny"))
+        start_at_zero(PRODUCT_CACHE, ("hit", "miss", "error", "local"))
         pool = await create_pool(settings, process="api")
         broker = BrokerProbe(
             settings.rabbitmq_url.get_secret_value(), ttl_s=settings.broker_check_ttl_s

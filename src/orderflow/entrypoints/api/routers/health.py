@@ -10,8 +10,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orderflow.entrypoints.api.deps import State
 from orderflow.entrypoints.api.problems import documented, problem
+from orderflow.observability.metrics import DEPENDENCY_UP, ProcessRegistry
 
 router = APIRouter(tags=["operations"])
+API_METRICS = ProcessRegistry("api")  # the api's own metrics, not the relay's or worker's
 
 
 @router.get(
@@ -36,8 +38,13 @@ async def healthz(state: State) -> Response:
 
 @router.get(
     "/readyz",
-    summary="Dependencies are reachable",
-    responses={503: {"description": "a dependency is down"}},
+    summary="The api can serve: its database answers",
+    description="200 while the database answers: `status` is `ready`, or `degraded` when the "
+    "broker or Redis is down (orders are still accepted: the outbox keeps their events, and "
+    "Redis only speeds things up), with every check in `checks` and in the metric "
+    "`orderflow_dependency_up{dependency}`. 503 only when the database does not answer, so "
+    "that a Redis or broker blip never takes every api replica out of its Service.",
+    responses={503: documented("The database does not answer")},
 )
 async def readyz(state: State) -> Response:
     checks: dict[str, str] = {}
@@ -50,15 +57,18 @@ async def readyz(state: State) -> Response:
     if state.broker is not None:
         checks["broker"] = await state.broker.check()
     checks["redis"] = "ok" if await state.redis.ping() else "down"
-    if all(v == "ok" for v in checks.values()):
-        return Response(
-            orjson.dumps({"status": "ready", "checks": checks}), media_type="application/json"
+    for dependency, result in checks.items():
+        DEPENDENCY_UP.labels(dependency).set(1 if result == "ok" else 0)
+    if checks["database"] != "ok":
+        return problem(
+            503, code="not-ready", detail="the database is unreachable", extra={"checks": checks}
         )
-    return problem(
-        503, code="not-ready", detail="a dependency is unreachable", extra={"checks": checks}
+    status = "ready" if all(v == "ok" for v in checks.values()) else "degraded"
+    return Response(
+        orjson.dumps({"status": status, "checks": checks}), media_type="application/json"
     )
 
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(API_METRICS), media_type=CONTENT_TYPE_LATEST)
