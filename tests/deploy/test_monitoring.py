@@ -161,3 +161,29 @@ def test_metric_name_extraction_ignores_labels_and_functions() -> None:
 
 def test_metrics_in_code_finds_the_api_metrics() -> None:
     assert {"orderflow_http_requests_total", "orderflow_orders_placed_total"} <= metrics_in_code()
+
+
+def test_every_alert_links_a_runbook_that_exists() -> None:
+    rules = [r for g in load_yaml(PROMETHEUS / "alerts.yml")["groups"] for r in g["rules"]]
+    for rule in rules:
+        url = rule["annotations"].get("runbook_url", "")
+        assert url == f"docs/runbooks/{rule['alert']}.md", rule["alert"]
+        page = (ROOT / url).read_text()
+        assert page.startswith(f"# {rule['alert']} ({rule['labels']['severity']})")
+    pages = {p.stem for p in (ROOT / "docs/runbooks").glob("Orderflow*.md")}
+    assert pages == {r["alert"] for r in rules}, "a runbook for an alert that no longer exists"
+
+
+def test_work_queue_selectors_match_real_queue_names_only() -> None:
+    """Queue names as a running stack has them (tests/stack checks the live ones)."""
+    work = re.compile(r"orderflow\.[^.]+\.[^.]+")  # the selector of alerts.yml, anchored
+    text = (PROMETHEUS / "alerts.yml").read_text()
+    assert 'queue=~"orderflow\\\\.[^.]+\\\\.[^.]+"' in text
+    assert work.fullmatch("orderflow.payments.charge")
+    assert work.fullmatch("orderflow.orders.mark_paid")
+    for other in (
+        "orderflow.dead-letters",
+        "orderflow.payments.charge.delay",
+        "orderflow.payments.charge.retry.1000ms",
+    ):
+        assert not work.fullmatch(other), other
