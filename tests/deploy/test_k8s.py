@@ -344,3 +344,27 @@ def test_production_rabbitmq_cluster_suffix_names_the_overlay_namespace() -> Non
     suffix = re.search(r"^cluster_formation\.k8s\.hostname_suffix = (\S+)$", conf, re.MULTILINE)
     assert suffix, "production rabbitmq.conf has no hostname_suffix"
     assert suffix[1] == f".rabbitmq-headless.{overlay['namespace']}.svc.cluster.local"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_public_ingress_routes_neither_metrics_nor_admin(overlay: str) -> None:
+    paths = [
+        (path["path"], path["pathType"])
+        for ingress in by_kind(render(overlay_path(overlay)), "Ingress").values()
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    ]
+    assert paths, "no public path at all"
+
+    def routed(url: str) -> bool:
+        for path, kind in paths:
+            if kind == "Exact" and url == path:
+                return True
+            if kind == "Prefix" and (url == path or url.startswith(path.rstrip("/") + "/")):
+                return True
+        return False
+
+    for private in ("/metrics", "/admin", "/admin/api/snapshot", "/healthz", "/readyz"):
+        assert not routed(private), f"{private} is on the public Ingress"
+    for public in ("/api/v1/orders", "/api/v1/products/x", "/docs", "/openapi.json"):
+        assert routed(public), f"{public} is not routed"

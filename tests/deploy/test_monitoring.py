@@ -29,6 +29,7 @@ HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 PROMQL_WORDS = {
     "sum", "rate", "increase", "by", "without", "on", "and", "or", "unless", "histogram_quantile",
     "clamp_min", "max", "min", "avg", "deriv", "absent", "le", "bool", "ignoring", "group_left",
+    "vector",
 }  # fmt: skip
 
 

@@ -169,6 +169,25 @@ class Stack:
     def firing_in_prometheus(self) -> set[str]:
         return {r["metric"]["alertname"] for r in self.query('ALERTS{alertstate="firing"}')}
 
+    def wait_alert(self, name: str, *, timeout: float) -> None:
+        """Wait until ``name`` fires in Prometheus, is held by Alertmanager and was delivered
+        to the test's webhook receiver."""
+        wait_for(
+            f"{name} firing in Prometheus",
+            lambda: name in self.firing_in_prometheus(),
+            timeout=timeout,
+            every=2,
+        )
+        wait_for(
+            f"{name} in Alertmanager", lambda: name in self.in_alertmanager(), timeout=30, every=1
+        )
+        wait_for(
+            f"{name} delivered to the webhook receiver",
+            lambda: name in self.receiver.firing(),
+            timeout=30,
+            every=1,
+        )
+
     def in_alertmanager(self) -> set[str]:
         response = self.http.get(self.url("alertmanager", "/api/v2/alerts"))
         response.raise_for_status()
@@ -181,6 +200,9 @@ def prometheus_for_tests(workdir: Path) -> Path:
     folder.mkdir()
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     config["global"].update(scrape_interval=EVALUATION, evaluation_interval=EVALUATION)
+    for job in config["scrape_configs"]:  # a stopped container leaves discovery in seconds
+        for sd in job.get("dns_sd_configs", []):
+            sd["refresh_interval"] = "5s"
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
     rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
     for group in rules["groups"]:

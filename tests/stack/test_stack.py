@@ -8,6 +8,7 @@ are installed and started when missing (scripts/ensure-docker.sh); nothing here 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +38,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     sh(str(DEPLOY / "docker" / "build-images.sh"), env={"PYTHON": PYTHON}, timeout=1800)
     workdir: Path = tmp_path_factory.mktemp("stack")
     workdir.chmod(0o755)  # the containers read their configuration from here
-    yield from start(write_stack_files(workdir, AlertReceiver(), extra_env={}))
+    faster = {
+        # the worker's watches every 2 s instead of 15, and an order awaiting payment is
+        # overdue after 15 s (the overdue fault); everything else is production's
+        "ORDERFLOW_SYSTEM_WATCH_INTERVAL_S": "2",
+        "ORDERFLOW_SLA_WATCH_INTERVAL_S": "2",
+        "ORDERFLOW_SLA_DEADLINES_S": json.dumps({"awaiting_payment": 15}),
+    }
+    yield from start(write_stack_files(workdir, AlertReceiver(), extra_env=faster))
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +157,28 @@ def test_prometheus_scrapes_every_target(stack: Stack) -> None:
         "alertmanager": 1,
         "prometheus": 1,
     }
+
+
+def panel_queries() -> list[tuple[str, str]]:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "orderflow.json").read_text())
+    return [
+        (panel["title"], target["expr"].replace("$__rate_interval", "1m"))
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    ]
+
+
+def test_every_dashboard_panel_query_returns_data(stack: Stack, catalogue: dict[str, str]) -> None:
+    for _ in range(5):  # fresh traffic inside every rate window
+        place(stack, catalogue)
+    assert stack.api("GET", f"/api/v1/orders/{uuid.uuid4()}").status_code == 404
+
+    def empty() -> list[str] | None:
+        missing = [f"{title}: {expr}" for title, expr in panel_queries() if not stack.query(expr)]
+        return None if missing else []
+
+    try:
+        wait_for("every panel's query to return data", empty, timeout=60, every=3)
+    except pytest.fail.Exception:
+        missing = [f"{title}: {expr}" for title, expr in panel_queries() if not stack.query(expr)]
+        pytest.fail(f"panels without data: {missing}")

@@ -23,7 +23,7 @@ from orderflow.entrypoints.api.deps import AppState, build_pricing
 from orderflow.entrypoints.api.edge import EdgeMiddleware
 from orderflow.entrypoints.api.middleware import (
     BodyLimitMiddleware,
-    MetricsMiddleware,
+    RequestObservationMiddleware,
     SecurityHeadersMiddleware,
     UnhandledErrorMiddleware,
 )
@@ -166,5 +166,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(EdgeMiddleware)  # outside the body limit: refuse before reading bodies
     app.add_middleware(UnhandledErrorMiddleware)  # inside the metrics: a 500 is counted
     app.add_middleware(SecurityHeadersMiddleware)  # on every answer, errors and 429s included
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestObservationMiddleware)  # outermost: sees every answer
     return app

@@ -3,11 +3,16 @@ hot path)."""
 
 from __future__ import annotations
 
+import re
 import time
+import uuid
 
 import structlog
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from orderflow.domain.access import key_prefix
+from orderflow.entrypoints.api.edge import OPS_PATHS
 from orderflow.entrypoints.api.problems import problem
 from orderflow.observability.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
@@ -145,8 +150,16 @@ class BodyLimitMiddleware:
         await response(scope, receive, send)
 
 
-class MetricsMiddleware:
-    """Count and time requests per route template (never per raw path: cardinality)."""
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_ORDER_PATH = re.compile(r"/api/v1/orders/([0-9a-f-]{36})")
+
+
+class RequestObservationMiddleware:
+    """Per request: a request id (the caller's ``X-Request-ID`` when well-formed, else a new
+    one), returned as a header and bound to every log line of the request; the metrics per
+    route template (never per raw path: cardinality); and one ``http_request`` log line with
+    route, status, duration, the API key's prefix and the order concerned. Probes and scrapes
+    (``OPS_PATHS``) are counted but not logged."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -157,18 +170,58 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        location = b""
+        request_id = ""
+        authorization = b""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id" and _REQUEST_ID.fullmatch(value.decode("latin-1")):
+                request_id = value.decode("latin-1")
+            elif name == b"authorization":
+                authorization = value
+        request_id = request_id or uuid.uuid4().hex
 
-        async def record_status(message: Message) -> None:
-            nonlocal status
+        async def observe(message: Message) -> None:
+            nonlocal status, location
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["x-request-id"] = request_id
+                location = headers.get("location", "").encode()
             await send(message)
 
-        try:
-            await self.app(scope, receive, record_status)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            method = scope["method"]
-            HTTP_LATENCY.labels(method, template).observe(time.perf_counter() - start)
-            HTTP_REQUESTS.labels(method, template, str(status)).inc()
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await self.app(scope, receive, observe)
+            finally:
+                elapsed = time.perf_counter() - start
+                route = scope.get("route")
+                template = getattr(route, "path", "unmatched")
+                method = scope["method"]
+                HTTP_LATENCY.labels(method, template).observe(elapsed)
+                HTTP_REQUESTS.labels(method, template, str(status)).inc()
+                if scope["path"] not in OPS_PATHS:
+                    log.info(
+                        "http_request",
+                        request_id=request_id,
+                        method=method,
+                        route=template,
+                        status=status,
+                        duration_ms=round(elapsed * 1000, 2),
+                        key_prefix=_key_prefix(authorization),
+                        order_id=_order_id(scope, location),
+                    )
+
+
+def _key_prefix(authorization: bytes) -> str | None:
+    """The caller's key prefix (never the secret), when it presented a well-formed key."""
+    scheme, _, token = authorization.decode("latin-1").partition(" ")
+    return key_prefix(token.strip()) if scheme.lower() == "bearer" else None
+
+
+def _order_id(scope: Scope, location: bytes) -> str | None:
+    """The order a request concerned: its path parameter, or the one it created (Location)."""
+    found = scope.get("path_params", {}).get("order_id")
+    if found is not None:
+        return str(found)
+    created = _ORDER_PATH.search(location.decode("latin-1"))
+    return created.group(1) if created else None

@@ -68,6 +68,7 @@ async def place_order(
         OrderOut.of(order).model_dump_json(),
         status_code=status.HTTP_201_CREATED,
         media_type="application/json",
+        headers={"Location": f"/api/v1/orders/{order.id}"},
     )
 
 
