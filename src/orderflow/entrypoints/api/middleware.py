@@ -9,6 +9,7 @@ import uuid
 
 import structlog
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orderflow.domain.access import key_prefix
@@ -96,27 +97,59 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, with_headers)
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised while the body streams in (chunked, or longer than it said): an HTTPException,
+    so that FastAPI's body parsing lets it through as a 413 rather than a 400."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, detail=f"request bodies are limited to {max_bytes} bytes")
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over ``max_bytes`` with 413, by Content-Length or while streaming."""
+    """Refuse bodies over ``max_bytes`` with 413, by Content-Length or while streaming, and
+    under ``json_prefix`` a body whose Content-Type is not JSON with 415."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, json_prefix: str = "/api/") -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.json_prefix = json_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        length: bytes | None = None
+        content_type: bytes | None = None
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if not value.isdigit() or int(value) > self.max_bytes:
-                    await self._refuse(scope, receive, send)
-                    return
-                break
+                length = value
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self._refuse(scope, receive, send)
+            return
+        has_body = chunked or (length is not None and length != b"0")
+        if (
+            has_body
+            and content_type is not None
+            and not _is_json(content_type)
+            and scope["method"] in _BODY_METHODS
+            and scope["path"].startswith(self.json_prefix)
+        ):
+            await problem(
+                415,
+                code="unsupported-media-type",
+                title="Unsupported media type",
+                detail="request bodies are JSON: send Content-Type: application/json",
+                headers={"Accept": "application/json"},
+            )(scope, receive, send)
+            return
         seen = 0
         started = False
 
@@ -126,7 +159,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -148,6 +181,11 @@ class BodyLimitMiddleware:
             detail=f"request bodies are limited to {self.max_bytes} bytes",
         )
         await response(scope, receive, send)
+
+
+def _is_json(content_type: bytes) -> bool:
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or media.endswith(b"+json")
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")

@@ -64,6 +64,7 @@ EDGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: documented("The request body is not valid JSON"),
     413: documented("The request body is larger than ORDERFLOW_MAX_BODY_BYTES"),
+    415: documented("The request body is not JSON (Content-Type: application/json)"),
 }
 # Any route with parameters or a body: FastAPI's default 422 entry describes its own
 # HTTPValidationError body, which this API never sends.
@@ -183,9 +184,16 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
     )
 
 
+# Problem types of HTTP errors raised by the framework or the middleware, where the status
+# phrase is not the name the API uses.
+_HTTP_CODES = {413: "body-too-large", 415: "unsupported-media-type"}
+
+
 async def _http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "-")
+    code = _HTTP_CODES.get(exc.status_code) or HTTPStatus(exc.status_code).phrase.lower().replace(
+        " ", "-"
+    )
     return problem(
         exc.status_code, code=code, detail=str(exc.detail), headers=dict(exc.headers or {})
     )

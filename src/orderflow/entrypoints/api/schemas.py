@@ -25,8 +25,39 @@ def no_nul(value: str) -> str:
     return value
 
 
-# Free text that is stored: only what a PostgreSQL text column can hold.
-Text = Annotated[str, AfterValidator(no_nul)]
+# Characters that make a stored name lie when it is shown: C0/C1 controls (ANSI escape
+# sequences start with ESC, U+001B) and the bidirectional overrides and isolates that
+# reorder what follows them (U+202E turns "gpj.exe" into "exe.jpg").
+_BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_CONTROLS = "".join(chr(c) for c in (*range(0x00, 0x20), *range(0x7F, 0xA0))) + _BIDI_CONTROLS
+_LINE_BREAKS = "\n\r\t"
+# The same sets as JSON Schema patterns (the OpenAPI document says what is refused).
+_REFUSED_RANGES = "\\u007f-\\u009f\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069"
+NAME_PATTERN = f"^[^\\u0000-\\u001f{_REFUSED_RANGES}]*$"
+TEXT_PATTERN = f"^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f{_REFUSED_RANGES}]*$"
+
+
+def plain_name(value: str) -> str:
+    """A one-line name: no control characters, no bidirectional overrides."""
+    bad = next((c for c in value if c in _CONTROLS), None)
+    if bad is not None:
+        raise ValueError(f"must not contain control characters (U+{ord(bad):04X})")
+    return value
+
+
+def plain_text(value: str) -> str:
+    """Free text: line breaks and tabs allowed, other controls and bidi overrides not."""
+    bad = next((c for c in value if c in _CONTROLS and c not in _LINE_BREAKS), None)
+    if bad is not None:
+        raise ValueError(f"must not contain control characters (U+{ord(bad):04X})")
+    return value
+
+
+# Free text that is stored: only what a PostgreSQL text column can hold, and nothing that
+# would make it lie when shown.
+Text = Annotated[
+    str, AfterValidator(plain_text), Field(json_schema_extra={"pattern": TEXT_PATTERN})
+]
 # An instant from outside: aware, in UTC, and one the database can store (naive means UTC).
 Instant = Annotated[datetime, AfterValidator(utc_instant)]
 # Counts and money are JSON integers: neither true/false nor "12" stand for a number.
@@ -41,7 +72,8 @@ Sku = Annotated[
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(no_nul),
+    AfterValidator(plain_name),
+    Field(json_schema_extra={"pattern": NAME_PATTERN}),
 ]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 PaymentToken = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -171,7 +203,10 @@ class DeliverIn(Strict):
 
 class CancelIn(Strict):
     reason: Annotated[
-        str, StringConstraints(min_length=1, max_length=200), AfterValidator(no_nul)
+        str,
+        StringConstraints(min_length=1, max_length=200),
+        AfterValidator(plain_text),
+        Field(json_schema_extra={"pattern": TEXT_PATTERN}),
     ] = "customer_request"
 
 
