@@ -83,14 +83,24 @@ IDEMPOTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# Any route that names a resource in its path: it may not exist, or not be the caller's.
+NOT_FOUND_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: documented("No such resource, or one the caller may not see (another customer's)"),
+}
+
+
 class ProblemRoute(APIRoute):
-    """A route that also documents the problems its body or Idempotency-Key can cause."""
+    """A route that also documents the problems its path, body or Idempotency-Key can cause."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
         implied: dict[int | str, dict[str, Any]] = {}
+        if self.dependant.path_params:
+            implied |= NOT_FOUND_RESPONSES
         if self.body_field is not None:
             implied |= BODY_RESPONSES
+            if not self.path.startswith("/api/"):  # the JSON-only rule is the API's
+                implied.pop(415)
         if self.body_field is not None or _takes_parameters(self.dependant):
             implied |= VALIDATION_RESPONSES
         if _takes_header(self.dependant, IDEMPOTENCY_HEADER):
