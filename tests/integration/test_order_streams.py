@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from orderflow.adapters.postgres import timeline_feed
@@ -159,6 +160,7 @@ async def test_streams_are_bounded_per_key_and_end_when_the_key_is_revoked(
             staff.stream("GET", "/api/v1/orders/stream") as two,
         ):
             assert one.status_code == two.status_code == 200
+            assert (REGISTRY.get_sample_value("orderflow_streams_open") or 0) >= 2
             third = await staff.get("/api/v1/orders/stream")
             assert third.status_code == 429
             assert third.json()["type"].endswith("too-many-streams")

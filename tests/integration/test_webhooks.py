@@ -17,6 +17,7 @@ import asyncpg
 import httpx
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -191,6 +192,9 @@ async def test_a_receiver_down_for_a_while_gets_each_of_its_customers_events_onc
         await asyncio.sleep(0.3)  # anything extra would have arrived by now
     assert receiver.rejected == 0
     assert len(receiver.accepted) == total
+    retries = REGISTRY.get_sample_value("orderflow_webhook_attempts_total", {"outcome": "pending"})
+    assert retries is not None
+    assert retries >= 3
     assert {p["data"]["order_id"] for p in receiver.accepted} == set(my_orders)
     for order_id, events in want.items():
         got = [

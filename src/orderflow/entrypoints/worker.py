@@ -582,6 +582,7 @@ def start_counters_at_zero(handlers: Iterable[str]) -> None:
     metrics.start_at_zero(metrics.EVENTS_CONSUMED, names, OUTCOMES)
     metrics.start_at_zero(metrics.EVENTS_RETRIED, names)
     metrics.start_at_zero(metrics.EVENTS_DEAD_LETTERED, names)
+    metrics.start_at_zero(metrics.WEBHOOK_ATTEMPTS, ("delivered", "pending", "refused"))
 
 
 async def sweep_unpaid_orders(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:

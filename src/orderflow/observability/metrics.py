@@ -132,6 +132,14 @@ DEPENDENCY_UP = Gauge(
     ["dependency"],
 )
 
+# --- Live order streams and webhooks (issue 23) ---
+STREAMS_OPEN = Gauge("orderflow_streams_open", "Order streams (SSE) this API process serves")
+WEBHOOK_ATTEMPTS = Counter(
+    "orderflow_webhook_attempts_total",
+    "Webhook delivery attempts by outcome (delivered, pending: to be retried, refused)",
+    ["outcome"],
+)
+
 # Which metrics each process exports on its /metrics: its own only, never another process's
 # zeros (a relay exporting orderflow_http_requests_total = 0 made sums and absences lie).
 _COMMON: tuple[Collector, ...] = (DUTY_RESTARTS, DUTY_FAILING, EVENT_LOOP_LAG, REDIS_ERRORS)
@@ -146,6 +154,7 @@ PROCESS_METRICS: dict[str, tuple[Collector, ...]] = {
         RATE_LIMIT_FAIL_OPEN,
         PRODUCT_CACHE,
         DEPENDENCY_UP,
+        STREAMS_OPEN,
     ),
     "relay": (*_COMMON, EVENTS_PUBLISHED, EVENTS_UNROUTABLE, RELAY_BATCH_SECONDS),
     "worker": (
@@ -163,6 +172,7 @@ PROCESS_METRICS: dict[str, tuple[Collector, ...]] = {
         ORDERS_BY_STATUS,
         INVARIANT_VIOLATIONS,
         AUDIT_LAST_RUN,
+        WEBHOOK_ATTEMPTS,
     ),
 }
 

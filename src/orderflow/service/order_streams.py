@@ -34,6 +34,7 @@ from orderflow.adapters.redis.client import RedisLink
 from orderflow.domain.errors import InvalidRequest, NotFound, TooManyStreams
 from orderflow.domain.model import FeedEntry
 from orderflow.domain.orders import OrderStatus
+from orderflow.observability import metrics
 from orderflow.service.duties import Duties
 
 log = structlog.get_logger(__name__)
@@ -151,8 +152,14 @@ class FeedHub:
             return []
         if not self._window or self._window[0].position > position + 1:
             return None
-        start = position + 1 - self._window[0].position
-        return [self._window[i] for i in range(start, len(self._window))]
+        # From the window's end back to ``position`` (few entries: streams keep up).
+        newer = []
+        for entry in reversed(self._window):
+            if entry.position <= position:
+                break
+            newer.append(entry)
+        newer.reverse()
+        return newer
 
     async def wait_beyond(self, position: int, timeout_s: float) -> None:
         """Return once the head is past ``position``, or after ``timeout_s``."""
@@ -170,6 +177,7 @@ class FeedHub:
         if self._streams.get(key_id, 0) >= limit:
             raise TooManyStreams(f"this key already has {limit} open streams (the most allowed)")
         self._streams[key_id] = self._streams.get(key_id, 0) + 1
+        metrics.STREAMS_OPEN.inc()
         released = False
 
         def release() -> None:
@@ -177,6 +185,7 @@ class FeedHub:
             if released:
                 return
             released = True
+            metrics.STREAMS_OPEN.dec()
             self._streams[key_id] -= 1
             if not self._streams[key_id]:
                 del self._streams[key_id]
@@ -190,18 +199,22 @@ class FeedHub:
 
     # --- keeping up with the feed --------------------------------------------------------
 
-    def _advance(self, entries: Iterable[FeedEntry]) -> bool:
-        """Append the entries that continue the window; False if there is a gap."""
+    def _advance(self, entries: Iterable[FeedEntry], *, upto: int | None = None) -> bool:
+        """Append the entries that continue the window; False if there is a gap. Entries read
+        from PostgreSQL (``upto``: how far that read looked) are the record: a position missing
+        there is gone for good (its order was deleted), so the head passes it."""
         moved = gap = False
         for entry in entries:
             if entry.position <= self.head:
                 continue
-            if entry.position != self.head + 1:
+            if entry.position != self.head + 1 and upto is None:
                 gap = True
                 break
             self._window.append(entry)
             self.head = entry.position
             moved = True
+        if upto is not None and upto > self.head:
+            self.head, moved = upto, True
         while len(self._window) > self.window_size:
             self._window.popleft()
         if moved:
@@ -221,8 +234,8 @@ class FeedHub:
     async def _catch_up(self) -> None:
         """Read from PostgreSQL whatever lies beyond the head."""
         while True:
-            entries, _ = await timeline_feed.read_after(self.pool, self.head, limit=1000)
-            self._advance(entries)
+            entries, seen = await timeline_feed.read_after(self.pool, self.head, limit=1000)
+            self._advance(entries, upto=seen)
             if len(entries) < 1000:
                 return
 

@@ -31,6 +31,7 @@ from orderflow.domain import webhooks as signing
 from orderflow.domain.errors import InvalidRequest, NotFound
 from orderflow.domain.model import FeedEntry
 from orderflow.domain.webhooks import Partner
+from orderflow.observability import metrics
 from orderflow.service.notifications import RECIPIENTS
 from orderflow.service.order_streams import entry_json
 
@@ -270,6 +271,7 @@ async def attempt(http: httpx.AsyncClient, due: Due, policy: Policy, pool: async
         retry_in_s=policy.retry_in(due.attempts),
         disable_after=policy.disable_after,
     )
+    metrics.WEBHOOK_ATTEMPTS.labels(outcome).inc()
     log.info(
         "webhook_attempt",
         delivery_id=str(due.id),
