@@ -92,6 +92,16 @@ def test_long_running_containers_have_liveness_and_readiness_probes(overlay: str
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_relay_and_worker_liveness_is_healthz_on_their_metrics_port(overlay: str) -> None:
+    # /healthz there fails when the loop is stuck or a duty keeps failing: the kubelet restarts.
+    deployments = by_kind(render(overlay_path(overlay)), "Deployment")
+    for name in ("relay", "worker"):
+        (container,) = pod_spec(deployments[name])["containers"]
+        probe = container["livenessProbe"]["httpGet"]
+        assert (probe["path"], probe["port"]) == ("/healthz", "metrics"), name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_api_probes_use_healthz_for_liveness_and_readyz_for_readiness(overlay: str) -> None:
     (api,) = pod_spec(by_kind(render(overlay_path(overlay)), "Deployment")["api"])["containers"]
     assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"

@@ -126,6 +126,39 @@ async def test_writes_need_the_csrf_token_and_a_role_that_may(
     assert page["timeline"][-1]["event"] == "order.cancelled"
 
 
+async def test_pay_again_is_an_admin_action_that_starts_the_payment_and_is_recorded(
+    office: Browser, pool: asyncpg.Pool, client: httpx.AsyncClient
+) -> None:
+    http, _ = office
+    product = await make_product(client)
+    customer = await make_customer(client)
+    order = await place_order(
+        client, customer_id=customer["id"], lines=[(product["id"], 1)], payment_token=None
+    )
+    pay = f"/admin/api/orders/{order['id']}/pay"
+    assert (await _login(http, await bearer(pool, Role.STAFF))).status_code == 204
+    staff = await _csrf(http)
+    body = {"confirm": True, "payment_token": "pm_approve"}
+    assert (await http.post(pay, json=body, headers=staff)).status_code == 403
+
+    await _admin(http, pool)
+    admin = await _csrf(http)
+    unconfirmed = {"confirm": False, "payment_token": "pm_approve"}
+    assert (await http.post(pay, json=unconfirmed, headers=admin)).status_code == 422
+    assert (await client.get(f"/api/v1/orders/{order['id']}")).json()["status"] == (
+        "awaiting_payment"
+    )
+    paid = await http.post(pay, json=body, headers=admin)
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["status"] == "payment_pending"
+    page = (await http.get(f"/admin/api/orders/{order['id']}")).json()
+    assert [a["action"] for a in page["actions"]] == ["order.pay"]
+    assert page["timeline"][-1]["event"] == "payment.initiated"
+    # The same rules as the API: an order already being paid is not paid twice.
+    again = await http.post(pay, json=body, headers=admin)
+    assert again.status_code == 409, again.text
+
+
 async def test_orders_are_found_by_email_id_status_and_total_in_keyset_pages(
     office: Browser, pool: asyncpg.Pool, client: httpx.AsyncClient
 ) -> None:
@@ -383,3 +416,23 @@ async def test_swagger_ui_is_served_from_local_files(client: httpx.AsyncClient) 
         assert kind in served.headers["content-type"]
     assert (await client.get("/docs/static/../../settings.py")).status_code == 404
     assert (await client.get("/redoc")).status_code == 404
+
+
+async def test_every_session_route_documents_and_answers_401_without_a_session(
+    office: Browser, client: httpx.AsyncClient
+) -> None:
+    http, _ = office  # no login: the cookie jar is empty
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    session_routes = {
+        (path, method): operation
+        for path, operations in paths.items()
+        if path.startswith("/admin/api/") and path != "/admin/api/login-token"
+        for method, operation in operations.items()
+    }
+    assert len(session_routes) > 10
+    for (path, method), operation in session_routes.items():
+        assert {"401", "403"} <= set(operation["responses"]), (path, method)
+        if method == "get" and "{" not in path and not path.endswith("/stream"):
+            refused = await http.get(path)
+            assert refused.status_code == 401, (path, refused.text)
+            assert refused.headers["content-type"] == "application/problem+json"

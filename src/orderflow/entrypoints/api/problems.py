@@ -50,6 +50,16 @@ def documented(description: str) -> dict[str, Any]:
     return {"description": description, "content": {PROBLEM_JSON: {"schema": _PROBLEM_SCHEMA}}}
 
 
+# The answers of every back-office route that needs a session (OpenAPI): the session cookie, not
+# a bearer key, authenticates there.
+SESSION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: documented(
+        "No back-office session, or it ended: logged out, idle or absolute lifetime, key revoked"
+    ),
+    403: documented("A write without the session's CSRF token, or the role may not do this"),
+    503: documented("The session store or the database did not answer; retry after Retry-After"),
+}
+
 # The answers of the edge, documented on every API router (OpenAPI).
 EDGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: documented("No API key where one is needed, or a malformed, unknown or revoked key"),

@@ -30,7 +30,7 @@ from orderflow.adapters.redis.sessions import Session, SessionsUnavailable
 from orderflow.domain.access import Role, key_prefix
 from orderflow.domain.errors import Forbidden, Unauthenticated
 from orderflow.entrypoints.api.deps import AppState, State
-from orderflow.entrypoints.api.problems import ProblemRoute, problem
+from orderflow.entrypoints.api.problems import SESSION_RESPONSES, ProblemRoute, problem
 from orderflow.service import dashboard
 from orderflow.service.sla import overdue_count
 
@@ -217,7 +217,11 @@ async def logout(
     return response
 
 
-@router.get("/api/me", summary="Who is logged in, what they may do, and the CSRF token")
+@router.get(
+    "/api/me",
+    summary="Who is logged in, what they may do, and the CSRF token",
+    responses=SESSION_RESPONSES,
+)
 async def me(session: BackOffice, state: State) -> dict[str, Any]:
     return {
         "role": session.role.value,
@@ -252,7 +256,7 @@ async def _snapshot(state: AppState) -> dict[str, Any]:
     return body
 
 
-@router.get("/api/snapshot", summary="What the overview shows, once")
+@router.get("/api/snapshot", summary="What the overview shows, once", responses=SESSION_RESPONSES)
 async def snapshot(state: State, _session: BackOffice) -> Response:
     return Response(orjson.dumps(await _snapshot(state)), media_type="application/json")
 

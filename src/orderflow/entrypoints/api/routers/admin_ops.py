@@ -20,14 +20,19 @@ from orderflow.adapters.rabbitmq.topology import Names
 from orderflow.domain.errors import InvalidRequest
 from orderflow.entrypoints import dead_letters
 from orderflow.entrypoints.api.deps import AppState, State
-from orderflow.entrypoints.api.problems import ProblemRoute
+from orderflow.entrypoints.api.problems import SESSION_RESPONSES, ProblemRoute
 from orderflow.entrypoints.api.routers.admin import AdminAction, BackOffice, actor
 from orderflow.observability import metrics
 from orderflow.service import stuck
 from orderflow.service.bootstrap import Deps, build_registry
 from orderflow.service.sla import overdue_orders
 
-router = APIRouter(prefix="/admin/api", tags=["back office"], route_class=ProblemRoute)
+router = APIRouter(
+    prefix="/admin/api",
+    tags=["back office"],
+    route_class=ProblemRoute,
+    responses=SESSION_RESPONSES,
+)
 
 DRY_RUN_SAMPLE = 20
 Short = Annotated[str, StringConstraints(min_length=1, max_length=200)]

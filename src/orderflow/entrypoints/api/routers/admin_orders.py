@@ -20,7 +20,7 @@ from orderflow.domain.errors import InvalidRequest, NotFound
 from orderflow.domain.orders import OrderStatus
 from orderflow.entrypoints import dead_letters
 from orderflow.entrypoints.api.deps import AppState, State
-from orderflow.entrypoints.api.problems import ProblemRoute
+from orderflow.entrypoints.api.problems import SESSION_RESPONSES, ProblemRoute
 from orderflow.entrypoints.api.routers.admin import (
     AdminAction,
     BackOffice,
@@ -32,7 +32,12 @@ from orderflow.entrypoints.api.schemas import CancelIn, PayIn, ShipIn
 from orderflow.service import backoffice, fulfilment, ordering, payments, stuck
 from orderflow.service.redrive import republish_event
 
-router = APIRouter(prefix="/admin/api/orders", tags=["back office"], route_class=ProblemRoute)
+router = APIRouter(
+    prefix="/admin/api/orders",
+    tags=["back office"],
+    route_class=ProblemRoute,
+    responses=SESSION_RESPONSES,
+)
 
 
 @router.get("", summary="Search orders (newest first, keyset-paged)")
