@@ -98,7 +98,9 @@ def test_bench_lifecycle_runs_orders_to_delivered_through_orderflow_up(
         tmp_path,
         "lifecycle",
         "--rates", "20",
-        "--duration", "2",
+        # 4 s: the CPU split needs two readings of every process (once a second) a second
+        # apart inside the step's window; a 2-s step left none on a clean CI run.
+        "--duration", "4",
         "--warmup", "0.5",
         "--idle-seconds", "1",
         "--no-ceiling",
@@ -123,7 +125,7 @@ def test_bench_lifecycle_runs_orders_to_delivered_through_orderflow_up(
     assert [s["deliveries_per_order"] for s in steps] == [per_order, per_order]
     assert steps[-1]["cpu_ms_per_order"] > 0
     # ...and which parts of the system spent it, from each process's own CPU time. (Not the
-    # load generator: at 20/s for 2 s it may not spend one clock tick, 10 ms, in the window.)
+    # load generator: at 20/s for 4 s it may not spend one clock tick, 10 ms, in the window.)
     parts = steps[-1]["cpu_by_component"]
     assert {"api", "relay", "worker", "postgresql"} <= set(parts)
     assert all(parts[p]["ms_per_order"] > 0 for p in ("api", "relay", "worker"))
