@@ -23,13 +23,11 @@ from pathlib import Path
 
 import asyncpg
 
-from orderflow.adapters.postgres.database import create_pool
-from orderflow.adapters.postgres.uow import UnitOfWork
 from orderflow.domain.events import OrderDelivered
 from orderflow.entrypoints.relay import Relay
-from orderflow.entrypoints.runtime import install_stop_signals, run
 from orderflow.entrypoints.worker import Worker
-from orderflow.service.registry import (
+from orderflow.kernel.database import create_pool
+from orderflow.kernel.handlers import (
     Defer,
     Delivery,
     HandleFn,
@@ -39,6 +37,8 @@ from orderflow.service.registry import (
     Registry,
     TransientError,
 )
+from orderflow.kernel.process import install_stop_signals, run
+from orderflow.kernel.uow import UnitOfWork
 from orderflow.settings import Settings
 
 EVENT = OrderDelivered.TYPE

@@ -19,12 +19,7 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from orderflow.adapters.postgres.database import (
-    create_pool,
-    drop_database,
-    ensure_database,
-    with_database,
-)
+from orderflow.kernel.database import create_pool, drop_database, ensure_database, with_database
 from orderflow.settings import DEFAULT_RATE_LIMITS, Settings
 
 RUN_ID = uuid.uuid4().hex[:10]
@@ -105,7 +100,7 @@ async def migrate(dsn: str, revision: str = "head", *, down: bool = False) -> No
     """Run Alembic against ``dsn`` (in a thread: Alembic runs its own event loop)."""
     from alembic import command
 
-    from orderflow.entrypoints.cli import alembic_config
+    from orderflow.migrations import alembic_config
 
     config = alembic_config(dsn)
     action = command.downgrade if down else command.upgrade

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import asyncpg
 
 from orderflow.domain.events import Envelope
-from orderflow.service.consumer import Outcome, apply
-from orderflow.service.registry import Defer, Delivery, HandlerSpec, Registry, TransientError
+from orderflow.kernel.consumer import Outcome, apply
+from orderflow.kernel.handlers import Defer, Delivery, HandlerSpec, Registry, TransientError
 
 MAX_ATTEMPTS = 5
 

@@ -25,14 +25,14 @@ import pytest
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
 from pydantic import SecretStr
 
-from orderflow.adapters.postgres.database import (
+from orderflow.domain.access import Role
+from orderflow.kernel.database import (
     create_pool,
     database_name,
     drop_database,
     ensure_database,
     with_database,
 )
-from orderflow.domain.access import Role
 from orderflow.settings import Settings
 from tests.conftest import child_env, migrate
 from tests.e2e.conftest import free_port

@@ -15,8 +15,8 @@ import httpx
 import orjson
 from playwright.async_api import Locator, Page, expect
 
-from orderflow.adapters.rabbitmq.topology import ATTEMPT, ERROR, FAILED, HANDLER, ROUTING_KEY, Names
 from orderflow.domain.access import Role
+from orderflow.kernel.topology import ATTEMPT, ERROR, FAILED, HANDLER, ROUTING_KEY, Names
 from orderflow.settings import Settings
 from tests.browser.conftest import PHONE, log_in, shoot, until
 from tests.conftest import child_env

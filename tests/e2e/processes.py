@@ -15,12 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from orderflow.adapters.postgres.database import (
-    database_name,
-    drop_database,
-    ensure_database,
-    with_database,
-)
+from orderflow.kernel.database import database_name, drop_database, ensure_database, with_database
 from orderflow.settings import Settings
 from tests.conftest import migrate
 

@@ -19,11 +19,11 @@ from typing import cast
 import asyncpg
 import pytest
 
-from orderflow.adapters.postgres.database import with_database
 from orderflow.bench.markdown import figures_block
 from orderflow.bench.servers import command_line, process_tree
 from orderflow.domain.events import HAPPY_PATH
-from orderflow.service.bootstrap import Deps, build_registry
+from orderflow.entrypoints.bootstrap import Deps, build_registry
+from orderflow.kernel.database import with_database
 from orderflow.settings import Settings
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from orderflow.adapters.rabbitmq.topology import Names
+from orderflow.kernel.topology import Names
 from orderflow.settings import Settings
 from tests.e2e.conftest import wait_for_status
 from tests.factories import make_customer, make_product, place_order

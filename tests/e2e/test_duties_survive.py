@@ -20,9 +20,9 @@ import asyncpg
 import httpx
 import pytest
 
-from orderflow.adapters.postgres.database import database_name
 from orderflow.domain.access import Role
 from orderflow.domain.orders import CancelReason
+from orderflow.kernel.database import database_name
 from orderflow.settings import Settings
 from tests.e2e.conftest import free_port, process_env, wait_for_status
 from tests.e2e.processes import free_port_run, own_database, start, stop, wait_ready

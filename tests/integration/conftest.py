@@ -10,11 +10,11 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from orderflow.adapters.redis.client import create_redis
-from orderflow.adapters.redis.product_cache import RedisProductCache
+from orderflow.access import keys
+from orderflow.catalogue.redis_cache import RedisProductCache
 from orderflow.domain.access import Role
 from orderflow.entrypoints.api.app import create_app
-from orderflow.service import keys
+from orderflow.kernel.redis import create_redis
 from orderflow.settings import Settings
 
 ClientFor = Callable[..., Awaitable[httpx.AsyncClient]]

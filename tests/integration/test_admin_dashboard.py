@@ -17,11 +17,11 @@ import redis.asyncio as redis
 import uvicorn
 from pydantic import SecretStr
 
-from orderflow.adapters.rabbitmq.topology import Names, declare_topology
 from orderflow.domain.access import Role
 from orderflow.entrypoints.api.app import create_app
 from orderflow.entrypoints.api.routers.admin import COOKIE
 from orderflow.entrypoints.api.routers.admin import CSRF_HEADER as CSRF
+from orderflow.kernel.topology import Names, declare_topology
 from orderflow.settings import Settings
 from tests.factories import make_customer, make_product, place_order
 from tests.integration.conftest import bearer, running

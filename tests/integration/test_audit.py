@@ -22,19 +22,14 @@ import pytest
 from asgi_lifespan import LifespanManager
 from prometheus_client import REGISTRY
 
-from orderflow.adapters.postgres.database import (
-    create_pool,
-    drop_database,
-    ensure_database,
-    with_database,
-)
 from orderflow.domain.access import Role
 from orderflow.domain.orders import OrderStatus
 from orderflow.entrypoints.api.app import create_app
-from orderflow.entrypoints.watch import audit_invariants, watch_system
+from orderflow.entrypoints.bootstrap import Deps, build_registry
+from orderflow.kernel.database import create_pool, drop_database, ensure_database, with_database
 from orderflow.observability import metrics
-from orderflow.service.audit import Check, Violation, run_audit
-from orderflow.service.bootstrap import Deps, build_registry
+from orderflow.operations.audit import Check, Violation, run_audit
+from orderflow.operations.watch import audit_invariants, watch_system
 from orderflow.settings import Settings
 from tests.conftest import RUN_ID, migrate
 from tests.factories import make_customer, make_product, place_order

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import asyncpg
 import httpx
 
+from orderflow.access.keys import KeyVerifier, revoke_key
 from orderflow.domain.access import Role
 from orderflow.entrypoints.api.app import create_app
-from orderflow.service.keys import KeyVerifier, revoke_key
 from orderflow.settings import Settings
 from tests.factories import make_customer, make_customer_with_key, make_product, place_order
 from tests.integration.conftest import ClientFor, bearer, running

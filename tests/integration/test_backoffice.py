@@ -16,13 +16,13 @@ import asyncpg
 import httpx
 import pytest
 
-from orderflow.adapters.rabbitmq.topology import ATTEMPT, ERROR, FAILED, HANDLER, ROUTING_KEY, Names
-from orderflow.adapters.redis.client import create_redis
-from orderflow.adapters.redis.sessions import SessionStore
+from orderflow.access import keys
+from orderflow.access.sessions import SessionStore
 from orderflow.domain.access import Principal, Role
 from orderflow.domain.events import Envelope, OrderDelivered
 from orderflow.entrypoints.worker import declare_saga_topology
-from orderflow.service import keys
+from orderflow.kernel.redis import create_redis
+from orderflow.kernel.topology import ATTEMPT, ERROR, FAILED, HANDLER, ROUTING_KEY, Names
 from orderflow.settings import Settings
 from tests.conftest import child_env
 from tests.factories import make_customer, make_product, place_order

@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from orderflow.adapters.postgres.idempotency import prune
 from orderflow.entrypoints.api.app import create_app
+from orderflow.kernel.idempotency import prune
 from orderflow.settings import Settings
 from tests.factories import make_customer, make_customer_with_key, make_product
 from tests.integration.conftest import ClientFor, running

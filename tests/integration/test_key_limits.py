@@ -18,11 +18,11 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from orderflow.adapters.postgres.database import create_pool
+from orderflow.access.keys import KeyVerifier
 from orderflow.domain.access import Role
 from orderflow.entrypoints.api.app import create_app
 from orderflow.entrypoints.api.deps import AppState
-from orderflow.service.keys import KeyVerifier
+from orderflow.kernel.database import create_pool
 from orderflow.settings import DEFAULT_RATE_LIMITS, Settings
 from tests.conftest import child_env
 from tests.e2e.conftest import free_port

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from orderflow.adapters.postgres.database import drop_database, ensure_database, with_database
+from orderflow.kernel.database import drop_database, ensure_database, with_database
 from orderflow.settings import Settings
 from tests.conftest import RUN_ID, migrate
 

@@ -18,11 +18,11 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from orderflow.adapters.postgres import timeline_feed
+from orderflow.access import keys
 from orderflow.bench.servers import free_port
 from orderflow.domain.access import Role
 from orderflow.entrypoints.api.app import create_app
-from orderflow.service import keys
+from orderflow.ordering import feed_store as timeline_feed
 from orderflow.settings import Settings
 from tests.factories import make_customer, make_product, place_order
 from tests.http_server import serving

@@ -7,10 +7,11 @@ from collections.abc import Callable
 import asyncpg
 import httpx
 
-from orderflow.adapters.postgres import inventory, orders
 from orderflow.domain.pricing import StandardPricing
 from orderflow.entrypoints.api.app import create_app
-from orderflow.service import ordering
+from orderflow.inventory import store as inventory
+from orderflow.ordering import placement as ordering
+from orderflow.ordering import store as orders
 from orderflow.settings import Settings
 from tests.factories import make_customer, make_product, place_order
 from tests.integration.conftest import bearer, running
@@ -150,7 +151,7 @@ async def test_timeline_pages_oldest_first(client: httpx.AsyncClient) -> None:
 async def test_placing_an_order_costs_the_same_round_trips_for_1_or_50_lines(
     client: httpx.AsyncClient, settings: object
 ) -> None:
-    from orderflow.adapters.postgres.database import create_pool
+    from orderflow.kernel.database import create_pool
 
     products = [await make_product(client) for _ in range(50)]
     customer = await make_customer(client)

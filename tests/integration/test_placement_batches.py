@@ -14,12 +14,12 @@ import asyncpg
 import httpx
 import pytest
 
-from orderflow.adapters.postgres import products as product_rows
-from orderflow.adapters.redis.product_cache import RedisProductCache
+from orderflow.catalogue import store as product_rows
+from orderflow.catalogue.redis_cache import RedisProductCache
 from orderflow.domain.errors import InvalidRequest
 from orderflow.domain.model import Order
 from orderflow.entrypoints.api.deps import build_pricing
-from orderflow.service import ordering
+from orderflow.ordering import placement as ordering
 from orderflow.settings import Settings
 from tests.factories import make_customer, make_product
 

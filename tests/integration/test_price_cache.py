@@ -6,8 +6,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from orderflow.adapters.price_cache import PriceCache
-from orderflow.adapters.redis.product_cache import RedisProductCache
+from orderflow.catalogue.price_cache import PriceCache
+from orderflow.catalogue.redis_cache import RedisProductCache
 from orderflow.domain.model import Product
 
 

@@ -12,10 +12,10 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from orderflow.adapters.redis.client import RedisLink, create_redis
-from orderflow.adapters.redis.ratelimit import RateLimiter
+from orderflow.access.ratelimit import RateLimiter
 from orderflow.domain.access import Role
 from orderflow.entrypoints.api.app import create_app
+from orderflow.kernel.redis import RedisLink, create_redis
 from orderflow.settings import DEFAULT_RATE_LIMITS, Settings
 from tests.factories import make_customer, make_product
 from tests.integration.conftest import bearer, running

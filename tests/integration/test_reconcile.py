@@ -10,11 +10,11 @@ import asyncpg
 import httpx
 import pytest
 
-from orderflow.adapters.redis.product_cache import RedisProductCache
+from orderflow.catalogue.redis_cache import RedisProductCache
 from orderflow.domain.events import HAPPY_PATH
-from orderflow.service.bootstrap import Deps, build_registry
-from orderflow.service.reconcile import reconcile
-from orderflow.service.registry import Registry
+from orderflow.entrypoints.bootstrap import Deps, build_registry
+from orderflow.kernel.handlers import Registry
+from orderflow.operations.reconcile import reconcile
 from orderflow.settings import Settings
 from tests.factories import make_customer, make_product, place_order
 from tests.pump import pump

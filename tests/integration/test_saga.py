@@ -11,9 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from orderflow.adapters.postgres.database import create_pool
-from orderflow.adapters.postgres.uow import UnitOfWork, unit_of_work
-from orderflow.adapters.redis.product_cache import RedisProductCache
+from orderflow.catalogue.redis_cache import RedisProductCache
 from orderflow.domain.errors import NotFound
 from orderflow.domain.events import (
     HAPPY_PATH,
@@ -24,11 +22,13 @@ from orderflow.domain.events import (
     OrderShipped,
     PaymentProcessed,
 )
-from orderflow.service import inventory
-from orderflow.service.bootstrap import Deps, build_registry
-from orderflow.service.consumer import Outcome, Prepared, apply, apply_batch, prepare
-from orderflow.service.expiry import expire_unpaid
-from orderflow.service.registry import Delivery, PermanentError, Registry
+from orderflow.entrypoints.bootstrap import Deps, build_registry
+from orderflow.inventory import reservation as inventory
+from orderflow.kernel.consumer import Outcome, Prepared, apply, apply_batch, prepare
+from orderflow.kernel.database import create_pool
+from orderflow.kernel.handlers import Delivery, PermanentError, Registry
+from orderflow.kernel.uow import UnitOfWork, unit_of_work
+from orderflow.ordering.expiry import expire_unpaid
 from orderflow.settings import Settings
 from tests.factories import make_customer, make_product, place_order
 from tests.pump import pump
@@ -578,7 +578,7 @@ async def test_a_charge_delivered_twice_at_once_is_applied_once(
     # payments.charge claims its inbox key and locks the order in one statement: the second
     # of two concurrent deliveries waits on the key, then sees it applied.
     spec = registry.get("payments.charge")
-    assert spec.lock_orders
+    assert spec.claim is not None
     order, delivery = await _payment_initiated(client, pool, registry, price=300)
     outcomes = await asyncio.gather(apply(pool, spec, delivery), apply(pool, spec, delivery))
     # The second is a duplicate, or finds the payment settled already before its transaction.

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from orderflow.domain.sla import deadlines
-from orderflow.service.sla import mark_overdue, overdue_orders
+from orderflow.operations.sla import mark_overdue, overdue_orders
 from orderflow.settings import Settings
 from tests.conftest import child_env
 from tests.e2e.conftest import free_port

@@ -8,12 +8,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from orderflow.adapters.rabbitmq.client import traceparent
-from orderflow.adapters.rabbitmq.topology import Names, retry_delays_ms
-from orderflow.entrypoints.failures import is_transient
 from orderflow.entrypoints.supervisor import plan
 from orderflow.entrypoints.worker import acks_only
-from orderflow.service.registry import HandlerSpec, PermanentError, TransientError
+from orderflow.kernel.broker import traceparent
+from orderflow.kernel.failures import is_transient
+from orderflow.kernel.handlers import HandlerSpec, PermanentError, TransientError
+from orderflow.kernel.topology import Names, retry_delays_ms
 from orderflow.settings import Settings
 
 

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from orderflow.service.batching import Coalescer, Lookup
+from orderflow.kernel.batching import Coalescer, Lookup
 
 
 class Recorder:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from orderflow.service.duties import Duties, DutyState
+from orderflow.kernel.duties import Duties, DutyState
 
 
 async def _until(condition: object, timeout_s: float = 5.0) -> None:

@@ -62,7 +62,7 @@ def test_every_event_type_publishes_a_json_schema() -> None:
 
 def test_every_event_type_has_a_subscribed_handler() -> None:
     # The relay refuses to mark an unroutable event published: each type needs a queue.
-    from orderflow.service.bootstrap import Deps, build_registry
+    from orderflow.entrypoints.bootstrap import Deps, build_registry
     from orderflow.settings import Settings
 
     settings = Settings(autopilot=True)

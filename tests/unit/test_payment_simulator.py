@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orderflow.adapters.payments.simulator import SimulatedGateway
+from orderflow.payments.simulator import SimulatedGateway
 
 
 async def _charge(gateway: SimulatedGateway, key: str) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from orderflow.entrypoints.runtime import settle_heap
+from orderflow.kernel.process import settle_heap
 
 
 def test_settle_heap_leaves_the_start_up_heap_out_of_later_collections() -> None:

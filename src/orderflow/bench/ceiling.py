@@ -18,13 +18,13 @@ import aio_pika
 import asyncpg
 import orjson
 
-from orderflow.adapters.postgres.database import create_pool
 from orderflow.bench.cpu import CpuSampler
 from orderflow.bench.http import build_request
 from orderflow.bench.loadgen import LoadResult, LoadSpec, run_load
 from orderflow.bench.runner import BenchRun
 from orderflow.bench.servers import free_port, orderflow_command, start_server
 from orderflow.bench.stats import latency_ms
+from orderflow.kernel.database import create_pool
 from orderflow.settings import Settings
 
 PG_TABLE = """

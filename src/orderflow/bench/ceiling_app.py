@@ -17,8 +17,8 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from orderflow.adapters.postgres.database import create_pool
-from orderflow.entrypoints.runtime import settle_heap
+from orderflow.kernel.database import create_pool
+from orderflow.kernel.process import settle_heap
 from orderflow.settings import Settings, get_settings
 
 CREATE_TABLE = """

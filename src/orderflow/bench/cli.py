@@ -39,7 +39,7 @@ def serve_ceiling(
     workers: Annotated[int, typer.Option(min=1)] = 1,
 ) -> None:
     """Serve the ceiling app (started by the bench itself), as `orderflow api` serves the API."""
-    from orderflow.entrypoints.serving import Target, serve
+    from orderflow.kernel.serving import Target, serve
 
     serve(
         Target("orderflow.bench.ceiling_app:create_app", "127.0.0.1", port, "ceiling"),

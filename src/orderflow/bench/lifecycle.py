@@ -22,7 +22,6 @@ from typing import Any
 import aio_pika
 import asyncpg
 
-from orderflow.adapters.rabbitmq.topology import Names
 from orderflow.bench.cpu import CpuSampler, cores
 from orderflow.bench.handlers import deliveries, scrape, step_figures
 from orderflow.bench.loadgen import LoadResult, LoadSpec, run_load
@@ -31,7 +30,8 @@ from orderflow.bench.runner import BenchRun
 from orderflow.bench.servers import free_port, free_ports, orderflow_command, start_server
 from orderflow.bench.stats import latency_ms, ratio
 from orderflow.bench.vacuum import StandInVacuum
-from orderflow.service.bootstrap import Deps, build_registry
+from orderflow.entrypoints.bootstrap import Deps, build_registry
+from orderflow.kernel.topology import Names
 
 KNEE_P99_MS = 500.0
 KNEE_SHARE = 0.95

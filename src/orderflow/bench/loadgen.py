@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from orderflow.bench.http import Connection, HttpError
-from orderflow.entrypoints.runtime import settle_heap
+from orderflow.kernel.process import settle_heap
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from orderflow.bench.loadgen import LoadResult, LoadSpec, run_load
 from orderflow.bench.runner import BenchRun
 from orderflow.bench.servers import free_port, orderflow_command, start_server
 from orderflow.bench.stats import latency_ms, ratio
-from orderflow.service.audit import Check
+from orderflow.operations import Check
 
 _PRODUCTS = """
 WITH p AS (

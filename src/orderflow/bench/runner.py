@@ -17,15 +17,10 @@ import orjson
 from rich.console import Console
 from rich.live import Live
 
-from orderflow.adapters.postgres.database import (
-    create_pool,
-    drop_database,
-    ensure_database,
-    with_database,
-)
+from orderflow.access import create_key
 from orderflow.domain.access import Role
-from orderflow.service.audit import Check, run_audit
-from orderflow.service.keys import create_key
+from orderflow.kernel.database import create_pool, drop_database, ensure_database, with_database
+from orderflow.operations import Check, run_audit
 from orderflow.settings import DEFAULT_RATE_LIMITS, Settings, get_settings
 
 # Server settings that change what a run can show; reported with every run.
@@ -131,8 +126,8 @@ class BenchRun:
         """Remove the run's exchange and queues from the shared broker."""
         import aio_pika
 
-        from orderflow.adapters.rabbitmq.topology import Names, delete_topology
-        from orderflow.service.bootstrap import Deps, build_registry
+        from orderflow.entrypoints.bootstrap import Deps, build_registry
+        from orderflow.kernel.topology import Names, delete_topology
 
         settings = self.settings.model_copy(update={"autopilot": True})
         handlers = build_registry(Deps(settings=settings, pool=pool)).names
@@ -188,6 +183,6 @@ def _upgrade_schema(dsn: str) -> None:
     # needs it, so that place and the ceilings do not depend on the broker.
     from alembic import command
 
-    from orderflow.entrypoints.cli import alembic_config
+    from orderflow.migrations import alembic_config
 
     command.upgrade(alembic_config(dsn), "head")  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from orderflow.service.audit import AuditReport, run_audit
+from orderflow.operations.audit import AuditReport, run_audit
 from orderflow.settings import Settings, get_settings
 
 
@@ -54,7 +54,7 @@ async def audit_database(
     settings: Settings, *, grace_s: float, page_size: int = 500
 ) -> AuditReport:
     """Open a small pool, run the audit, close the pool."""
-    from orderflow.adapters.postgres.database import create_pool
+    from orderflow.kernel.database import create_pool
 
     pool = await create_pool(settings, min_size=1, max_size=2)
     try:

@@ -18,8 +18,6 @@ app = typer.Typer(help="orderflow: event-driven order processing.", no_args_is_h
 app.add_typer(keys_cli.app, name="keys")
 app.add_typer(sessions_cli.app, name="sessions")
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
-
 
 @app.command()
 def api(
@@ -31,7 +29,7 @@ def api(
     access_log: Annotated[bool, typer.Option(help="log every request")] = False,
 ) -> None:
     """Serve the HTTP API, the admin dashboard and /metrics."""
-    from orderflow.entrypoints.serving import Target, serve
+    from orderflow.kernel.serving import Target, serve
 
     settings = get_settings()
     configure_logging(settings, process="api")
@@ -45,18 +43,6 @@ def api(
     serve(target, workers=workers)
 
 
-def alembic_config(dsn: str | None = None) -> object:
-    """An Alembic config for the packaged migrations."""
-    from alembic.config import Config
-
-    from orderflow.adapters.postgres.database import sqlalchemy_url
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", sqlalchemy_url(dsn or get_settings().dsn()))
-    return config
-
-
 @app.command()
 def migrate(
     revision: Annotated[str, typer.Argument(help="target revision")] = "head",
@@ -64,12 +50,14 @@ def migrate(
     """Create the database if needed and upgrade its schema."""
     from alembic import command
 
-    from orderflow.adapters.postgres.database import ensure_database
+    from orderflow.kernel.database import ensure_database
 
     settings = get_settings()
     configure_logging(settings, process="migrate")
     if asyncio.run(ensure_database(settings.dsn())):
         typer.echo("created the database")
+    from orderflow.migrations import alembic_config
+
     command.upgrade(alembic_config(), revision)  # type: ignore[arg-type]
     typer.echo(f"database at {revision}")
     from orderflow.entrypoints.worker import declare_saga_topology
@@ -83,7 +71,7 @@ def seed(
     products: Annotated[int, typer.Option(min=0, help="number of demo products")] = 20,
 ) -> None:
     """Load a demo catalogue and customer (idempotent); print fresh demo API keys."""
-    from orderflow.service.demo import seed_demo
+    from orderflow.entrypoints.demo import seed_demo
 
     settings = get_settings()
     configure_logging(settings, process="seed")
@@ -113,7 +101,7 @@ MetricsPort = Annotated[int | None, typer.Option(help="serve Prometheus /metrics
 def relay(metrics_port: MetricsPort = None) -> None:
     """Publish the outbox to RabbitMQ (several relays may run at once)."""
     from orderflow.entrypoints.relay import run_relay
-    from orderflow.entrypoints.runtime import run
+    from orderflow.kernel.process import run
 
     settings = get_settings()
     configure_logging(settings, process="relay")
@@ -128,8 +116,8 @@ def worker(
     metrics_port: MetricsPort = None,
 ) -> None:
     """Consume events and run the saga handlers (all, or the ones named)."""
-    from orderflow.entrypoints.runtime import run
     from orderflow.entrypoints.worker import run_worker
+    from orderflow.kernel.process import run
 
     settings = get_settings()
     overrides = {"worker_concurrency": concurrency, "worker_prefetch": prefetch}
@@ -228,7 +216,7 @@ def _letter_filter(
     min_age: float | None,
     max_age: float | None,
 ) -> object:
-    from orderflow.entrypoints.dead_letters import Filter
+    from orderflow.operations.dead_letters import Filter
 
     return Filter(
         handler=handler,
@@ -251,7 +239,7 @@ def _dead_letters(
 ) -> None:
     import orjson
 
-    from orderflow.entrypoints.dead_letters import Filter, process, record
+    from orderflow.operations.dead_letters import Filter, process, record
 
     if action != "list" and not ids and not every:
         raise typer.BadParameter("name message ids, or --all")

@@ -10,10 +10,10 @@ from typing import Annotated, TypeVar
 import asyncpg
 import typer
 
-from orderflow.adapters.postgres.database import create_pool
+from orderflow.access import keys
 from orderflow.domain.access import Role
 from orderflow.domain.errors import OrderflowError
-from orderflow.service import keys
+from orderflow.kernel.database import create_pool
 from orderflow.settings import get_settings
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -83,7 +83,7 @@ def revoke(
 
 def demo_keys() -> list[str]:
     """Issue the demo keys that ``orderflow seed`` prints."""
-    from orderflow.service.demo import DEMO_EMAIL
+    from orderflow.entrypoints.demo import DEMO_EMAIL
 
     issued = _run(lambda pool: keys.issue_demo_keys(pool, customer_email=DEMO_EMAIL))
     return [

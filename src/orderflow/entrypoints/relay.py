@@ -22,20 +22,16 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractExchange
 
-from orderflow.adapters.postgres import outbox
-from orderflow.adapters.postgres.database import create_pool
-from orderflow.adapters.rabbitmq.client import Backoff, connect_with_backoff, outbox_message
-from orderflow.adapters.rabbitmq.topology import Names
 from orderflow.domain.events import EVENT_TYPES
-from orderflow.entrypoints.failures import is_transient
-from orderflow.entrypoints.runtime import (
-    first_of,
-    install_stop_signals,
-    serve_metrics,
-    settle_heap,
-)
+from orderflow.kernel import outbox
+from orderflow.kernel.backoff import Backoff
+from orderflow.kernel.broker import connect_with_backoff, outbox_message
+from orderflow.kernel.database import create_pool
+from orderflow.kernel.duties import Duties
+from orderflow.kernel.failures import is_transient
+from orderflow.kernel.process import first_of, install_stop_signals, serve_metrics, settle_heap
+from orderflow.kernel.topology import Names
 from orderflow.observability import metrics
-from orderflow.service.duties import Duties
 from orderflow.settings import Settings
 
 log = structlog.get_logger(__name__)

@@ -9,9 +9,9 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from orderflow.adapters.redis.client import create_redis
-from orderflow.adapters.redis.sessions import SessionStore, SessionsUnavailable
+from orderflow.access.sessions import SessionStore, SessionsUnavailable
 from orderflow.domain.access import prefix_named_by
+from orderflow.kernel.redis import create_redis
 from orderflow.settings import get_settings
 
 app = typer.Typer(help="List and end back-office sessions.", no_args_is_help=True)

@@ -16,7 +16,7 @@ import signal
 import sys
 from dataclasses import dataclass, field
 
-from orderflow.entrypoints.runtime import die_with_parent, first_of, install_stop_signals
+from orderflow.kernel.process import die_with_parent, first_of, install_stop_signals
 
 GRACE_S = 10.0
 

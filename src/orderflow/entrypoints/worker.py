@@ -22,16 +22,21 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
-from orderflow.adapters.postgres import outbox
-from orderflow.adapters.postgres.database import create_pool
-from orderflow.adapters.rabbitmq.client import (
-    Backoff,
-    connect,
-    connect_with_backoff,
-    copy_message,
-    header_int,
-)
-from orderflow.adapters.rabbitmq.topology import (
+from orderflow.catalogue.redis_cache import RedisProductCache
+from orderflow.domain.events import Envelope, UnknownEventType
+from orderflow.entrypoints.bootstrap import Deps, build_registry
+from orderflow.kernel import outbox
+from orderflow.kernel.backoff import Backoff
+from orderflow.kernel.batching import Coalescer
+from orderflow.kernel.broker import connect, connect_with_backoff, copy_message, header_int
+from orderflow.kernel.consumer import Outcome, Prepared, apply, apply_batch, prepare
+from orderflow.kernel.database import create_pool
+from orderflow.kernel.duties import Duties
+from orderflow.kernel.failures import is_transient
+from orderflow.kernel.handlers import Defer, Delivery, HandlerSpec, PermanentError, Registry
+from orderflow.kernel.process import first_of, install_stop_signals, serve_metrics, settle_heap
+from orderflow.kernel.redis import create_redis
+from orderflow.kernel.topology import (
     ATTEMPT,
     ERROR,
     FAILED,
@@ -42,27 +47,12 @@ from orderflow.adapters.rabbitmq.topology import (
     Names,
     declare_topology,
 )
-from orderflow.adapters.redis.client import create_redis
-from orderflow.adapters.redis.product_cache import RedisProductCache
-from orderflow.domain.events import Envelope, UnknownEventType
-from orderflow.entrypoints.failures import is_transient
-from orderflow.entrypoints.runtime import (
-    first_of,
-    install_stop_signals,
-    serve_metrics,
-    settle_heap,
-)
-from orderflow.entrypoints.watch import audit_invariants, every, watch_system
+from orderflow.notifications import webhooks
 from orderflow.observability import metrics
-from orderflow.service import webhooks
-from orderflow.service.batching import Coalescer
-from orderflow.service.bootstrap import Deps, build_registry
-from orderflow.service.consumer import Outcome, Prepared, apply, apply_batch, prepare
-from orderflow.service.duties import Duties
-from orderflow.service.expiry import expire_unpaid
-from orderflow.service.reconcile import reconcile
-from orderflow.service.registry import Defer, Delivery, HandlerSpec, PermanentError, Registry
-from orderflow.service.sla import mark_overdue
+from orderflow.operations.reconcile import reconcile
+from orderflow.operations.sla import mark_overdue
+from orderflow.operations.watch import audit_invariants, every, watch_system
+from orderflow.ordering.expiry import expire_unpaid
 from orderflow.settings import Settings
 
 log = structlog.get_logger(__name__)

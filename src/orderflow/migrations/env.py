@@ -9,7 +9,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from orderflow.adapters.postgres.database import sqlalchemy_url
+from orderflow.kernel.database import sqlalchemy_url
 from orderflow.settings import get_settings
 
 config = context.config

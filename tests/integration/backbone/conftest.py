@@ -11,7 +11,7 @@ import aio_pika
 import asyncpg
 import pytest
 
-from orderflow.adapters.rabbitmq.topology import Names, delete_topology
+from orderflow.kernel.topology import Names, delete_topology
 from orderflow.settings import Settings
 from tests.backbone_app import APPLIED_TABLE
 from tests.conftest import require_service

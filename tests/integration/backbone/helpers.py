@@ -14,12 +14,12 @@ from pathlib import Path
 import aio_pika
 import asyncpg
 
-from orderflow.adapters.postgres.uow import unit_of_work
-from orderflow.adapters.rabbitmq.topology import Names
 from orderflow.domain.events import Envelope, OrderDelivered
 from orderflow.entrypoints.relay import Relay
 from orderflow.entrypoints.worker import Worker
-from orderflow.service.registry import Registry
+from orderflow.kernel.handlers import Registry
+from orderflow.kernel.topology import Names
+from orderflow.kernel.uow import unit_of_work
 from orderflow.settings import Settings
 from tests.conftest import child_env
 

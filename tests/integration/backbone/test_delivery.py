@@ -18,13 +18,13 @@ import structlog
 import structlog.testing
 from prometheus_client import REGISTRY
 
-from orderflow.adapters.postgres import outbox
-from orderflow.adapters.postgres.uow import UnitOfWork, unit_of_work
-from orderflow.adapters.rabbitmq.topology import ATTEMPT, Names
 from orderflow.domain.events import Envelope, OrderDelivered, OrderShipped
-from orderflow.entrypoints.dead_letters import process
-from orderflow.service.consumer import Outcome, apply_batch
-from orderflow.service.registry import Delivery, HandlerSpec, PermanentError, Registry
+from orderflow.kernel import outbox
+from orderflow.kernel.consumer import Outcome, apply_batch
+from orderflow.kernel.handlers import Delivery, HandlerSpec, PermanentError, Registry
+from orderflow.kernel.topology import ATTEMPT, Names
+from orderflow.kernel.uow import UnitOfWork, unit_of_work
+from orderflow.operations.dead_letters import process
 from orderflow.settings import Settings
 from tests.backbone_app import EVENT, make_prepare, make_registry
 from tests.integration.backbone.helpers import (

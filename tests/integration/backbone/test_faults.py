@@ -21,9 +21,9 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from orderflow.adapters.postgres.database import create_pool
-from orderflow.adapters.rabbitmq.topology import Names
-from orderflow.entrypoints.dead_letters import process
+from orderflow.kernel.database import create_pool
+from orderflow.kernel.topology import Names
+from orderflow.operations.dead_letters import process
 from orderflow.settings import Settings
 from tests.backbone_app import make_registry
 from tests.integration.backbone.broker import rabbitmqctl, start_broker_app

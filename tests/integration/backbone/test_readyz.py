@@ -10,8 +10,8 @@ import httpx
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from orderflow.adapters.rabbitmq.probe import BrokerProbe
 from orderflow.entrypoints.api.app import create_app
+from orderflow.kernel.broker_probe import BrokerProbe
 from orderflow.settings import Settings
 from tests.integration.conftest import running
 

@@ -10,14 +10,11 @@ import structlog
 from fastapi import FastAPI
 
 from orderflow import __version__
-from orderflow.adapters.postgres import idempotency as idempotency_records
-from orderflow.adapters.postgres.database import create_pool
-from orderflow.adapters.price_cache import PriceCache
-from orderflow.adapters.rabbitmq.probe import BrokerProbe
-from orderflow.adapters.redis.client import create_redis
-from orderflow.adapters.redis.product_cache import RedisProductCache
-from orderflow.adapters.redis.ratelimit import RateLimiter
-from orderflow.adapters.redis.sessions import SessionStore
+from orderflow.access.keys import KeyVerifier
+from orderflow.access.ratelimit import RateLimiter
+from orderflow.access.sessions import SessionStore
+from orderflow.catalogue.price_cache import PriceCache
+from orderflow.catalogue.redis_cache import RedisProductCache
 from orderflow.entrypoints.api import idempotency, problems
 from orderflow.entrypoints.api.deps import AppState, build_pricing
 from orderflow.entrypoints.api.edge import EdgeMiddleware
@@ -40,12 +37,15 @@ from orderflow.entrypoints.api.routers import (
     streams,
     webhooks,
 )
-from orderflow.entrypoints.failures import is_transient
-from orderflow.entrypoints.runtime import settle_heap
+from orderflow.kernel import idempotency as idempotency_records
+from orderflow.kernel.broker_probe import BrokerProbe
+from orderflow.kernel.database import create_pool
+from orderflow.kernel.failures import is_transient
+from orderflow.kernel.process import settle_heap
+from orderflow.kernel.redis import create_redis
 from orderflow.observability.metrics import PRODUCT_CACHE, RATE_LIMIT_DECISIONS, start_at_zero
-from orderflow.service.keys import KeyVerifier
-from orderflow.service.order_streams import FeedHub
-from orderflow.service.ordering import PlacementBatcher
+from orderflow.ordering.placement import PlacementBatcher
+from orderflow.ordering.streams import FeedHub
 from orderflow.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)

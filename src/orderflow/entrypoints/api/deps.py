@@ -11,19 +11,19 @@ import asyncpg
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from orderflow.adapters.price_cache import PriceCache
-from orderflow.adapters.rabbitmq.probe import BrokerProbe
-from orderflow.adapters.redis.client import RedisLink
-from orderflow.adapters.redis.product_cache import RedisProductCache
-from orderflow.adapters.redis.ratelimit import RateLimiter
-from orderflow.adapters.redis.sessions import SessionStore
+from orderflow.access.keys import KeyVerifier
+from orderflow.access.ratelimit import RateLimiter
+from orderflow.access.sessions import SessionStore
+from orderflow.catalogue.price_cache import PriceCache
+from orderflow.catalogue.redis_cache import RedisProductCache
 from orderflow.domain.access import Principal, Role
 from orderflow.domain.errors import Forbidden, Unauthenticated
 from orderflow.domain.pricing import PricingStrategy, make_strategy
-from orderflow.service.duties import Duties
-from orderflow.service.keys import KeyVerifier
-from orderflow.service.order_streams import FeedHub
-from orderflow.service.ordering import PlacementBatcher
+from orderflow.kernel.broker_probe import BrokerProbe
+from orderflow.kernel.duties import Duties
+from orderflow.kernel.redis import RedisLink
+from orderflow.ordering.placement import PlacementBatcher
+from orderflow.ordering.streams import FeedHub
 from orderflow.settings import Settings
 
 

@@ -13,7 +13,7 @@ import asyncio
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orderflow.adapters.redis.ratelimit import Decision
+from orderflow.access.ratelimit import Decision
 from orderflow.domain.access import key_prefix
 from orderflow.entrypoints.api.deps import AppState
 from orderflow.entrypoints.api.problems import problem

@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from orderflow.domain import errors
 from orderflow.entrypoints.api.idempotency import IDEMPOTENCY_HEADER
-from orderflow.entrypoints.failures import TRANSIENT, is_transient
+from orderflow.kernel.failures import TRANSIENT, is_transient
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://orderflow.dev/problems/"

@@ -3,7 +3,7 @@
 A transaction that has sent NOTIFY takes one database-wide lock at commit and holds it
 through its WAL flush, so every transaction that wrote an outbox row waited for every other
 one's flush (``wait_event = 'object'``). The writers now signal relays after they commit,
-coalesced per process (``orderflow.adapters.postgres.outbox.wake_relays``); see ADR 0007.
+coalesced per process (``orderflow.kernel.outbox.wake_relays``); see ADR 0007.
 
 Revision ID: 0002
 Revises: 0001

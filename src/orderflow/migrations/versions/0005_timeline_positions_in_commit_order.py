@@ -3,7 +3,7 @@
 An entry's ``id`` is taken when its row is inserted, not when its transaction commits: an
 entry committed later may have a smaller id than one a stream has already sent, and a
 catch-up by "id greater than the last one seen" would skip it. ``position`` is assigned after
-commit, by one sequencer at a time (``orderflow.adapters.postgres.timeline_feed``), so that
+commit, by one sequencer at a time (``orderflow.ordering.feed_store``), so that
 positions are dense and committed in their own order; streams resume by position. See ADR 0022.
 
 Revision ID: 0005

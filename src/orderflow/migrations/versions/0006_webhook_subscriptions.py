@@ -2,7 +2,7 @@
 
 Deliveries are made from the order feed (migration 0005) by the workers: ``webhook_cursor``
 is how far into the feed deliveries were created; each delivery is sent, retried and
-recorded until its receiver accepts it (``orderflow.service.webhooks``, ADR 0024).
+recorded until its receiver accepts it (``orderflow.notifications.webhooks``, ADR 0024).
 
 Revision ID: 0006
 Revises: 0005

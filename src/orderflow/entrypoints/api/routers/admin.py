@@ -25,14 +25,14 @@ from fastapi import APIRouter, Depends, Header, Request, Response, status
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from orderflow.adapters.rabbitmq.topology import Names
-from orderflow.adapters.redis.sessions import Session, SessionsUnavailable
+from orderflow.access.sessions import Session, SessionsUnavailable
 from orderflow.domain.access import Role, key_prefix
 from orderflow.domain.errors import Forbidden, Unauthenticated
 from orderflow.entrypoints.api.deps import AppState, State
 from orderflow.entrypoints.api.problems import SESSION_RESPONSES, ProblemRoute, problem
-from orderflow.service import dashboard
-from orderflow.service.sla import overdue_count
+from orderflow.kernel.topology import Names
+from orderflow.operations import dashboard
+from orderflow.operations.sla import overdue_count
 
 router = APIRouter(prefix="/admin", tags=["back office"], route_class=ProblemRoute)
 

@@ -16,16 +16,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from orderflow.adapters.rabbitmq.topology import Names
 from orderflow.domain.errors import InvalidRequest
-from orderflow.entrypoints import dead_letters
 from orderflow.entrypoints.api.deps import AppState, State
 from orderflow.entrypoints.api.problems import SESSION_RESPONSES, ProblemRoute
 from orderflow.entrypoints.api.routers.admin import AdminAction, BackOffice, actor
+from orderflow.entrypoints.bootstrap import Deps, build_registry
+from orderflow.kernel.topology import Names
 from orderflow.observability import metrics
-from orderflow.service import stuck
-from orderflow.service.bootstrap import Deps, build_registry
-from orderflow.service.sla import overdue_orders
+from orderflow.operations import dead_letters, stuck
+from orderflow.operations.sla import overdue_orders
 
 router = APIRouter(
     prefix="/admin/api",

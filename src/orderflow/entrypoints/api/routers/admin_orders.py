@@ -15,10 +15,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from orderflow.adapters.redis.sessions import Session
+from orderflow.access.sessions import Session
 from orderflow.domain.errors import InvalidRequest, NotFound
 from orderflow.domain.orders import OrderStatus
-from orderflow.entrypoints import dead_letters
 from orderflow.entrypoints.api.deps import AppState, State
 from orderflow.entrypoints.api.problems import SESSION_RESPONSES, ProblemRoute
 from orderflow.entrypoints.api.routers.admin import (
@@ -29,8 +28,11 @@ from orderflow.entrypoints.api.routers.admin import (
 )
 from orderflow.entrypoints.api.routers.admin_ops import letters, record_letters, saga_map
 from orderflow.entrypoints.api.schemas import CancelIn, PayIn, ShipIn
-from orderflow.service import backoffice, fulfilment, ordering, payments, stuck
-from orderflow.service.redrive import republish_event
+from orderflow.fulfilment import steps as fulfilment
+from orderflow.operations import backoffice, dead_letters, stuck
+from orderflow.operations.redrive import republish_event
+from orderflow.ordering import placement as ordering
+from orderflow.payments import steps as payments
 
 router = APIRouter(
     prefix="/admin/api/orders",

@@ -10,7 +10,7 @@ from orderflow.domain.errors import NotFound
 from orderflow.entrypoints.api.deps import Admin, Pool, Reader
 from orderflow.entrypoints.api.problems import EDGE_RESPONSES, ProblemRoute, documented
 from orderflow.entrypoints.api.schemas import CustomerIn, CustomerOut
-from orderflow.service import customers
+from orderflow.ordering import customers
 
 router = APIRouter(
     prefix="/api/v1/customers",

@@ -27,8 +27,10 @@ from orderflow.entrypoints.api.schemas import (
     TimelineOut,
     TimelinePage,
 )
+from orderflow.fulfilment import steps as fulfilment
 from orderflow.observability.metrics import ORDERS_PLACED
-from orderflow.service import fulfilment, ordering, payments
+from orderflow.ordering import placement as ordering
+from orderflow.payments import steps as payments
 
 router = APIRouter(
     prefix="/api/v1/orders", tags=["orders"], responses=EDGE_RESPONSES, route_class=ProblemRoute

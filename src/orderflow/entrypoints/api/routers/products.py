@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 from pydantic import AfterValidator
 
+from orderflow.catalogue import products as catalogue
 from orderflow.entrypoints.api.deps import Admin, Pool, State
 from orderflow.entrypoints.api.problems import EDGE_RESPONSES, ProblemRoute, documented
 from orderflow.entrypoints.api.schemas import (
@@ -18,7 +19,6 @@ from orderflow.entrypoints.api.schemas import (
     ProductPatch,
     no_nul,
 )
-from orderflow.service import catalogue
 
 router = APIRouter(
     prefix="/api/v1/products", tags=["products"], responses=EDGE_RESPONSES, route_class=ProblemRoute

@@ -22,8 +22,8 @@ from orderflow.domain.model import FeedEntry
 from orderflow.domain.orders import OrderStatus
 from orderflow.entrypoints.api.deps import AppState, Reader, State
 from orderflow.entrypoints.api.problems import EDGE_RESPONSES, ProblemRoute
-from orderflow.service import order_streams
-from orderflow.service.order_streams import StreamFilter
+from orderflow.ordering import streams as order_streams
+from orderflow.ordering.streams import StreamFilter
 
 router = APIRouter(
     prefix="/api/v1/orders",

@@ -10,13 +10,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
-from orderflow.adapters.postgres.webhooks import AttemptRow, DeliveryRow, SubscriptionRow
 from orderflow.domain.access import Principal, Role
 from orderflow.domain.errors import Forbidden, InvalidRequest
 from orderflow.domain.webhooks import Partner
 from orderflow.entrypoints.api.deps import OrderActor, Pool
 from orderflow.entrypoints.api.problems import EDGE_RESPONSES, ProblemRoute
-from orderflow.service import webhooks
+from orderflow.notifications import webhooks
+from orderflow.notifications.webhook_store import AttemptRow, DeliveryRow, SubscriptionRow
 
 router = APIRouter(
     prefix="/api/v1/webhooks", tags=["webhooks"], responses=EDGE_RESPONSES, route_class=ProblemRoute

@@ -1,1 +1,0 @@
-"""RabbitMQ: topology, connections and message (de)construction for the event backbone."""

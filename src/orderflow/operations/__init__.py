@@ -1,0 +1,9 @@
+"""Operations: the back office's reads and actions, the watchdogs (SLA, stuck orders,
+reconciler), dead letters and the invariant audit.
+
+Public face: what other packages below the entrypoints may use.
+"""
+
+from orderflow.operations.audit import Check, run_audit
+
+__all__ = ["Check", "run_audit"]
