@@ -26,7 +26,14 @@ from orderflow.entrypoints.bootstrap import Deps, build_registry
 from orderflow.inventory import reservation as inventory
 from orderflow.kernel.consumer import Outcome, Prepared, apply, apply_batch, prepare
 from orderflow.kernel.database import create_pool
-from orderflow.kernel.handlers import Delivery, PermanentError, Registry
+from orderflow.kernel.handlers import (
+    CallStep,
+    Delivery,
+    PermanentError,
+    Registry,
+    StatementStep,
+    TransactionStep,
+)
 from orderflow.kernel.uow import UnitOfWork, unit_of_work
 from orderflow.ordering.expiry import expire_unpaid
 from orderflow.settings import Settings
@@ -341,8 +348,8 @@ async def test_one_reservation_batch_with_two_orders_for_the_last_unit_reserves_
     logged: tuple[asyncpg.Pool, list[str]],
 ) -> None:
     # The batch locks and reads the stock once: the second order must be checked against
-    # what the first left, and the batch's reservations travel in the statement that writes
-    # its events: three statements in its transaction.
+    # what the first left; its reservations are written by one statement, its events by
+    # another: four statements in its transaction.
     spec = registry.get("inventory.reserve")
     last, plenty = await make_product(client, stock=1), await make_product(client, stock=10)
     customer = await make_customer(client)
@@ -354,8 +361,8 @@ async def test_one_reservation_batch_with_two_orders_for_the_last_unit_reserves_
     seen.clear()
     assert await apply_batch(logged_pool, spec, deliveries) == [Outcome.APPLIED] * 2
     statements = _in_transaction(seen)
-    assert len(statements) == 3, statements  # claim and lock orders, lock stock, all writes
-    assert "UPDATE products" in statements[-1]
+    assert len(statements) == 4, statements  # claim and lock orders, lock stock, reserve, events
+    assert "UPDATE products" in statements[-2]
     assert "INSERT INTO outbox" in statements[-1]
     statuses = [
         await pool.fetchval("SELECT status FROM orders WHERE id = $1", i) for i in order_ids
@@ -376,8 +383,7 @@ async def test_notifications_claim_and_record_in_one_statement_once_per_event(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:
     spec = registry.get("notifications.send")
-    assert spec.statement is not None
-    assert spec.handle is None
+    assert isinstance(spec, StatementStep)
     product = await make_product(client)
     customer = await make_customer(client)
     order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
@@ -449,8 +455,7 @@ async def test_status_steps_apply_a_batch_in_one_statement_once(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:
     spec = registry.get("orders.mark_paid")
-    assert spec.statement is not None
-    assert spec.handle is None
+    assert isinstance(spec, StatementStep)
     ids = await _orders_in(client, pool, "payment_pending", 2)
     a, b = _captured(ids[0]), _captured(ids[1])
     assert await apply_batch(pool, spec, [b, a, b]) == [
@@ -578,6 +583,7 @@ async def test_a_charge_delivered_twice_at_once_is_applied_once(
     # payments.charge claims its inbox key and locks the order in one statement: the second
     # of two concurrent deliveries waits on the key, then sees it applied.
     spec = registry.get("payments.charge")
+    assert isinstance(spec, CallStep)
     assert spec.claim is not None
     order, delivery = await _payment_initiated(client, pool, registry, price=300)
     outcomes = await asyncio.gather(apply(pool, spec, delivery), apply(pool, spec, delivery))
@@ -591,18 +597,18 @@ async def test_a_charge_delivered_twice_at_once_is_applied_once(
 async def test_a_charge_whose_payment_was_settled_after_its_gateway_call_records_nothing(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:
-    # record_charge does not read the payment again: the settle itself only moves a payment
+    # record_charges does not read the payment again: the settle itself only moves a payment
     # that is still pending. Here another delivery records the charge between this one's
     # gateway call and its transaction (a relay copy, say, outside the inbox's view).
     spec = registry.get("payments.charge")
-    assert spec.prepare is not None
-    assert spec.handle is not None
+    assert isinstance(spec, CallStep)
     order, delivery = await _payment_initiated(client, pool, registry, price=400)
-    prepared = await spec.prepare(delivery)  # the payment, read while pending
+    prepared = await spec.call(delivery)  # the payment, read while pending
     assert prepared is not None
     assert await apply(pool, spec, delivery) == Outcome.APPLIED
     async with unit_of_work(pool) as uow:
-        await spec.handle(delivery, uow, prepared)
+        await _lock_orders(uow, [delivery.envelope.order_id])
+        await spec.record(uow, [(delivery, prepared)])
     assert not uow.wrote_events
     assert await _money(pool, order["id"]) == {"charge": 400}
     assert await _processed(pool, order) == 1
@@ -615,7 +621,8 @@ async def test_charges_share_one_transaction_and_a_copy_among_them_is_recorded_o
     # the batch records its charges in one transaction. A relay copy in the same batch was
     # charged by the (idempotent) gateway twice, and is recorded once.
     spec = registry.get("payments.charge")
-    assert spec.batch
+    assert isinstance(spec, CallStep)
+    assert spec.batched
     first, delivery = await _payment_initiated(client, pool, registry, price=500)
     second, other = await _payment_initiated(client, pool, registry, price=700)
     batch = [delivery, other, delivery]
@@ -670,6 +677,7 @@ async def test_a_charge_batch_settles_its_payments_with_one_statement(
     # The batch's charges, captured and declined, are settled by one statement before its
     # events are written: three statements in its transaction whatever its size.
     spec = registry.get("payments.charge")
+    assert isinstance(spec, CallStep)
     made = [
         await _payment_initiated(client, pool, registry, price=100 * (i + 1), token=token)
         for i, token in enumerate(["pm_approve", "pm_decline", "pm_approve"])
@@ -704,59 +712,15 @@ async def _lock_orders(uow: UnitOfWork, order_ids: Sequence[uuid.UUID | None]) -
     )
 
 
-async def test_charges_handed_over_after_a_flush_are_settled_by_the_next_one(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
-) -> None:
-    # A unit of work may flush more than once: what a charge hands over after a flush is
-    # gathered for the next one, not lost with the first.
-    spec = registry.get("payments.charge")
-    assert spec.handle is not None
-    assert spec.prepare is not None
-    first, one = await _payment_initiated(client, pool, registry, price=110)
-    second, other = await _payment_initiated(client, pool, registry, price=120)
-    async with unit_of_work(pool) as uow:
-        await _lock_orders(uow, [one.envelope.order_id, other.envelope.order_id])
-        await spec.handle(one, uow, await spec.prepare(one))
-        await uow.flush()
-        await spec.handle(other, uow, await spec.prepare(other))
-    assert await _money(pool, first["id"]) == {"charge": 110}
-    assert await _money(pool, second["id"]) == {"charge": 120}
-    assert [await _processed(pool, o) for o in (first, second)] == [1, 1]
-
-
-async def test_stock_taken_after_a_flush_is_written_by_the_next_one(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
-) -> None:
-    # As for the charges: a reservation taken after a flush of the same unit of work is
-    # written with the next flush's events, not dropped with the first one's hook.
-    spec = registry.get("inventory.reserve")
-    assert spec.handle is not None
-    assert spec.lock_batch is not None
-    product = await make_product(client, stock=10)
-    customer = await make_customer(client)
-    one, other = [await _paid(client, pool, customer, [(product["id"], n)]) for n in (2, 3)]
-    order_ids = sorted(d.envelope.order_id for d in (one, other) if d.envelope.order_id)
-    async with unit_of_work(pool) as uow:
-        await _lock_orders(uow, order_ids)
-        stock = await spec.lock_batch(uow, order_ids)
-        await spec.handle(one, uow, stock)
-        await uow.flush()
-        await spec.handle(other, uow, stock)
-    assert await _stock(client, product) == 5
-    moved = await pool.fetchval(
-        "SELECT count(*) FROM stock_movements WHERE order_id = ANY($1)", order_ids
-    )
-    assert moved == 2
-
-
 async def test_new_orders_of_one_batch_get_their_payments_with_one_statement_once(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:
     # payments.initiate registers the payments of a batch's new orders with one statement,
-    # after its claim locked them (lock_batch); a copy in the batch registers nothing more.
+    # after its claim locked them; a copy in the batch registers nothing more.
     spec = registry.get("payments.initiate")
-    assert spec.batch
-    assert spec.lock_batch is not None
+    assert isinstance(spec, TransactionStep)
+    assert spec.batched
+    assert spec.claim is not None
     product = await make_product(client, price=250)
     customer = await make_customer(client)
     ids = []
@@ -857,6 +821,6 @@ def test_only_the_notifications_linger_for_fuller_batches(
 ) -> None:
     # No saga step waits for a notification, so only their handler trades latency for batch
     # size (ADR 0019); every step on the order's path applies what it has at once.
-    lingering = {s.name: s.batch_window_s for s in registry if s.batch_window_s is not None}
+    lingering = {s.name: s.window_s for s in registry if s.window_s is not None}
     assert lingering == {"notifications.send": settings.notifications_batch_window_s}
     assert settings.notifications_batch_window_s > 0
