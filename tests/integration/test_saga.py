@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -17,15 +16,11 @@ from orderflow.domain.events import (
     HAPPY_PATH,
     Envelope,
     Event,
-    OrderPaid,
     OrderPrepared,
     OrderShipped,
-    PaymentProcessed,
 )
-from orderflow.entrypoints.bootstrap import Deps, build_registry
 from orderflow.inventory import reservation as inventory
 from orderflow.kernel.consumer import Outcome, Prepared, apply, apply_batch, prepare
-from orderflow.kernel.database import create_pool
 from orderflow.kernel.handlers import (
     CallStep,
     Delivery,
@@ -34,39 +29,24 @@ from orderflow.kernel.handlers import (
     StatementStep,
     TransactionStep,
 )
-from orderflow.kernel.uow import UnitOfWork, unit_of_work
+from orderflow.kernel.uow import unit_of_work
 from orderflow.ordering.expiry import expire_unpaid
 from orderflow.settings import Settings
 from tests.factories import make_customer, make_product, place_order
+from tests.integration.saga_support import (
+    _captured,
+    _caused,
+    _lock_orders,
+    _money,
+    _orders_in,
+    _paid,
+    _payment_initiated,
+    _processed,
+    _run,
+    _step_until,
+    _stock,
+)
 from tests.pump import pump
-
-
-@pytest.fixture(scope="module")
-def registry(settings: Settings, pool: asyncpg.Pool, product_cache: RedisProductCache) -> Registry:
-    autopilot = settings.model_copy(
-        update={"autopilot": True, "autopilot_delay_s": 0.0, "payment_slow_delay_s": 0.05}
-    )
-    return build_registry(Deps(settings=autopilot, pool=pool, cache=product_cache))
-
-
-async def _run(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry, order: dict[str, Any]
-) -> dict[str, Any]:
-    await pump(pool, registry, [uuid.UUID(order["id"])])
-    return dict((await client.get(f"/api/v1/orders/{order['id']}")).json())
-
-
-async def _money(pool: asyncpg.Pool, order_id: str) -> dict[str, int]:
-    rows = await pool.fetch(
-        "SELECT kind, sum(amount)::bigint AS amount FROM payment_transactions "
-        "WHERE order_id = $1 GROUP BY kind",
-        uuid.UUID(order_id),
-    )
-    return {r["kind"]: r["amount"] for r in rows}
-
-
-async def _stock(client: httpx.AsyncClient, product: dict[str, Any]) -> int:
-    return int((await client.get(f"/api/v1/products/{product['id']}")).json()["stock"])
 
 
 @pytest.mark.parametrize("token", ["pm_approve", "pm_flaky", "pm_slow"])
@@ -219,44 +199,6 @@ async def test_cancel_at_each_cancellable_state_compensates(
         assert events[-2:] == ["payment.processed_after_cancel", "payment.refunded"]
 
 
-async def _paid(
-    client: httpx.AsyncClient,
-    pool: asyncpg.Pool,
-    customer: dict[str, Any],
-    lines: list[tuple[str, int]],
-) -> Delivery:
-    """A new order of ``customer`` set to paid, and its order.paid as a delivery."""
-    order = await place_order(client, customer_id=customer["id"], lines=lines)
-    order_id = uuid.UUID(order["id"])
-    await pool.execute("UPDATE orders SET status = 'paid' WHERE id = $1", order_id)
-    paid = OrderPaid(payment_id=uuid.uuid4(), amount=order["total"], currency=order["currency"])
-    envelope = Envelope.wrap(paid, order_id=order_id)
-    return Delivery(envelope=envelope, event=envelope.event())
-
-
-async def _step_until(
-    pool: asyncpg.Pool, registry: Registry, order_id: uuid.UUID, status: str
-) -> None:
-    """Apply the order's events one at a time until it reaches ``status``."""
-    for _ in range(20):
-        current = await pool.fetchval("SELECT status FROM orders WHERE id = $1", order_id)
-        if current == status:
-            return
-        row = await pool.fetchrow(
-            "UPDATE outbox SET published_at = now() WHERE id = (SELECT id FROM outbox "
-            "WHERE order_id = $1 AND published_at IS NULL ORDER BY id LIMIT 1) "
-            "RETURNING envelope",
-            order_id,
-        )
-        assert row is not None, f"stuck before {status}"
-        envelope = Envelope.model_validate(row["envelope"])
-        for spec in registry.subscribers(envelope.type):
-            if status == "payment_pending" and spec.name == "payments.charge":
-                continue  # leave the charge in flight: it is delivered after the cancel
-            await apply(pool, spec, Delivery(envelope, envelope.event(), 1))
-    raise AssertionError(f"order never reached {status}")
-
-
 async def test_shipped_order_cannot_be_cancelled(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:
@@ -341,44 +283,6 @@ async def test_reservation_batches_lock_stock_in_one_order_and_cannot_deadlock(
     assert await _stock(client, a) == await _stock(client, b) == 4
 
 
-async def test_one_reservation_batch_with_two_orders_for_the_last_unit_reserves_one(
-    client: httpx.AsyncClient,
-    pool: asyncpg.Pool,
-    registry: Registry,
-    logged: tuple[asyncpg.Pool, list[str]],
-) -> None:
-    # The batch locks and reads the stock once: the second order must be checked against
-    # what the first left; its reservations are written by one statement, its events by
-    # another: four statements in its transaction.
-    spec = registry.get("inventory.reserve")
-    last, plenty = await make_product(client, stock=1), await make_product(client, stock=10)
-    customer = await make_customer(client)
-    deliveries = [
-        await _paid(client, pool, customer, [(plenty["id"], 2), (last["id"], 1)]) for _ in range(2)
-    ]
-    order_ids = [d.envelope.order_id for d in deliveries]
-    logged_pool, seen = logged
-    seen.clear()
-    assert await apply_batch(logged_pool, spec, deliveries) == [Outcome.APPLIED] * 2
-    statements = _in_transaction(seen)
-    assert len(statements) == 4, statements  # claim and lock orders, lock stock, reserve, events
-    assert "UPDATE products" in statements[-2]
-    assert "INSERT INTO outbox" in statements[-1]
-    statuses = [
-        await pool.fetchval("SELECT status FROM orders WHERE id = $1", i) for i in order_ids
-    ]
-    assert statuses == ["reserved", "cancelled"]
-    assert (await _stock(client, last), await _stock(client, plenty)) == (0, 8)
-    moved = await pool.fetch(
-        "SELECT order_id, product_id, quantity FROM stock_movements WHERE order_id = ANY($1)",
-        order_ids,
-    )
-    assert sorted((r["product_id"], r["quantity"]) for r in moved) == sorted(
-        [(uuid.UUID(plenty["id"]), -2), (uuid.UUID(last["id"]), -1)]
-    )
-    assert {r["order_id"] for r in moved} == {order_ids[0]}
-
-
 async def test_notifications_claim_and_record_in_one_statement_once_per_event(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:
@@ -417,38 +321,6 @@ async def test_notifications_claim_and_record_in_one_statement_once_per_event(
     )
     events = {d.envelope.event_id for d in (a, b, c)}
     assert {r["event_id"]: (r["n"], r["claimed"]) for r in rows} == dict.fromkeys(events, (1, True))
-
-
-def _captured(order_id: uuid.UUID) -> Delivery:
-    """A payment.processed about ``order_id``, as a delivery."""
-    event = PaymentProcessed(
-        payment_id=uuid.uuid4(), amount=1, currency="EUR", gateway_reference="ref"
-    )
-    envelope = Envelope.wrap(event, order_id=order_id)
-    return Delivery(envelope=envelope, event=envelope.event())
-
-
-async def _orders_in(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, status: str, count: int
-) -> list[uuid.UUID]:
-    product = await make_product(client)
-    customer = await make_customer(client)
-    ids = []
-    for _ in range(count):
-        order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
-        ids.append(uuid.UUID(order["id"]))
-    await pool.execute("UPDATE orders SET status = $2 WHERE id = ANY($1)", ids, status)
-    return ids
-
-
-async def _caused(pool: asyncpg.Pool, cause: Delivery) -> list[str]:
-    """The events written because of ``cause``, on the timeline and in the outbox."""
-    rows = await pool.fetch(
-        "SELECT t.event_type FROM order_timeline t JOIN outbox o USING (event_id) "
-        "WHERE o.envelope ->> 'causation_id' = $1 ORDER BY t.id",
-        str(cause.envelope.event_id),
-    )
-    return [r["event_type"] for r in rows]
 
 
 async def test_status_steps_apply_a_batch_in_one_statement_once(
@@ -543,40 +415,6 @@ async def test_two_steps_of_one_order_in_one_batch_are_applied_in_turn(
     assert [await _caused(pool, d) for d in late] == [[], ["order.shipped"]]
 
 
-async def _payment_initiated(
-    client: httpx.AsyncClient,
-    pool: asyncpg.Pool,
-    registry: Registry,
-    *,
-    price: int,
-    token: str = "pm_approve",
-) -> tuple[dict[str, Any], Delivery]:
-    """A new order stepped to payment_pending, and its payment.initiated as a delivery."""
-    product = await make_product(client, price=price)
-    customer = await make_customer(client)
-    order = await place_order(
-        client, customer_id=customer["id"], lines=[(product["id"], 1)], payment_token=token
-    )
-    order_id = uuid.UUID(order["id"])
-    await _step_until(pool, registry, order_id, "payment_pending")
-    row = await pool.fetchrow(
-        "SELECT envelope FROM outbox WHERE order_id = $1 AND event_type = 'payment.initiated'",
-        order_id,
-    )
-    envelope = Envelope.model_validate(row["envelope"])
-    return order, Delivery(envelope, envelope.event(), 1)
-
-
-async def _processed(pool: asyncpg.Pool, order: dict[str, Any]) -> int:
-    return int(
-        await pool.fetchval(
-            "SELECT count(*) FROM order_timeline WHERE order_id = $1 "
-            "AND event_type = 'payment.processed'",
-            uuid.UUID(order["id"]),
-        )
-    )
-
-
 async def test_a_charge_delivered_twice_at_once_is_applied_once(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:
@@ -640,76 +478,6 @@ async def test_charges_share_one_transaction_and_a_copy_among_them_is_recorded_o
     assert transactions == 1
     # Its copy, delivered again later, finds the payment settled before any transaction.
     assert await prepare(pool, spec, delivery) == Outcome.NOTHING_TO_DO
-
-
-@pytest.fixture
-async def logged(
-    settings: Settings, database: str
-) -> AsyncIterator[tuple[asyncpg.Pool, list[str]]]:
-    """A pool of one connection, and the statements it runs (asyncpg's query logger)."""
-    pool = await create_pool(settings, min_size=1, max_size=1)
-    seen: list[str] = []
-    async with pool.acquire() as conn:
-        conn.add_query_logger(lambda record: seen.append(record.query))
-    yield pool, seen
-    await pool.close()
-
-
-def _in_transaction(seen: list[str]) -> list[str]:
-    """The statements of the one transaction in ``seen``, between its BEGIN and COMMIT."""
-    # Leave out the relay wake-ups and asyncpg's own type introspection (once per connection
-    # and set of types, with JIT switched off around it).
-    queries = [
-        q.strip()
-        for q in seen
-        if not q.startswith("NOTIFY") and "typeinfo_tree" not in q and "'jit'" not in q
-    ]
-    assert queries.count("BEGIN;") == queries.count("COMMIT;") == 1, queries
-    return queries[queries.index("BEGIN;") + 1 : queries.index("COMMIT;")]
-
-
-async def test_a_charge_batch_settles_its_payments_with_one_statement(
-    client: httpx.AsyncClient,
-    pool: asyncpg.Pool,
-    registry: Registry,
-    logged: tuple[asyncpg.Pool, list[str]],
-) -> None:
-    # The batch's charges, captured and declined, are settled by one statement before its
-    # events are written: three statements in its transaction whatever its size.
-    spec = registry.get("payments.charge")
-    assert isinstance(spec, CallStep)
-    made = [
-        await _payment_initiated(client, pool, registry, price=100 * (i + 1), token=token)
-        for i, token in enumerate(["pm_approve", "pm_decline", "pm_approve"])
-    ]
-    batch = [delivery for _, delivery in made]
-    ready = [await prepare(pool, spec, d) for d in batch]
-    logged_pool, seen = logged
-    seen.clear()
-    outcomes = await apply_batch(
-        logged_pool, spec, batch, [r for r in ready if isinstance(r, Prepared)]
-    )
-    assert outcomes == [Outcome.APPLIED] * 3
-    statements = _in_transaction(seen)
-    assert len(statements) == 3, statements  # claim and lock, settle, events and statuses
-    assert sum("UPDATE payments" in q for q in statements) == 1
-    (first, _), (second, _), (third, _) = made
-    assert await _money(pool, first["id"]) == {"charge": 100}
-    assert await _money(pool, second["id"]) == {"decline": 200}
-    assert await _money(pool, third["id"]) == {"charge": 300}
-    assert [await _processed(pool, o) for o in (first, second, third)] == [1, 0, 1]
-    statuses = [
-        await pool.fetchval("SELECT status FROM orders WHERE id = $1", uuid.UUID(o["id"]))
-        for o, _ in made
-    ]
-    assert statuses == ["payment_pending", "awaiting_payment", "payment_pending"]
-
-
-async def _lock_orders(uow: UnitOfWork, order_ids: Sequence[uuid.UUID | None]) -> None:
-    """Lock these orders as a batch's claim would, for a handler driven by hand."""
-    await uow.conn.execute(
-        "SELECT 1 FROM orders WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE", order_ids
-    )
 
 
 async def test_new_orders_of_one_batch_get_their_payments_with_one_statement_once(
