@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jsonschema  # type: ignore[import-untyped]  # no stubs in the lock
 import pytest
 import yaml
 
@@ -17,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 OVERLAYS = ("dev", "production")
+# The CustomResourceDefinitions of the operators the overlays need (KEDA), for offline checks.
+CRDS = Path(__file__).resolve().parent / "crds"
 
 # Kubernetes version whose schemas the manifests must satisfy: the oldest we support.
 KUBERNETES_VERSION = "1.30.0"
@@ -86,3 +89,43 @@ def containers(workload: Manifest) -> list[Manifest]:
     """Init and regular containers of a workload."""
     spec = pod_spec(workload)
     return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def strict_schema(schema: Manifest) -> Manifest:
+    """A CRD schema that rejects unknown fields, as `kubectl apply --validate=strict` does."""
+    out = {key: value for key, value in schema.items() if key != "properties"}
+    if "properties" in schema:
+        out["properties"] = {k: strict_schema(v) for k, v in schema["properties"].items()}
+        if "additionalProperties" not in schema and not schema.get(
+            "x-kubernetes-preserve-unknown-fields"
+        ):
+            out["additionalProperties"] = False
+    if isinstance(schema.get("items"), dict):
+        out["items"] = strict_schema(schema["items"])
+    return out
+
+
+@functools.cache
+def custom_resource_schemas() -> dict[tuple[str, str], Manifest]:
+    """The strict schema of every served CRD version in tests/deploy/crds, by apiVersion, kind."""
+    schemas = {}
+    for path in sorted(CRDS.glob("*.yaml")):
+        crd = load_yaml(path)
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            if version["served"]:
+                schema = strict_schema(version["schema"]["openAPIV3Schema"])
+                schemas[(f"{group}/{version['name']}", kind)] = schema
+    return schemas
+
+
+def custom_resource_errors(manifest: Manifest) -> list[str] | None:
+    """What a custom resource's CRD schema rejects in it; None when no CRD here defines it."""
+    schema = custom_resource_schemas().get((manifest["apiVersion"], manifest["kind"]))
+    if schema is None:
+        return None
+    validator = jsonschema.Draft7Validator(schema)
+    return [
+        f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in validator.iter_errors(manifest)
+    ]

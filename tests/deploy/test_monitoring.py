@@ -20,6 +20,7 @@ CONFIGS = (PROMETHEUS / "prometheus.yml", K8S_MONITORING / "prometheus.yml")
 # Kubernetes reads these copies; Compose mounts the originals.
 COPIES = {
     K8S_MONITORING / "alerts.yml": PROMETHEUS / "alerts.yml",
+    K8S_MONITORING / "alertmanager.yml": DEPLOY / "alertmanager" / "alertmanager.yml",
     K8S_MONITORING / "orderflow-dashboard.json": DASHBOARD,
     K8S_MONITORING / "grafana-datasource.yml": GRAFANA / "provisioning/datasources/prometheus.yml",
     K8S_MONITORING / "grafana-dashboards.yml": GRAFANA / "provisioning/dashboards/orderflow.yml",
