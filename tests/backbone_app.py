@@ -19,26 +19,29 @@ import os
 import sys
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import asyncpg
 
 from orderflow.domain.events import OrderDelivered
 from orderflow.entrypoints.relay import Relay
-from orderflow.entrypoints.worker import Worker
 from orderflow.kernel.database import create_pool
 from orderflow.kernel.handlers import (
+    CallFn,
+    CallStep,
     Defer,
     Delivery,
-    HandleFn,
-    HandlerSpec,
+    Handler,
     PermanentError,
-    PrepareFn,
     Registry,
+    Subscription,
+    TransactionStep,
     TransientError,
 )
 from orderflow.kernel.process import install_stop_signals, run
 from orderflow.kernel.uow import UnitOfWork
+from orderflow.kernel.worker import Worker
 from orderflow.settings import Settings
 
 EVENT = OrderDelivered.TYPE
@@ -53,6 +56,9 @@ CREATE TABLE IF NOT EXISTS backbone_applied (
     at       timestamptz NOT NULL DEFAULT clock_timestamp()
 )
 """
+
+
+HandleFn = Callable[[Delivery, UnitOfWork, object], Awaitable[None]]
 
 
 def make_handle(name: str) -> HandleFn:
@@ -92,7 +98,7 @@ def make_handle(name: str) -> HandleFn:
     return handle
 
 
-def make_prepare(calls: Counter[uuid.UUID]) -> PrepareFn:
+def make_prepare(calls: Counter[uuid.UUID]) -> CallFn:
     """A prepare step that counts its calls per event in ``calls`` and reads its behaviour
     from the carrier too: ``call-slow:MS``, ``call-flaky:N`` (transient on the first N
     attempts), ``call-none`` (nothing to do); anything else prepares at once."""
@@ -117,21 +123,37 @@ def make_registry(
     event_types: tuple[str, ...] = (EVENT,),
     *,
     batch: bool = False,
-    prepare: PrepareFn | None = None,
+    prepare: CallFn | None = None,
     batch_window_s: float | None = None,
 ) -> Registry:
     """Test handlers called ``names``, each subscribed to ``event_types``."""
     return Registry(
-        HandlerSpec(
-            n,
-            event_types,
-            make_handle(n),
-            batch=batch,
-            prepare=prepare,
-            batch_window_s=batch_window_s,
-        )
+        _handler(Subscription(n, event_types), make_handle(n), batch, prepare, batch_window_s)
         for n in names
     )
+
+
+def _handler(
+    on: Subscription,
+    handle: HandleFn,
+    batched: bool,
+    call: CallFn | None,
+    window_s: float | None,
+) -> Handler:
+    """A test handler of the kind the arguments ask for, applying ``handle`` per delivery."""
+    if call is not None:
+
+        async def record(uow: UnitOfWork, answered: Sequence[tuple[Delivery, object]]) -> None:
+            for delivery, answer in answered:
+                await handle(delivery, uow, answer)
+
+        return CallStep(on, call=call, record=record, batched=batched, window_s=window_s)
+
+    async def apply(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            await handle(delivery, uow, None)
+
+    return TransactionStep(on, apply=apply, batched=batched, window_s=window_s)
 
 
 class StallingRelay(Relay):

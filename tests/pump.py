@@ -1,5 +1,5 @@
 """Drive the saga in-process: take an order's unpublished outbox rows and apply each to its
-subscribed handlers through the real consumer core (``service.consumer.apply``).
+subscribed handlers through the real consumer core (``kernel.consumer.apply``).
 
 This runs the same handlers and transactions as the worker, without the broker hop, so that
 handler tests stay fast and deterministic. The broker path is tested end to end elsewhere.
@@ -14,7 +14,7 @@ import asyncpg
 
 from orderflow.domain.events import Envelope
 from orderflow.kernel.consumer import Outcome, apply
-from orderflow.kernel.handlers import Defer, Delivery, HandlerSpec, Registry, TransientError
+from orderflow.kernel.handlers import Defer, Delivery, Handler, Registry, TransientError
 
 MAX_ATTEMPTS = 5
 
@@ -40,7 +40,7 @@ async def pump(
     raise AssertionError("the saga did not settle")
 
 
-async def deliver(pool: asyncpg.Pool, spec: HandlerSpec, envelope: Envelope) -> Outcome:
+async def deliver(pool: asyncpg.Pool, spec: Handler, envelope: Envelope) -> Outcome:
     """One delivery with the worker's retry semantics (transient -> next attempt)."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:

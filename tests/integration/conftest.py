@@ -14,6 +14,9 @@ from orderflow.access import keys
 from orderflow.catalogue.redis_cache import RedisProductCache
 from orderflow.domain.access import Role
 from orderflow.entrypoints.api.app import create_app
+from orderflow.entrypoints.bootstrap import Deps, build_registry
+from orderflow.kernel.database import create_pool
+from orderflow.kernel.handlers import Registry
 from orderflow.kernel.redis import create_redis
 from orderflow.settings import Settings
 
@@ -90,3 +93,24 @@ def app_settings(settings: Settings) -> Callable[..., Settings]:
 async def client(client_for: ClientFor) -> httpx.AsyncClient:
     """An HTTP client talking to the app in-process, authenticated as an admin."""
     return await client_for(Role.ADMIN)
+
+
+@pytest.fixture(scope="module")
+def registry(settings: Settings, pool: asyncpg.Pool, product_cache: RedisProductCache) -> Registry:
+    autopilot = settings.model_copy(
+        update={"autopilot": True, "autopilot_delay_s": 0.0, "payment_slow_delay_s": 0.05}
+    )
+    return build_registry(Deps(settings=autopilot, pool=pool, cache=product_cache))
+
+
+@pytest.fixture
+async def logged(
+    settings: Settings, database: str
+) -> AsyncIterator[tuple[asyncpg.Pool, list[str]]]:
+    """A pool of one connection, and the statements it runs (asyncpg's query logger)."""
+    pool = await create_pool(settings, min_size=1, max_size=1)
+    seen: list[str] = []
+    async with pool.acquire() as conn:
+        conn.add_query_logger(lambda record: seen.append(record.query))
+    yield pool, seen
+    await pool.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -17,49 +16,37 @@ from orderflow.domain.events import (
     HAPPY_PATH,
     Envelope,
     Event,
-    OrderPaid,
     OrderPrepared,
     OrderShipped,
-    PaymentProcessed,
 )
-from orderflow.entrypoints.bootstrap import Deps, build_registry
 from orderflow.inventory import reservation as inventory
 from orderflow.kernel.consumer import Outcome, Prepared, apply, apply_batch, prepare
-from orderflow.kernel.database import create_pool
-from orderflow.kernel.handlers import Delivery, PermanentError, Registry
-from orderflow.kernel.uow import UnitOfWork, unit_of_work
+from orderflow.kernel.handlers import (
+    CallStep,
+    Delivery,
+    PermanentError,
+    Registry,
+    StatementStep,
+    TransactionStep,
+)
+from orderflow.kernel.uow import unit_of_work
 from orderflow.ordering.expiry import expire_unpaid
 from orderflow.settings import Settings
 from tests.factories import make_customer, make_product, place_order
+from tests.integration.saga_support import (
+    _captured,
+    _caused,
+    _lock_orders,
+    _money,
+    _orders_in,
+    _paid,
+    _payment_initiated,
+    _processed,
+    _run,
+    _step_until,
+    _stock,
+)
 from tests.pump import pump
-
-
-@pytest.fixture(scope="module")
-def registry(settings: Settings, pool: asyncpg.Pool, product_cache: RedisProductCache) -> Registry:
-    autopilot = settings.model_copy(
-        update={"autopilot": True, "autopilot_delay_s": 0.0, "payment_slow_delay_s": 0.05}
-    )
-    return build_registry(Deps(settings=autopilot, pool=pool, cache=product_cache))
-
-
-async def _run(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry, order: dict[str, Any]
-) -> dict[str, Any]:
-    await pump(pool, registry, [uuid.UUID(order["id"])])
-    return dict((await client.get(f"/api/v1/orders/{order['id']}")).json())
-
-
-async def _money(pool: asyncpg.Pool, order_id: str) -> dict[str, int]:
-    rows = await pool.fetch(
-        "SELECT kind, sum(amount)::bigint AS amount FROM payment_transactions "
-        "WHERE order_id = $1 GROUP BY kind",
-        uuid.UUID(order_id),
-    )
-    return {r["kind"]: r["amount"] for r in rows}
-
-
-async def _stock(client: httpx.AsyncClient, product: dict[str, Any]) -> int:
-    return int((await client.get(f"/api/v1/products/{product['id']}")).json()["stock"])
 
 
 @pytest.mark.parametrize("token", ["pm_approve", "pm_flaky", "pm_slow"])
@@ -212,44 +199,6 @@ async def test_cancel_at_each_cancellable_state_compensates(
         assert events[-2:] == ["payment.processed_after_cancel", "payment.refunded"]
 
 
-async def _paid(
-    client: httpx.AsyncClient,
-    pool: asyncpg.Pool,
-    customer: dict[str, Any],
-    lines: list[tuple[str, int]],
-) -> Delivery:
-    """A new order of ``customer`` set to paid, and its order.paid as a delivery."""
-    order = await place_order(client, customer_id=customer["id"], lines=lines)
-    order_id = uuid.UUID(order["id"])
-    await pool.execute("UPDATE orders SET status = 'paid' WHERE id = $1", order_id)
-    paid = OrderPaid(payment_id=uuid.uuid4(), amount=order["total"], currency=order["currency"])
-    envelope = Envelope.wrap(paid, order_id=order_id)
-    return Delivery(envelope=envelope, event=envelope.event())
-
-
-async def _step_until(
-    pool: asyncpg.Pool, registry: Registry, order_id: uuid.UUID, status: str
-) -> None:
-    """Apply the order's events one at a time until it reaches ``status``."""
-    for _ in range(20):
-        current = await pool.fetchval("SELECT status FROM orders WHERE id = $1", order_id)
-        if current == status:
-            return
-        row = await pool.fetchrow(
-            "UPDATE outbox SET published_at = now() WHERE id = (SELECT id FROM outbox "
-            "WHERE order_id = $1 AND published_at IS NULL ORDER BY id LIMIT 1) "
-            "RETURNING envelope",
-            order_id,
-        )
-        assert row is not None, f"stuck before {status}"
-        envelope = Envelope.model_validate(row["envelope"])
-        for spec in registry.subscribers(envelope.type):
-            if status == "payment_pending" and spec.name == "payments.charge":
-                continue  # leave the charge in flight: it is delivered after the cancel
-            await apply(pool, spec, Delivery(envelope, envelope.event(), 1))
-    raise AssertionError(f"order never reached {status}")
-
-
 async def test_shipped_order_cannot_be_cancelled(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:
@@ -334,50 +283,11 @@ async def test_reservation_batches_lock_stock_in_one_order_and_cannot_deadlock(
     assert await _stock(client, a) == await _stock(client, b) == 4
 
 
-async def test_one_reservation_batch_with_two_orders_for_the_last_unit_reserves_one(
-    client: httpx.AsyncClient,
-    pool: asyncpg.Pool,
-    registry: Registry,
-    logged: tuple[asyncpg.Pool, list[str]],
-) -> None:
-    # The batch locks and reads the stock once: the second order must be checked against
-    # what the first left, and the batch's reservations travel in the statement that writes
-    # its events: three statements in its transaction.
-    spec = registry.get("inventory.reserve")
-    last, plenty = await make_product(client, stock=1), await make_product(client, stock=10)
-    customer = await make_customer(client)
-    deliveries = [
-        await _paid(client, pool, customer, [(plenty["id"], 2), (last["id"], 1)]) for _ in range(2)
-    ]
-    order_ids = [d.envelope.order_id for d in deliveries]
-    logged_pool, seen = logged
-    seen.clear()
-    assert await apply_batch(logged_pool, spec, deliveries) == [Outcome.APPLIED] * 2
-    statements = _in_transaction(seen)
-    assert len(statements) == 3, statements  # claim and lock orders, lock stock, all writes
-    assert "UPDATE products" in statements[-1]
-    assert "INSERT INTO outbox" in statements[-1]
-    statuses = [
-        await pool.fetchval("SELECT status FROM orders WHERE id = $1", i) for i in order_ids
-    ]
-    assert statuses == ["reserved", "cancelled"]
-    assert (await _stock(client, last), await _stock(client, plenty)) == (0, 8)
-    moved = await pool.fetch(
-        "SELECT order_id, product_id, quantity FROM stock_movements WHERE order_id = ANY($1)",
-        order_ids,
-    )
-    assert sorted((r["product_id"], r["quantity"]) for r in moved) == sorted(
-        [(uuid.UUID(plenty["id"]), -2), (uuid.UUID(last["id"]), -1)]
-    )
-    assert {r["order_id"] for r in moved} == {order_ids[0]}
-
-
 async def test_notifications_claim_and_record_in_one_statement_once_per_event(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:
     spec = registry.get("notifications.send")
-    assert spec.statement is not None
-    assert spec.handle is None
+    assert isinstance(spec, StatementStep)
     product = await make_product(client)
     customer = await make_customer(client)
     order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
@@ -413,44 +323,11 @@ async def test_notifications_claim_and_record_in_one_statement_once_per_event(
     assert {r["event_id"]: (r["n"], r["claimed"]) for r in rows} == dict.fromkeys(events, (1, True))
 
 
-def _captured(order_id: uuid.UUID) -> Delivery:
-    """A payment.processed about ``order_id``, as a delivery."""
-    event = PaymentProcessed(
-        payment_id=uuid.uuid4(), amount=1, currency="EUR", gateway_reference="ref"
-    )
-    envelope = Envelope.wrap(event, order_id=order_id)
-    return Delivery(envelope=envelope, event=envelope.event())
-
-
-async def _orders_in(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, status: str, count: int
-) -> list[uuid.UUID]:
-    product = await make_product(client)
-    customer = await make_customer(client)
-    ids = []
-    for _ in range(count):
-        order = await place_order(client, customer_id=customer["id"], lines=[(product["id"], 1)])
-        ids.append(uuid.UUID(order["id"]))
-    await pool.execute("UPDATE orders SET status = $2 WHERE id = ANY($1)", ids, status)
-    return ids
-
-
-async def _caused(pool: asyncpg.Pool, cause: Delivery) -> list[str]:
-    """The events written because of ``cause``, on the timeline and in the outbox."""
-    rows = await pool.fetch(
-        "SELECT t.event_type FROM order_timeline t JOIN outbox o USING (event_id) "
-        "WHERE o.envelope ->> 'causation_id' = $1 ORDER BY t.id",
-        str(cause.envelope.event_id),
-    )
-    return [r["event_type"] for r in rows]
-
-
 async def test_status_steps_apply_a_batch_in_one_statement_once(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:
     spec = registry.get("orders.mark_paid")
-    assert spec.statement is not None
-    assert spec.handle is None
+    assert isinstance(spec, StatementStep)
     ids = await _orders_in(client, pool, "payment_pending", 2)
     a, b = _captured(ids[0]), _captured(ids[1])
     assert await apply_batch(pool, spec, [b, a, b]) == [
@@ -538,46 +415,13 @@ async def test_two_steps_of_one_order_in_one_batch_are_applied_in_turn(
     assert [await _caused(pool, d) for d in late] == [[], ["order.shipped"]]
 
 
-async def _payment_initiated(
-    client: httpx.AsyncClient,
-    pool: asyncpg.Pool,
-    registry: Registry,
-    *,
-    price: int,
-    token: str = "pm_approve",
-) -> tuple[dict[str, Any], Delivery]:
-    """A new order stepped to payment_pending, and its payment.initiated as a delivery."""
-    product = await make_product(client, price=price)
-    customer = await make_customer(client)
-    order = await place_order(
-        client, customer_id=customer["id"], lines=[(product["id"], 1)], payment_token=token
-    )
-    order_id = uuid.UUID(order["id"])
-    await _step_until(pool, registry, order_id, "payment_pending")
-    row = await pool.fetchrow(
-        "SELECT envelope FROM outbox WHERE order_id = $1 AND event_type = 'payment.initiated'",
-        order_id,
-    )
-    envelope = Envelope.model_validate(row["envelope"])
-    return order, Delivery(envelope, envelope.event(), 1)
-
-
-async def _processed(pool: asyncpg.Pool, order: dict[str, Any]) -> int:
-    return int(
-        await pool.fetchval(
-            "SELECT count(*) FROM order_timeline WHERE order_id = $1 "
-            "AND event_type = 'payment.processed'",
-            uuid.UUID(order["id"]),
-        )
-    )
-
-
 async def test_a_charge_delivered_twice_at_once_is_applied_once(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:
     # payments.charge claims its inbox key and locks the order in one statement: the second
     # of two concurrent deliveries waits on the key, then sees it applied.
     spec = registry.get("payments.charge")
+    assert isinstance(spec, CallStep)
     assert spec.claim is not None
     order, delivery = await _payment_initiated(client, pool, registry, price=300)
     outcomes = await asyncio.gather(apply(pool, spec, delivery), apply(pool, spec, delivery))
@@ -591,18 +435,18 @@ async def test_a_charge_delivered_twice_at_once_is_applied_once(
 async def test_a_charge_whose_payment_was_settled_after_its_gateway_call_records_nothing(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:
-    # record_charge does not read the payment again: the settle itself only moves a payment
+    # record_charges does not read the payment again: the settle itself only moves a payment
     # that is still pending. Here another delivery records the charge between this one's
     # gateway call and its transaction (a relay copy, say, outside the inbox's view).
     spec = registry.get("payments.charge")
-    assert spec.prepare is not None
-    assert spec.handle is not None
+    assert isinstance(spec, CallStep)
     order, delivery = await _payment_initiated(client, pool, registry, price=400)
-    prepared = await spec.prepare(delivery)  # the payment, read while pending
+    prepared = await spec.call(delivery)  # the payment, read while pending
     assert prepared is not None
     assert await apply(pool, spec, delivery) == Outcome.APPLIED
     async with unit_of_work(pool) as uow:
-        await spec.handle(delivery, uow, prepared)
+        await _lock_orders(uow, [delivery.envelope.order_id])
+        await spec.record(uow, [(delivery, prepared)])
     assert not uow.wrote_events
     assert await _money(pool, order["id"]) == {"charge": 400}
     assert await _processed(pool, order) == 1
@@ -615,7 +459,8 @@ async def test_charges_share_one_transaction_and_a_copy_among_them_is_recorded_o
     # the batch records its charges in one transaction. A relay copy in the same batch was
     # charged by the (idempotent) gateway twice, and is recorded once.
     spec = registry.get("payments.charge")
-    assert spec.batch
+    assert isinstance(spec, CallStep)
+    assert spec.batched
     first, delivery = await _payment_initiated(client, pool, registry, price=500)
     second, other = await _payment_initiated(client, pool, registry, price=700)
     batch = [delivery, other, delivery]
@@ -635,128 +480,15 @@ async def test_charges_share_one_transaction_and_a_copy_among_them_is_recorded_o
     assert await prepare(pool, spec, delivery) == Outcome.NOTHING_TO_DO
 
 
-@pytest.fixture
-async def logged(
-    settings: Settings, database: str
-) -> AsyncIterator[tuple[asyncpg.Pool, list[str]]]:
-    """A pool of one connection, and the statements it runs (asyncpg's query logger)."""
-    pool = await create_pool(settings, min_size=1, max_size=1)
-    seen: list[str] = []
-    async with pool.acquire() as conn:
-        conn.add_query_logger(lambda record: seen.append(record.query))
-    yield pool, seen
-    await pool.close()
-
-
-def _in_transaction(seen: list[str]) -> list[str]:
-    """The statements of the one transaction in ``seen``, between its BEGIN and COMMIT."""
-    # Leave out the relay wake-ups and asyncpg's own type introspection (once per connection
-    # and set of types, with JIT switched off around it).
-    queries = [
-        q.strip()
-        for q in seen
-        if not q.startswith("NOTIFY") and "typeinfo_tree" not in q and "'jit'" not in q
-    ]
-    assert queries.count("BEGIN;") == queries.count("COMMIT;") == 1, queries
-    return queries[queries.index("BEGIN;") + 1 : queries.index("COMMIT;")]
-
-
-async def test_a_charge_batch_settles_its_payments_with_one_statement(
-    client: httpx.AsyncClient,
-    pool: asyncpg.Pool,
-    registry: Registry,
-    logged: tuple[asyncpg.Pool, list[str]],
-) -> None:
-    # The batch's charges, captured and declined, are settled by one statement before its
-    # events are written: three statements in its transaction whatever its size.
-    spec = registry.get("payments.charge")
-    made = [
-        await _payment_initiated(client, pool, registry, price=100 * (i + 1), token=token)
-        for i, token in enumerate(["pm_approve", "pm_decline", "pm_approve"])
-    ]
-    batch = [delivery for _, delivery in made]
-    ready = [await prepare(pool, spec, d) for d in batch]
-    logged_pool, seen = logged
-    seen.clear()
-    outcomes = await apply_batch(
-        logged_pool, spec, batch, [r for r in ready if isinstance(r, Prepared)]
-    )
-    assert outcomes == [Outcome.APPLIED] * 3
-    statements = _in_transaction(seen)
-    assert len(statements) == 3, statements  # claim and lock, settle, events and statuses
-    assert sum("UPDATE payments" in q for q in statements) == 1
-    (first, _), (second, _), (third, _) = made
-    assert await _money(pool, first["id"]) == {"charge": 100}
-    assert await _money(pool, second["id"]) == {"decline": 200}
-    assert await _money(pool, third["id"]) == {"charge": 300}
-    assert [await _processed(pool, o) for o in (first, second, third)] == [1, 0, 1]
-    statuses = [
-        await pool.fetchval("SELECT status FROM orders WHERE id = $1", uuid.UUID(o["id"]))
-        for o, _ in made
-    ]
-    assert statuses == ["payment_pending", "awaiting_payment", "payment_pending"]
-
-
-async def _lock_orders(uow: UnitOfWork, order_ids: Sequence[uuid.UUID | None]) -> None:
-    """Lock these orders as a batch's claim would, for a handler driven by hand."""
-    await uow.conn.execute(
-        "SELECT 1 FROM orders WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE", order_ids
-    )
-
-
-async def test_charges_handed_over_after_a_flush_are_settled_by_the_next_one(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
-) -> None:
-    # A unit of work may flush more than once: what a charge hands over after a flush is
-    # gathered for the next one, not lost with the first.
-    spec = registry.get("payments.charge")
-    assert spec.handle is not None
-    assert spec.prepare is not None
-    first, one = await _payment_initiated(client, pool, registry, price=110)
-    second, other = await _payment_initiated(client, pool, registry, price=120)
-    async with unit_of_work(pool) as uow:
-        await _lock_orders(uow, [one.envelope.order_id, other.envelope.order_id])
-        await spec.handle(one, uow, await spec.prepare(one))
-        await uow.flush()
-        await spec.handle(other, uow, await spec.prepare(other))
-    assert await _money(pool, first["id"]) == {"charge": 110}
-    assert await _money(pool, second["id"]) == {"charge": 120}
-    assert [await _processed(pool, o) for o in (first, second)] == [1, 1]
-
-
-async def test_stock_taken_after_a_flush_is_written_by_the_next_one(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
-) -> None:
-    # As for the charges: a reservation taken after a flush of the same unit of work is
-    # written with the next flush's events, not dropped with the first one's hook.
-    spec = registry.get("inventory.reserve")
-    assert spec.handle is not None
-    assert spec.lock_batch is not None
-    product = await make_product(client, stock=10)
-    customer = await make_customer(client)
-    one, other = [await _paid(client, pool, customer, [(product["id"], n)]) for n in (2, 3)]
-    order_ids = sorted(d.envelope.order_id for d in (one, other) if d.envelope.order_id)
-    async with unit_of_work(pool) as uow:
-        await _lock_orders(uow, order_ids)
-        stock = await spec.lock_batch(uow, order_ids)
-        await spec.handle(one, uow, stock)
-        await uow.flush()
-        await spec.handle(other, uow, stock)
-    assert await _stock(client, product) == 5
-    moved = await pool.fetchval(
-        "SELECT count(*) FROM stock_movements WHERE order_id = ANY($1)", order_ids
-    )
-    assert moved == 2
-
-
 async def test_new_orders_of_one_batch_get_their_payments_with_one_statement_once(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:
     # payments.initiate registers the payments of a batch's new orders with one statement,
-    # after its claim locked them (lock_batch); a copy in the batch registers nothing more.
+    # after its claim locked them; a copy in the batch registers nothing more.
     spec = registry.get("payments.initiate")
-    assert spec.batch
-    assert spec.lock_batch is not None
+    assert isinstance(spec, TransactionStep)
+    assert spec.batched
+    assert spec.claim is not None
     product = await make_product(client, price=250)
     customer = await make_customer(client)
     ids = []
@@ -857,6 +589,6 @@ def test_only_the_notifications_linger_for_fuller_batches(
 ) -> None:
     # No saga step waits for a notification, so only their handler trades latency for batch
     # size (ADR 0019); every step on the order's path applies what it has at once.
-    lingering = {s.name: s.batch_window_s for s in registry if s.batch_window_s is not None}
+    lingering = {s.name: s.window_s for s in registry if s.window_s is not None}
     assert lingering == {"notifications.send": settings.notifications_batch_window_s}
     assert settings.notifications_batch_window_s > 0

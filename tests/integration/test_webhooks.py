@@ -24,8 +24,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from orderflow.domain import webhooks as signing
+from orderflow.domain.saga import RECIPIENTS
 from orderflow.notifications import webhooks
-from orderflow.notifications.steps import RECIPIENTS
 from orderflow.notifications.webhooks import Policy
 from tests.factories import make_customer, make_product, place_order
 from tests.http_server import serving

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Callable
 
 import asyncpg
 import pytest
 
 from orderflow.entrypoints.supervisor import plan
-from orderflow.entrypoints.worker import acks_only
+from orderflow.kernel.batches import acks_only
 from orderflow.kernel.broker import traceparent
 from orderflow.kernel.failures import is_transient
-from orderflow.kernel.handlers import HandlerSpec, PermanentError, TransientError
+from orderflow.kernel.handlers import (
+    CallStep,
+    PermanentError,
+    StatementStep,
+    Subscription,
+    TransactionStep,
+    TransientError,
+)
 from orderflow.kernel.topology import Names, retry_delays_ms
 from orderflow.settings import Settings
 
@@ -127,20 +134,20 @@ async def _claim_nothing(*_: object) -> set[uuid.UUID]:
     return set()
 
 
+_ON = Subscription("h", ("order.placed",))
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "error"),
+    ("make", "error"),
     [
-        ({}, "either handle or statement"),
-        ({"handle": _noop, "statement": _claim_nothing, "batch": True}, "either handle"),
-        ({"statement": _claim_nothing}, "is a batch handler"),
-        ({"statement": _claim_nothing, "batch": True, "lock_batch": _noop}, "its own locks"),
-        ({"statement": _claim_nothing, "batch": True, "prepare": _noop}, "no prepare step"),
-        ({"handle": _noop, "prepare": _noop, "lock_batch": _noop}, "both feed handle"),
-        ({"handle": _noop, "batch_window_s": 0.05}, "needs a batch handler"),
-        ({"handle": _noop, "batch": True, "batch_window_s": -1.0}, "needs a batch handler"),
+        (lambda: StatementStep(_ON, apply=_claim_nothing, batched=False), "takes batches"),
+        (lambda: TransactionStep(_ON, apply=_noop, batched=False, window_s=0.05), "needs batches"),
+        (lambda: TransactionStep(_ON, apply=_noop, window_s=-1.0), "not negative"),
+        (lambda: CallStep(_ON, call=_noop, record=_noop, batched=False, window_s=0.0), "needs"),
     ],
 )
-def test_a_handler_is_a_handle_or_a_batch_statement(kwargs: dict[str, Any], error: str) -> None:
-    kwargs.setdefault("handle", None)
+def test_a_handler_refuses_settings_its_kind_cannot_keep(
+    make: Callable[[], object], error: str
+) -> None:
     with pytest.raises(ValueError, match=error):
-        HandlerSpec("h", ("order.placed",), **kwargs)
+        make()

@@ -30,7 +30,7 @@ from orderflow.bench.runner import BenchRun
 from orderflow.bench.servers import free_port, free_ports, orderflow_command, start_server
 from orderflow.bench.stats import latency_ms, ratio
 from orderflow.bench.vacuum import StandInVacuum
-from orderflow.entrypoints.bootstrap import Deps, build_registry
+from orderflow.domain import saga
 from orderflow.kernel.topology import Names
 
 KNEE_P99_MS = 500.0
@@ -245,7 +245,7 @@ async def run_lifecycle(
     )
     settings = run.settings.model_copy(update={"autopilot": True})
     names = Names.from_settings(settings)
-    queues = {n: names.handler(n).work for n in build_registry(Deps(settings, pool)).names}
+    queues = {s.name: names.handler(s.name).work for s in saga.subscriptions(autopilot=True)}
     port = free_port()
     # The relay's metrics on the first port, each worker's on the next ones (orderflow up).
     metrics_base = free_ports(worker_processes + 1)

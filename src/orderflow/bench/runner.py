@@ -126,11 +126,11 @@ class BenchRun:
         """Remove the run's exchange and queues from the shared broker."""
         import aio_pika
 
-        from orderflow.entrypoints.bootstrap import Deps, build_registry
+        from orderflow.domain import saga
         from orderflow.kernel.topology import Names, delete_topology
 
         settings = self.settings.model_copy(update={"autopilot": True})
-        handlers = build_registry(Deps(settings=settings, pool=pool)).names
+        handlers = [s.name for s in saga.subscriptions(autopilot=True)]
         connection = await aio_pika.connect(settings.rabbitmq_url.get_secret_value(), timeout=10)
         async with connection:
             channel = await connection.channel()

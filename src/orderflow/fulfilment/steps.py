@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from types import MappingProxyType
 from typing import Final
 
 import asyncpg
 
 from orderflow.domain import events as ev
+from orderflow.domain import saga
 from orderflow.domain.model import Order
 from orderflow.domain.orders import OrderStatus as S
-from orderflow.kernel.handlers import Defer, Delivery, HandleFn, HandlerSpec
+from orderflow.kernel.handlers import Defer, Delivery, Handler, StatementStep, TransactionStep
 from orderflow.kernel.uow import UnitOfWork
 from orderflow.ordering import (
     Step,
@@ -22,7 +24,7 @@ from orderflow.ordering import (
     claim_and_lock_orders,
     lock_order,
     shipping_carrier,
-    status_step,
+    status_statement,
 )
 
 AUTOPILOT = "autopilot"
@@ -89,38 +91,44 @@ CARRIER: Final = MappingProxyType(
 )
 
 
-def autopilot_handlers(*, delay_s: float) -> list[HandlerSpec]:
-    """Warehouse and carrier simulators: each step follows the previous one after ``delay_s``.
+async def follow_after_delay(
+    uow: UnitOfWork,
+    deliveries: Sequence[Delivery],
+    *,
+    steps: Mapping[str, Step],
+    delay_s: float,
+) -> None:
+    """Take each order one step on once ``delay_s`` has passed since the event it follows;
+    before that, defer the delivery (through the broker, never by sleeping here)."""
+    for d in deliveries:
+        remaining = delay_s - (datetime.now(UTC) - d.envelope.occurred_at).total_seconds()
+        if remaining > 0:
+            raise Defer(remaining)
+        assert d.envelope.order_id is not None
+        step = steps[d.envelope.type]
+        order = await lock_order(uow, d.envelope.order_id)
+        if order.status is step.expected:  # else a person did it first, or it was cancelled
+            advance(uow, order, step.event(d), actor=AUTOPILOT, cause=d.envelope)
 
-    Waiting goes through the broker (``Defer``), never by sleeping in a handler.
-    """
+
+def autopilot_handlers(*, delay_s: float) -> list[Handler]:
+    """The simulated warehouse and carrier: each step follows the previous one after
+    ``delay_s``."""
+    tables = ((saga.AUTOPILOT_WAREHOUSE, WAREHOUSE), (saga.AUTOPILOT_CARRIER, CARRIER))
     if delay_s == 0:
-        # As fast as possible: one statement per batch (``status_step``).
+        # As fast as possible: one statement per batch (``status_statement``).
         return [
-            status_step("autopilot.warehouse", WAREHOUSE, actor=AUTOPILOT),
-            status_step("autopilot.carrier", CARRIER, actor=AUTOPILOT),
+            StatementStep(sub, apply=status_statement(steps, actor=AUTOPILOT))
+            for sub, steps in tables
         ]
-
-    def handler(steps: Mapping[str, Step]) -> HandleFn:
-        async def handle(d: Delivery, uow: UnitOfWork, _: object) -> None:
-            remaining = delay_s - (datetime.now(UTC) - d.envelope.occurred_at).total_seconds()
-            if remaining > 0:
-                raise Defer(remaining)
-            assert d.envelope.order_id is not None
-            step = steps[d.envelope.type]
-            order = await lock_order(uow, d.envelope.order_id)
-            if order.status is step.expected:  # else a person did it first, or it was cancelled
-                advance(uow, order, step.event(d), actor=AUTOPILOT, cause=d.envelope)
-
-        return handle
-
     # One delivery at a time: a delayed step defers each first delivery, and a Defer inside
     # a batch would roll the whole batch back before it is applied one by one.
     return [
-        HandlerSpec(
-            "autopilot.warehouse", tuple(WAREHOUSE), handler(WAREHOUSE), claim=claim_and_lock_orders
-        ),
-        HandlerSpec(
-            "autopilot.carrier", tuple(CARRIER), handler(CARRIER), claim=claim_and_lock_orders
-        ),
+        TransactionStep(
+            sub,
+            apply=partial(follow_after_delay, steps=steps, delay_s=delay_s),
+            claim=claim_and_lock_orders,
+            batched=False,
+        )
+        for sub, steps in tables
     ]

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from orderflow.kernel.uow import UnitOfWork
-
 
 @dataclass(frozen=True, slots=True)
 class Line:
@@ -43,31 +41,27 @@ async def lock_stock_of(conn: asyncpg.Connection, order_ids: list[uuid.UUID]) ->
     return [Line(**dict(r)) for r in rows]
 
 
-def _reservation_ctes(first: int) -> str:
-    lines, products, quantities = (f"${first + i}" for i in range(3))
-    return f"""reserve_lines AS (
-    SELECT * FROM unnest({lines}::uuid[], {products}::uuid[], {quantities}::int[])
-        AS t(order_id, product_id, quantity)
-), reserve_totals AS (
-    SELECT product_id, sum(quantity) AS quantity FROM reserve_lines GROUP BY product_id
-), reserve_stock AS (
-    UPDATE products p SET stock = p.stock - w.quantity, updated_at = now()
-    FROM reserve_totals w WHERE p.id = w.product_id AND p.id = ANY({products}::uuid[])
-), reserve_moves AS (
-    INSERT INTO stock_movements (product_id, order_id, kind, quantity)
-    SELECT product_id, order_id, 'reserve', -quantity FROM reserve_lines
-)"""
-
-
-def reserve(uow: UnitOfWork, lines: list[Line]) -> None:
+async def reserve(conn: asyncpg.Connection, lines: list[Line]) -> None:
     """Take the stock of these lines (of any orders; products locked) and record a 'reserve'
-    movement for each, in the statement that writes the unit of work's events."""
-    args = [
+    movement for each, with one statement."""
+    await conn.execute(
+        """
+        WITH reserve_lines AS (
+            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[])
+                AS t(order_id, product_id, quantity)
+        ), reserve_totals AS (
+            SELECT product_id, sum(quantity) AS quantity FROM reserve_lines GROUP BY product_id
+        ), reserve_stock AS (
+            UPDATE products p SET stock = p.stock - w.quantity, updated_at = now()
+            FROM reserve_totals w WHERE p.id = w.product_id AND p.id = ANY($2::uuid[])
+        )
+        INSERT INTO stock_movements (product_id, order_id, kind, quantity)
+        SELECT product_id, order_id, 'reserve', -quantity FROM reserve_lines
+        """,
         [line.order_id for line in lines],
         [line.product_id for line in lines],
         [line.requested for line in lines],
-    ]
-    uow.write_with_events(_reservation_ctes, args)
+    )
 
 
 async def release(conn: asyncpg.Connection, order_id: uuid.UUID) -> list[tuple[uuid.UUID, int]]:

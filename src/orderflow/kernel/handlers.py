@@ -1,47 +1,30 @@
-"""The handler registry: which saga step handles which event, and the contract handlers keep.
+"""The saga's handler kinds, and the contract every handler keeps.
 
-A handler is a plain async function. The worker runtime, for each delivery: validates the
-envelope, opens one transaction, skips the delivery if the inbox already holds (event id,
-handler name), runs the handler, writes the inbox row and the events the handler emitted to
-the outbox in that same transaction, commits, then acks.
+A handler serves one ``Subscription`` (its name: its queue and its inbox rows; the event types
+it receives). The worker runtime, for each batch of deliveries: validates the envelopes, claims
+them in the inbox (skipping those applied before), runs the handler, and writes the inbox rows,
+the handler's writes and the events it emitted in one transaction, then acks.
 
-A step that must call the outside world (the payment gateway) does so in ``prepare``, which
-runs before the transaction opens; ``prepare`` must be idempotent (it is retried on
-redelivery) and its result is handed to ``handle``. A retry or a redelivery that the inbox
-holds already is recognised before ``prepare``; a first delivery is not looked up, so the rare
-copy of an applied event (a relay republishing) runs ``prepare`` again, and the claim then
-finds it a duplicate. A ``prepare`` that returns None found
-nothing to do: no transaction is opened and nothing is recorded (a redelivery asks again).
+There are three kinds, and a handler is one of them:
 
-A handler marked ``batch`` may be applied to several deliveries in one transaction (one inbox
-statement, one commit); if any of them fails, that transaction rolls back and each delivery
-is applied on its own, so a failure still touches only its own message. A batch handler's
-``prepare`` runs for each delivery on its own, concurrently, as it arrives; a delivery joins
-a batch only once its ``prepare`` is done, so that a slow call to the outside world delays
-its own delivery and no other, and a ``prepare`` that fails retries only its own message. A
-batch handler that locks rows takes every lock before it runs, in one
-global order (orders by id, then products by id), so that batches (of any worker) cannot
-deadlock: a ``claim`` that locks (``ordering.claim_and_lock_orders``) row-locks the batch's
-orders with the statement that claims them in the inbox, and ``lock_batch`` locks what else
-the handler will lock (products), for the
-batch's orders at once, or for the one order of a delivery applied alone; what it returns
-is the third argument of ``handle``. It may also do the batch's work that one statement can
-do for all its orders (read their stock, register their payments). Writes a handler gathers
-over its batch are made once, at the unit of work's flush: with the events, in their
-statement, when nothing can refuse them (``UnitOfWork.write_with_events``: the stock a
-reservation took), or by one statement of their own just before (a ``before_flush`` of a
-``UnitOfWork.collector``: the charges' settles, whose results decide the events). A handler
-applied one delivery at a time may declare such a ``claim`` too: its claim then locks the
-order the same way, a round trip fewer.
+- ``TransactionStep``: plain code over the whole batch inside one transaction
+  (``apply(uow, deliveries)``): the deliveries claimed now, in arrival order. Its ``claim`` may
+  row-lock what the deliveries are about with the statement that claims them
+  (``ordering.claim_and_lock_orders``: the orders, by id, so that batches of any worker cannot
+  deadlock); whatever else it locks, it locks first thing, in one global order (products by id).
+- ``CallStep``: a step that calls an outside service (the payment gateway). ``call`` runs for
+  each delivery on its own, outside any transaction, concurrently, as deliveries arrive, and
+  must be idempotent (it runs again on redelivery); a delivery joins a batch once its call is
+  done, so a slow call delays only its own delivery. ``record(uow, answered)`` then records the
+  batch's answers in one transaction. A ``call`` that returns None found nothing to do: nothing
+  is recorded and no transaction is opened. A retry or redelivery the inbox holds already is
+  recognised before the call.
+- ``StatementStep``: a step whose whole effect is rows written from its deliveries (a status
+  move, a notification): one SQL statement claims the deliveries in the inbox and writes its
+  rows, outside any explicit transaction; the statement is the transaction.
 
-A handler whose whole effect is rows written from its deliveries (notifications, a status
-change and its event) may be a ``statement`` instead of a ``handle``: one SQL statement that claims
-the deliveries in the inbox (``inbox.claimed_cte``) and writes its rows, run outside any
-explicit transaction. The statement is the transaction: one round trip per batch instead of
-``BEGIN``, claim, writes and ``COMMIT``, with the same effectively-once guarantee. The steps
-that only move an order from one status to the next are such statements too
-(``transitions.status_step``): their events are made before the statement, which writes
-those of the orders it moved.
+A batch that fails rolls back and its deliveries are applied one by one, so a failure touches
+only its own message. ``batched=False`` applies every delivery alone (a step that defers).
 """
 
 from __future__ import annotations
@@ -54,7 +37,21 @@ from typing import Any
 import asyncpg
 
 from orderflow.domain.events import Envelope, Event
+from orderflow.domain.saga import Subscription
 from orderflow.kernel.uow import UnitOfWork
+
+__all__ = [
+    "CallStep",
+    "Defer",
+    "Delivery",
+    "Handler",
+    "PermanentError",
+    "Registry",
+    "StatementStep",
+    "Subscription",
+    "TransactionStep",
+    "TransientError",
+]
 
 
 class TransientError(Exception):
@@ -93,71 +90,91 @@ class Delivery:
         return self.attempt > 1 or self.redelivered
 
 
-HandleFn = Callable[[Delivery, UnitOfWork, Any], Awaitable[None]]
-PrepareFn = Callable[[Delivery], Awaitable[Any]]
-# Locks what else a batch handler will lock for these orders, after them, and may do the
-# batch's set-based work (see above); what it returns is handed to ``handle``.
-LockBatchFn = Callable[[UnitOfWork, list[uuid.UUID]], Awaitable[Any]]
-# Claims (in the inbox of the named handler) and applies deliveries in one statement; returns
-# the event ids it claimed: the others were applied before.
 # Claims (event id, order id) pairs, sorted, in the named handler's inbox; the event ids claimed
 # now. The default claims the event ids alone.
 ClaimFn = Callable[
     [UnitOfWork, str, Sequence[tuple[uuid.UUID, uuid.UUID | None]]], Awaitable[set[uuid.UUID]]
 ]
+ApplyFn = Callable[[UnitOfWork, Sequence[Delivery]], Awaitable[None]]
+CallFn = Callable[[Delivery], Awaitable[Any]]
+RecordFn = Callable[[UnitOfWork, Sequence[tuple[Delivery, Any]]], Awaitable[None]]
+# Claims (in the inbox of the named handler) and applies deliveries in one statement; returns
+# the event ids it claimed: the others were applied before.
 StatementFn = Callable[[asyncpg.Pool, str, Sequence[Delivery]], Awaitable[set[uuid.UUID]]]
 
 
 @dataclass(frozen=True, slots=True)
-class HandlerSpec:
-    """A named consumer: its own queue, its own inbox rows, the events it subscribes to."""
-
-    name: str
-    event_types: tuple[str, ...]
-    handle: HandleFn | None
-    prepare: PrepareFn | None = None
-    batch: bool = False
-    # How deliveries are claimed in the inbox: None claims the event ids alone; a capability
-    # may lock its rows with the same statement (``ordering.claim_and_lock_orders``).
-    claim: ClaimFn | None = None
-    lock_batch: LockBatchFn | None = None
-    statement: StatementFn | None = None
-    # How long an idle batch handler lingers for more deliveries before it applies a batch;
-    # None: the worker's ``worker_batch_window_s`` (0, apply at once).
-    batch_window_s: float | None = None
+class _Step:
+    subscription: Subscription
+    # Batches of deliveries per transaction (natural batching); False: one delivery at a time.
+    batched: bool = True
+    # How long an idle handler lingers for more deliveries before it applies a batch; None:
+    # the worker's ``worker_batch_window_s`` (0, apply at once).
+    window_s: float | None = None
 
     def __post_init__(self) -> None:
-        if (self.handle is None) == (self.statement is None):
-            raise ValueError(f"handler {self.name!r}: give either handle or statement")
-        if self.statement is not None and not self.batch:
-            raise ValueError(f"handler {self.name!r}: a statement handler is a batch handler")
-        if self.lock_batch is not None and self.prepare is not None:
-            raise ValueError(f"handler {self.name!r}: lock_batch and prepare both feed handle")
-        if self.statement is not None and self.prepare is not None:
-            raise ValueError(f"handler {self.name!r}: a statement has no prepare step")
-        if self.statement is not None and (self.lock_batch or self.claim):
-            raise ValueError(f"handler {self.name!r}: a statement takes its own locks")
-        if self.batch_window_s is not None and (not self.batch or self.batch_window_s < 0):
-            raise ValueError(
-                f"handler {self.name!r}: a batch window needs a batch handler and is not negative"
-            )
+        if self.window_s is not None and (not self.batched or self.window_s < 0):
+            raise ValueError(f"handler {self.name!r}: a window needs batches and is not negative")
+
+    @property
+    def name(self) -> str:
+        """The handler's name: its queue and its inbox rows."""
+        return self.subscription.name
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        """The event types it receives."""
+        return self.subscription.event_types
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransactionStep(_Step):
+    """Plain code over a batch of deliveries in one transaction."""
+
+    apply: ApplyFn
+    claim: ClaimFn | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallStep(_Step):
+    """A call to an outside service per delivery, then the batch's answers recorded in one
+    transaction."""
+
+    call: CallFn
+    record: RecordFn
+    claim: ClaimFn | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatementStep(_Step):
+    """A batch claimed and applied by one statement."""
+
+    apply: StatementFn
+
+    def __post_init__(self) -> None:
+        _Step.__post_init__(self)
+        if not self.batched:
+            raise ValueError(f"handler {self.name!r}: a statement step takes batches")
+
+
+Handler = TransactionStep | CallStep | StatementStep
 
 
 class Registry:
     """Handlers by name and by event type."""
 
-    def __init__(self, specs: Iterable[HandlerSpec] = ()) -> None:
-        self._by_name: dict[str, HandlerSpec] = {}
-        for spec in specs:
-            self.add(spec)
+    def __init__(self, handlers: Iterable[Handler] = ()) -> None:
+        self._by_name: dict[str, Handler] = {}
+        for handler in handlers:
+            self.add(handler)
 
-    def add(self, spec: HandlerSpec) -> None:
-        """Register ``spec``; names are unique."""
-        if spec.name in self._by_name:
-            raise ValueError(f"handler {spec.name!r} registered twice")
-        self._by_name[spec.name] = spec
+    def add(self, handler: Handler) -> None:
+        """Register ``handler``; names are unique."""
+        if handler.name in self._by_name:
+            raise ValueError(f"handler {handler.name!r} registered twice")
+        self._by_name[handler.name] = handler
 
-    def get(self, name: str) -> HandlerSpec:
+    def get(self, name: str) -> Handler:
         """The handler called ``name``."""
         return self._by_name[name]
 
@@ -176,9 +193,9 @@ class Registry:
             raise KeyError(f"unknown handlers: {', '.join(unknown)}")
         return Registry(self._by_name[n] for n in wanted)
 
-    def subscribers(self, event_type: str) -> list[HandlerSpec]:
+    def subscribers(self, event_type: str) -> list[Handler]:
         """The handlers that receive ``event_type``."""
-        return [s for s in self._by_name.values() if event_type in s.event_types]
+        return [h for h in self._by_name.values() if event_type in h.event_types]
 
-    def __iter__(self) -> Iterator[HandlerSpec]:
+    def __iter__(self) -> Iterator[Handler]:
         return iter(self._by_name.values())

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import asyncpg
 
@@ -19,10 +19,6 @@ from orderflow.kernel import idempotency as records
 from orderflow.kernel import outbox
 
 Pending = tuple[Envelope, OrderStatus | None]
-# A data-modifying CTE that travels with the events: its SQL, given the number of its first
-# parameter, and its parameters.
-Write = tuple[Callable[[int], str], Sequence[Any]]
-T = TypeVar("T")
 
 
 def event_ctes(first: int, *, when: str = "TRUE") -> str:
@@ -64,8 +60,7 @@ def event_args(pending: Sequence[Pending]) -> list[list[Any]]:
 
 
 # The order statuses a unit of work changed (parameters 8 to 11), written by the statement
-# that writes its events (1 to 7), then the writes that travel with them (``write_with_events``)
-# and the idempotent answer when there is one, numbered on from 12.
+# that writes its events (1 to 7), then the idempotent answer when there is one, from 12.
 _STATUS_CTE = """, statused AS (
     UPDATE orders o SET status = s.status, cancel_reason = s.cancel_reason,
                         version = o.version + s.changes, updated_at = now()
@@ -94,8 +89,7 @@ class UnitOfWork:
 
     The orders it locked are kept by id (``locked``), so a batch that locked them all at once
     finds each again without a query; their status changes are written with the events, by
-    the one statement of ``flush``, and so are the writes a handler gathered over its batch
-    (``write_with_events``, ``collector``).
+    the one statement of ``flush``.
     """
 
     conn: asyncpg.Connection
@@ -103,13 +97,10 @@ class UnitOfWork:
     _pending: list[Pending] = field(default_factory=list)
     _answer: RecordedResponse | None = None
     _after_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    _before_flush: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     completed: bool = False
     wrote_events: bool = False
     locked: dict[uuid.UUID, Order] = field(default_factory=dict)
     _changes: dict[uuid.UUID, _StatusChange] = field(default_factory=dict)
-    _writes: list[Write] = field(default_factory=list)
-    _collectors: dict[Callable[..., Any], Any] = field(default_factory=dict)
 
     def change_status(
         self, order: Order, status: OrderStatus, *, cancel_reason: str | None
@@ -122,30 +113,6 @@ class UnitOfWork:
         self._changes[order.id] = _StatusChange(
             status, cancel_reason, (earlier.changes if earlier else 0) + 1
         )
-
-    def before_flush(self, hook: Callable[[], Awaitable[None]]) -> None:
-        """Run ``hook`` at the next ``flush``, before the events and status changes are written;
-        a hook that already waits for it is not added again.
-
-        For writes a batch gathers across its deliveries and makes once (stock reservations,
-        the charges' settles): each hand-over schedules the gatherer's write.
-        """
-        if hook not in self._before_flush:
-            self._before_flush.append(hook)
-
-    def write_with_events(self, cte: Callable[[int], str], args: Sequence[Any]) -> None:
-        """Make a write in the statement of the next ``flush`` (a round trip fewer than a
-        statement of its own): ``cte(first)`` is one or more data-modifying CTEs,
-        ``name AS (...)``, whose parameters ``args`` are numbered from ``first``. For writes
-        whose result the handler does not need (it decided them against locked rows)."""
-        self._writes.append((cte, args))
-
-    def collector(self, make: Callable[[UnitOfWork], T]) -> T:
-        """The one ``make(self)`` of this unit of work: where a batch handler gathers what its
-        deliveries will write, to write it once (a ``before_flush`` it schedules)."""
-        if make not in self._collectors:
-            self._collectors[make] = make(self)
-        return cast(T, self._collectors[make])
 
     def after_commit(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run ``hook`` once the transaction has committed (never if it rolls back).
@@ -171,20 +138,16 @@ class UnitOfWork:
         return [env for env, _ in self._pending]
 
     async def flush(self) -> None:
-        """Write the queued events, status changes and gathered writes, and the idempotent
-        answer if it is known by now, with one statement."""
-        hooks, self._before_flush = self._before_flush, []
-        for hook in hooks:
-            await hook()
+        """Write the queued events and status changes, and the idempotent answer if it is
+        known by now, with one statement."""
         answer, self._answer = self._answer, None
         request = self.idempotency
-        if not self._pending and not self._changes and not self._writes:
+        if not self._pending and not self._changes:
             if request is not None and answer is not None:
                 await records.respond(self.conn, request, answer)
             return
         pending, self._pending = self._pending, []
         changes, self._changes = self._changes, {}
-        writes, self._writes = self._writes, []
         self.wrote_events = self.wrote_events or bool(pending)
         sql = [_WRITE]
         args: list[Any] = [
@@ -194,9 +157,6 @@ class UnitOfWork:
             [c.cancel_reason for c in changes.values()],
             [c.changes for c in changes.values()],
         ]
-        for cte, cte_args in writes:
-            sql += [", ", cte(len(args) + 1)]
-            args += cte_args
         if request is not None and answer is not None:
             sql.append(records.respond_cte(len(args) + 1))
             args += records.respond_args(request, answer)

@@ -4,34 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from types import MappingProxyType
-from typing import Final
+from functools import partial
 
 import asyncpg
 
-from orderflow.domain import events as ev
-from orderflow.kernel.handlers import Delivery, HandlerSpec
+from orderflow.domain import saga
+from orderflow.domain.saga import RECIPIENTS
+from orderflow.kernel.handlers import Delivery, Handler, StatementStep
 from orderflow.kernel.inbox import claimed_cte
 from orderflow.notifications.senders import Notification, NotificationSender
-
-# event type -> (recipient, subject) pairs. Every event type must have a subscriber somewhere:
-# the relay treats an unroutable event as an error (a test checks the registry covers all).
-RECIPIENTS: Final = MappingProxyType(
-    {
-        ev.OrderPlaced.TYPE: (("customer", "We received your order"),),
-        ev.PaymentFailed.TYPE: (("customer", "Your payment was declined: please pay again"),),
-        ev.OrderPaid.TYPE: (("customer", "Payment received"),),
-        ev.InventoryChecked.TYPE: (("warehouse", "Order ready to prepare"),),
-        ev.InventoryInsufficient.TYPE: (("supplier", "Restock needed"),),
-        ev.OrderPrepared.TYPE: (("carrier", "Parcel ready for pick-up"),),
-        ev.OrderShipped.TYPE: (("customer", "Your order has shipped"),),
-        ev.OrderDelivered.TYPE: (("customer", "Your order was delivered"),),
-        ev.OrderCancelled.TYPE: (("customer", "Your order was cancelled"),),
-        ev.PaymentRefunded.TYPE: (("customer", "Your payment was refunded"),),
-        ev.InventoryReleased.TYPE: (("warehouse", "Reserved stock returned to the shelf"),),
-    }
-)
-
 
 # The deliveries' inbox claim and their notifications, in one statement (one transaction):
 # the notifications of the events claimed now, each (event, recipient) once.
@@ -63,40 +44,40 @@ def notifications_for(d: Delivery) -> list[Notification]:
     ]
 
 
-def handlers(sender: NotificationSender, *, batch_window_s: float = 0.0) -> list[HandlerSpec]:
-    """The notification handler, sending through ``sender``; its batches linger
-    ``batch_window_s`` for more deliveries (no step of the saga waits for a notification)."""
+async def record_notifications(
+    pool: asyncpg.Pool, handler: str, deliveries: Sequence[Delivery], *, sender: NotificationSender
+) -> set[uuid.UUID]:
+    """Claim the deliveries and record their notifications in one statement, then send those
+    recorded now; the event ids claimed now."""
+    wanted = {(n.event_id, n.recipient): n for d in deliveries for n in notifications_for(d)}
+    rows = await pool.fetch(
+        _CLAIM_AND_RECORD,
+        sorted({d.envelope.event_id for d in deliveries}),
+        handler,
+        [n.event_id for n in wanted.values()],
+        [n.order_id for n in wanted.values()],
+        [n.recipient for n in wanted.values()],
+        [n.subject for n in wanted.values()],
+        sender.channel,
+    )
+    for row in rows:
+        if row["recipient"] is not None:
+            await sender.send(wanted[(row["event_id"], row["recipient"])])
+    return {row["event_id"] for row in rows}
 
-    async def notify(
-        pool: asyncpg.Pool, handler: str, deliveries: Sequence[Delivery]
-    ) -> set[uuid.UUID]:
-        """Claim the deliveries and record their notifications, then send those recorded."""
-        wanted = {(n.event_id, n.recipient): n for d in deliveries for n in notifications_for(d)}
-        rows = await pool.fetch(
-            _CLAIM_AND_RECORD,
-            sorted({d.envelope.event_id for d in deliveries}),
-            handler,
-            [n.event_id for n in wanted.values()],
-            [n.order_id for n in wanted.values()],
-            [n.recipient for n in wanted.values()],
-            [n.subject for n in wanted.values()],
-            sender.channel,
-        )
-        for row in rows:
-            if row["recipient"] is not None:
-                await sender.send(wanted[(row["event_id"], row["recipient"])])
-        return {row["event_id"] for row in rows}
 
-    # One statement per batch: notifications of different events never contend, and they
-    # are 6 of the 13 deliveries of a delivered order. The sender (the log) sends once the
-    # record is committed. Outgoing HTTP is the webhook subscriptions' (service.webhooks).
+def handlers(sender: NotificationSender, *, batch_window_s: float = 0.0) -> list[Handler]:
+    """The notification step, sending through ``sender``; its batches linger
+    ``batch_window_s`` for more deliveries (no step of the saga waits for a notification).
+
+    One statement per batch: notifications of different events never contend, and they are 6
+    of the 13 deliveries of a delivered order. The sender (the log) sends once the record is
+    committed. Outgoing HTTP is the webhook subscriptions' (``notifications.webhooks``).
+    """
     return [
-        HandlerSpec(
-            "notifications.send",
-            tuple(RECIPIENTS),
-            None,
-            batch=True,
-            statement=notify,
-            batch_window_s=batch_window_s,
+        StatementStep(
+            saga.NOTIFICATIONS_SEND,
+            apply=partial(record_notifications, sender=sender),
+            window_s=batch_window_s,
         )
     ]

@@ -27,9 +27,9 @@ from orderflow.domain import events as ev
 from orderflow.domain import webhooks as signing
 from orderflow.domain.errors import InvalidRequest, NotFound
 from orderflow.domain.model import FeedEntry
+from orderflow.domain.saga import RECIPIENTS
 from orderflow.domain.webhooks import Partner
 from orderflow.notifications import webhook_store as store
-from orderflow.notifications.steps import RECIPIENTS
 from orderflow.notifications.webhook_store import DeliveryRow, Due, SubscriptionRow
 from orderflow.observability import metrics
 from orderflow.ordering import entry_json, read_feed_after, sequence_feed

@@ -15,9 +15,9 @@ from orderflow.ordering.transitions import (
     advance,
     annotate,
     claim_and_lock_orders,
+    emit_off_timeline,
     lock_order,
-    publish,
-    status_step,
+    status_statement,
 )
 
 __all__ = [
@@ -27,13 +27,13 @@ __all__ = [
     "annotate",
     "claim_and_lock_orders",
     "decode_cursor",
+    "emit_off_timeline",
     "encode_cursor",
     "entry_json",
     "get_order",
     "lock_order",
-    "publish",
     "read_feed_after",
     "sequence_feed",
     "shipping_carrier",
-    "status_step",
+    "status_statement",
 ]

@@ -14,7 +14,7 @@ from orderflow.domain.idempotency import IdempotentRequest
 from orderflow.domain.model import Order
 from orderflow.domain.orders import OrderStatus, next_status
 from orderflow.kernel import outbox
-from orderflow.kernel.handlers import Delivery, HandlerSpec
+from orderflow.kernel.handlers import Delivery, StatementFn
 from orderflow.kernel.uow import UnitOfWork, unit_of_work
 from orderflow.ordering import store as orders
 
@@ -78,7 +78,7 @@ def annotate(
     uow.emit(_envelope(order, event, cause, actor), status_after=order.status)
 
 
-def publish(
+def emit_off_timeline(
     uow: UnitOfWork, order: Order, event: Event, *, actor: str, cause: Envelope | None = None
 ) -> None:
     """Send ``event`` through the outbox only (it does not belong on the order's timeline)."""
@@ -118,12 +118,12 @@ class Step:
     event: Callable[[Delivery], Event]
 
 
-def status_step(name: str, steps: Mapping[str, Step], *, actor: str) -> HandlerSpec:
-    """A batch handler for steps that only move an order on (``steps`` by the event type
-    they follow), applied by one statement per batch: the inbox claim, the conditional
-    status change and the events it causes (``orders.advance_claimed``)."""
+def status_statement(steps: Mapping[str, Step], *, actor: str) -> StatementFn:
+    """The statement of a step that only moves orders on (``steps`` by the event type they
+    follow): the inbox claim, the conditional status change and the events it causes, one
+    statement per batch (``store.advance_claimed``, ADR 0017)."""
 
-    async def apply_steps(
+    async def move_orders(
         pool: asyncpg.Pool, handler: str, deliveries: Sequence[Delivery]
     ) -> set[uuid.UUID]:
         planned = []
@@ -147,4 +147,4 @@ def status_step(name: str, steps: Mapping[str, Step], *, actor: str) -> HandlerS
             raise NotFound(f"no order for the events {sorted(map(str, done.missing))}")
         return done.claimed
 
-    return HandlerSpec(name, tuple(steps), None, batch=True, statement=apply_steps)
+    return move_orders

@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 
 import aio_pika
 import asyncpg
@@ -21,7 +22,13 @@ from prometheus_client import REGISTRY
 from orderflow.domain.events import Envelope, OrderDelivered, OrderShipped
 from orderflow.kernel import outbox
 from orderflow.kernel.consumer import Outcome, apply_batch
-from orderflow.kernel.handlers import Delivery, HandlerSpec, PermanentError, Registry
+from orderflow.kernel.handlers import (
+    Delivery,
+    PermanentError,
+    Registry,
+    Subscription,
+    TransactionStep,
+)
 from orderflow.kernel.topology import ATTEMPT, Names
 from orderflow.kernel.uow import UnitOfWork, unit_of_work
 from orderflow.operations.dead_letters import process
@@ -435,15 +442,18 @@ async def test_a_backlog_of_a_batch_handler_leaves_slots_to_the_other_handlers(
     # slot at once instead of waiting for the slow batch to finish.
     settings = bb_settings.model_copy(update={"worker_concurrency": 2})
 
-    async def record(delivery: Delivery, uow: UnitOfWork, _: object) -> None:
-        await uow.conn.execute(
-            "INSERT INTO backbone_applied (event_id, handler, attempt, pid) VALUES ($1,$2,1,0)",
-            delivery.envelope.event_id,
-            "beta",
-        )
+    async def record(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            await uow.conn.execute(
+                "INSERT INTO backbone_applied (event_id, handler, attempt, pid) VALUES ($1,$2,1,0)",
+                delivery.envelope.event_id,
+                "beta",
+            )
 
     registry = make_registry(["alpha"], batch=True)
-    registry.add(HandlerSpec("beta", (OrderShipped.TYPE,), record))
+    registry.add(
+        TransactionStep(Subscription("beta", (OrderShipped.TYPE,)), apply=record, batched=False)
+    )
     async with running(settings, pool, registry):
         slow = await emit(pool, ["slow:1500"] * 3)
         alpha = Names.from_settings(settings).handler("alpha").work

@@ -16,11 +16,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from orderflow.domain import saga
 from orderflow.domain.errors import InvalidRequest
 from orderflow.entrypoints.api.deps import AppState, State
 from orderflow.entrypoints.api.problems import SESSION_RESPONSES, ProblemRoute
 from orderflow.entrypoints.api.routers.admin import AdminAction, BackOffice, actor
-from orderflow.entrypoints.bootstrap import Deps, build_registry
 from orderflow.kernel.topology import Names
 from orderflow.observability import metrics
 from orderflow.operations import dead_letters, stuck
@@ -48,8 +48,7 @@ class SagaMap:
 
 async def saga_map(state: AppState) -> SagaMap:
     """The handlers (autopilot's too, when its queue was declared) and their queues' stats."""
-    settings = state.settings.model_copy(update={"autopilot": True})
-    registry = build_registry(Deps(settings=settings, pool=state.pool))
+    registry = saga.subscriptions(autopilot=True)
     names = Names.from_settings(state.settings)
     queue_of = {spec.name: names.handler(spec.name).work for spec in registry}
     watched = [*queue_of.values(), names.dead_letters]

@@ -32,7 +32,7 @@ from orderflow.fulfilment import steps as fulfilment
 from orderflow.operations import backoffice, dead_letters, stuck
 from orderflow.operations.redrive import republish_event
 from orderflow.ordering import placement as ordering
-from orderflow.payments import steps as payments
+from orderflow.payments import attempts as payments
 
 router = APIRouter(
     prefix="/admin/api/orders",

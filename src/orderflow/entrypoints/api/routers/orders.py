@@ -30,7 +30,7 @@ from orderflow.entrypoints.api.schemas import (
 from orderflow.fulfilment import steps as fulfilment
 from orderflow.observability.metrics import ORDERS_PLACED
 from orderflow.ordering import placement as ordering
-from orderflow.payments import steps as payments
+from orderflow.payments import attempts as payments
 
 router = APIRouter(
     prefix="/api/v1/orders", tags=["orders"], responses=EDGE_RESPONSES, route_class=ProblemRoute
