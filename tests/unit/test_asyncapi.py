@@ -4,6 +4,7 @@ in tests/schemas/asyncapi, offline), and says what the events and webhooks are."
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from orderflow.domain.events import EVENT_TYPES
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "asyncapi" / "3.0.0.json"
 
 
+@functools.cache  # one validator for the file: it resolves and caches the schema's refs
 def _validator() -> jsonschema.Draft7Validator:
     schema = json.loads(SCHEMA.read_text())
     assert schema["$id"] == "http://asyncapi.com/definitions/3.0.0/asyncapi.json"
