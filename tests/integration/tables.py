@@ -16,7 +16,7 @@ WATCHED = (
     "inbox",
 )
 # What a request is responsible for: a timeline entry's position is given later, by the
-# order feed's sequencer running in the background (service.order_streams), not by a request.
+# order feed's sequencer running in the background (ordering.streams), not by a request.
 SOURCES = {
     "order_timeline": "(SELECT id, order_id, event_id, event_type, actor, status_after, "
     "occurred_at, recorded_at, data FROM order_timeline)"

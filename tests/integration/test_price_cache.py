@@ -1,4 +1,4 @@
-"""The API process's own copy of products for pricing orders (adapters/price_cache.py), in
+"""The API process's own copy of products for pricing orders (catalogue/price_cache.py), in
 front of the real Redis product cache."""
 
 from __future__ import annotations

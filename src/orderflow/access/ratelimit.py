@@ -71,7 +71,7 @@ class RateLimiter:
     """Decides per (group, identity) whether a request may proceed.
 
     Decisions asked for while others are on their way to Redis wait and go together in the
-    next pipeline (natural batching, ``service.batching``): a busy API process pays one round
+    next pipeline (natural batching, ``kernel.batching``): a busy API process pays one round
     trip for many requests, an idle one one per request. Each decision is still its own
     atomic script run.
     """

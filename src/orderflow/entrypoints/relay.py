@@ -100,7 +100,7 @@ class _Window:
 class Relay:
     """One relay process's loop; several may run against the same outbox.
 
-    Two duties (``service.duties``): the LISTEN connection that wakes the relay
+    Two duties (``kernel.duties``): the LISTEN connection that wakes the relay
     (``relay_listener``) and the loop that claims, publishes and marks (``relay_pump``).
     """
 

@@ -2,7 +2,7 @@
 
 Pub/sub is a doorbell with the news attached, never the record: a message published while a
 subscriber is disconnected is lost to it, so subscribers check what they receive for gaps
-and read PostgreSQL for what is missing (``service.order_streams``).
+and read PostgreSQL for what is missing (``ordering.streams``).
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def serve_metrics(
 
     /healthz answers 200 while ``health()["status"]`` is "ok", 503 otherwise. Being a thread,
     it still answers (503) while the event loop is blocked: that is how a stuck loop is seen
-    (``service.duties.LoopWatch``); a paused or dead process does not answer at all.
+    (``kernel.duties.LoopWatch``); a paused or dead process does not answer at all.
     """
     if not port:
         return

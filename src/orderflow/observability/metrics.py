@@ -93,7 +93,7 @@ ORDERS_OVERDUE = Gauge(
     "sweep found them: every worker reports the same figure, so aggregate with max)",
     ["status"],
 )
-# --- Supervised duties and the event loop (service.duties) ---
+# --- Supervised duties and the event loop (kernel.duties) ---
 DUTY_RESTARTS = Counter(
     "orderflow_duty_restarts_total", "A supervised duty failed and was started again", ["duty"]
 )

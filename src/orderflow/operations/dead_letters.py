@@ -3,7 +3,7 @@
 Messages are fetched unacknowledged: what an action does not settle returns to the queue when
 the channel closes. A filter (handler, reason, event type, age, order) picks letters; a dry
 run settles nothing and reports what the action would take. The back office and the CLI both
-act through ``process``; each records what it did (``service.backoffice.record_action``).
+act through ``process``; each records what it did (``operations.backoffice.record_action``).
 """
 
 from __future__ import annotations

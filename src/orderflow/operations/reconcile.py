@@ -4,7 +4,7 @@ Each saga step is caused by the order's last event. If a copy of that event was 
 way (a broker that lost a waiting retry, an operator who purged a queue), nothing would ever
 move the order again. ``reconcile`` finds orders that made no progress for longer than their
 step allows and re-drives each from its last event with the back office's re-drive
-(``service.redrive.republish_event``): the event is published again, and every handler that
+(``operations.redrive.republish_event``): the event is published again, and every handler that
 has applied it already skips it by its inbox, so a re-drive is always safe.
 """
 

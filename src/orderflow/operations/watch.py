@@ -34,7 +34,7 @@ async def every(
 ) -> None:
     """Run ``step`` every ``interval_s`` until ``stop`` (never when 0). A transient failure
     (the database restarting, a session cut) is logged and the next round tries again;
-    anything else escapes to the duty's supervisor (``service.duties``), which restarts it."""
+    anything else escapes to the duty's supervisor (``kernel.duties``), which restarts it."""
     if not interval_s:
         return
     while not stop.is_set():

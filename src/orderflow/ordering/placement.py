@@ -67,7 +67,7 @@ _Insert = Callable[[orders.NewOrder], Awaitable[Order | None]]
 class PlacementBatcher:
     """Stores the orders placed concurrently in one process with one statement (ADR 0010).
 
-    Natural batching (``service.batching``): an order placed while the previous batch is being
+    Natural batching (``kernel.batching``): an order placed while the previous batch is being
     written waits for it and joins the next one, so a busy API process shares one round trip
     and one commit among many orders, and an idle one writes each order at once. Each order is
     still written with its lines and events or not at all. Orders without an idempotency key

@@ -3,7 +3,7 @@
 To make an endpoint idempotent, add ``idem: IdempotencyKey`` to the route and pass
 ``idempotency=idem.recording(OrderOut.of, status_code=200)`` to a use case that runs in a
 ``unit_of_work(pool, idempotency=...)`` and calls ``uow.complete(result)``. The record is
-claimed and answered inside the use case's own transaction (see adapters/postgres/uow.py).
+claimed and answered inside the use case's own transaction (see kernel/uow.py).
 """
 
 from __future__ import annotations

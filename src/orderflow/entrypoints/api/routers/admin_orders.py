@@ -2,7 +2,7 @@
 
 Staff actions go through the same service functions as the API's routes (same rules, same
 events); each is also recorded in ``admin_actions`` with who did it. The re-drive fixes only
-what is safe to fix (``service.stuck``): it republishes events and replays the order's dead
+what is safe to fix (``operations.stuck``): it republishes events and replays the order's dead
 letters, and records what it did.
 """
 

@@ -2,7 +2,7 @@
 
 Every frame's ``id`` is the timeline entry's id; a client that reconnects with the last one
 it received gets exactly what it missed, then the live feed. Streams read the order feed
-(``service.order_streams``): commit order, fanned out through Redis, backed by PostgreSQL.
+(``ordering.streams``): commit order, fanned out through Redis, backed by PostgreSQL.
 """
 
 from __future__ import annotations
