@@ -20,6 +20,7 @@ from orderflow.domain.errors import InvalidRequest
 from orderflow.domain.model import Order
 from orderflow.entrypoints.api.deps import build_pricing
 from orderflow.ordering import placement as ordering
+from orderflow.ordering.placement_batches import PlacementBatcher
 from orderflow.settings import Settings
 from tests.factories import make_customer, make_product
 
@@ -51,7 +52,7 @@ def place(pool: asyncpg.Pool, settings: Settings) -> Callable[..., Coroutine[Any
     pricing = build_pricing(settings)
 
     def call(
-        batcher: ordering.PlacementBatcher,
+        batcher: PlacementBatcher,
         customer_id: str,
         lines: list[tuple[str, int]],
         cache: RedisProductCache | None = None,
@@ -74,7 +75,7 @@ async def in_one_batch(
     client: httpx.AsyncClient,
     pool: asyncpg.Pool,
     place: Callable[..., Coroutine[Any, Any, Order]],
-    batcher: ordering.PlacementBatcher,
+    batcher: PlacementBatcher,
     customer_id: str,
     calls: list[Callable[[], Coroutine[Any, Any, Order]]],
 ) -> tuple[Order, list[Order | BaseException]]:
@@ -111,7 +112,7 @@ async def stored(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> list[dict[str, Any
 async def test_orders_placed_together_share_one_statement_and_each_is_whole(
     client: httpx.AsyncClient, pool: asyncpg.Pool, place: Callable[..., Coroutine[Any, Any, Order]]
 ) -> None:
-    batcher = ordering.PlacementBatcher(pool, max_batch=32)
+    batcher = PlacementBatcher(pool, max_batch=32)
     catalogue = [await make_product(client, price=100 * (i + 1)) for i in range(4)]
     customer = await make_customer(client)
     orders = [
@@ -152,7 +153,7 @@ async def test_an_order_priced_from_a_stale_cache_is_priced_again_and_the_rest_a
     place: Callable[..., Coroutine[Any, Any, Order]],
     product_cache: RedisProductCache,
 ) -> None:
-    batcher = ordering.PlacementBatcher(pool, max_batch=32)
+    batcher = PlacementBatcher(pool, max_batch=32)
     changed = await make_product(client, price=1000)
     steady = await make_product(client, price=300)
     customer = await make_customer(client)
@@ -186,7 +187,7 @@ async def test_an_order_priced_from_a_stale_cache_is_priced_again_and_the_rest_a
 async def test_an_order_that_breaks_a_constraint_fails_alone_and_its_batch_is_stored(
     client: httpx.AsyncClient, pool: asyncpg.Pool, place: Callable[..., Coroutine[Any, Any, Order]]
 ) -> None:
-    batcher = ordering.PlacementBatcher(pool, max_batch=32)
+    batcher = PlacementBatcher(pool, max_batch=32)
     product = await make_product(client, price=700)
     customer = await make_customer(client)
     nobody = str(uuid.uuid4())

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from orderflow.domain.model import FeedEntry
 from orderflow.domain.orders import OrderStatus
-from orderflow.ordering.streams import FeedHub
+from orderflow.ordering.feed_hub import FeedHub
 
 
 def _entry(position: int) -> FeedEntry:

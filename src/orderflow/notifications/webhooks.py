@@ -1,4 +1,4 @@
-"""Webhook subscriptions and their deliveries (docs/webhooks.md, ADR 0024).
+"""Webhook deliveries, made by the workers from the order feed (docs/webhooks.md, ADR 0024).
 
 Customers subscribe to their own orders, admins subscribe partners (warehouse, carrier,
 supplier) to every order; each subscription filters by event type and has its own secret.
@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -23,75 +22,27 @@ import httpx
 import orjson
 import structlog
 
-from orderflow.domain import events as ev
 from orderflow.domain import webhooks as signing
-from orderflow.domain.errors import InvalidRequest, NotFound
 from orderflow.domain.model import FeedEntry
 from orderflow.domain.saga import RECIPIENTS
 from orderflow.domain.webhooks import Partner
-from orderflow.notifications import webhook_store as store
-from orderflow.notifications.webhook_store import DeliveryRow, Due, SubscriptionRow
+from orderflow.notifications import delivery_store as store
+from orderflow.notifications import webhook_store
+from orderflow.notifications.webhook_rows import Due, SubscriptionRow
+from orderflow.notifications.webhook_subscriptions import create_subscription
 from orderflow.observability import metrics
 from orderflow.ordering import entry_json, read_feed_after, sequence_feed
 
 log = structlog.get_logger(__name__)
 
-EVENT_TYPES = frozenset(ev.EVENT_TYPES)
 LEGACY_DESCRIPTION = "ORDERFLOW_NOTIFICATION_WEBHOOK_URL"
 # Statuses a receiver answers when it may accept the same message later.
 _RETRYABLE = frozenset({408, 409, 425, 429})
 
 
-def partner_event_types(partner: Partner) -> list[str]:
-    """What a partner hears about by default: what the notifications tell it."""
-    return sorted(
-        event
-        for event, pairs in RECIPIENTS.items()
-        if any(recipient == partner.value for recipient, _ in pairs)
-    ) or sorted(RECIPIENTS)
-
-
-def _check_types(event_types: Sequence[str]) -> list[str]:
-    unknown = sorted(set(event_types) - EVENT_TYPES)
-    if unknown:
-        raise InvalidRequest(f"unknown event types {unknown}; see GET /api/v1/events/catalogue")
-    return sorted(set(event_types))
-
-
-async def create_subscription(
-    pool: asyncpg.Pool,
-    *,
-    url: str,
-    event_types: Sequence[str],
-    description: str,
-    customer_id: uuid.UUID | None,
-    partner: Partner | None,
-) -> SubscriptionRow:
-    """A new subscription with a fresh secret: a customer's (its orders) or a partner's (every
-    order). Without event types, a partner gets what its notifications name, a customer all."""
-    if (customer_id is None) == (partner is None):
-        raise InvalidRequest("a subscription is either a customer's or a partner's")
-    types = _check_types(event_types)
-    if not types and partner is not None:
-        types = partner_event_types(partner)
-    try:
-        return await store.insert_subscription(
-            pool,
-            sub_id=uuid.uuid4(),
-            url=url,
-            customer_id=customer_id,
-            partner=partner.value if partner else None,
-            event_types=types,
-            description=description,
-            secret=signing.new_secret(),
-        )
-    except asyncpg.ForeignKeyViolationError:
-        raise InvalidRequest(f"customer {customer_id} does not exist") from None
-
-
 async def adopt_notification_url(pool: asyncpg.Pool, url: str) -> SubscriptionRow:
     """The global notification URL as an ordinary subscription (made once, kept after)."""
-    found = await store.find_by_url(pool, url=url, partner=Partner.OTHER.value)
+    found = await webhook_store.find_by_url(pool, url=url, partner=Partner.OTHER.value)
     if found is not None:
         return found
     return await create_subscription(
@@ -102,86 +53,6 @@ async def adopt_notification_url(pool: asyncpg.Pool, url: str) -> SubscriptionRo
         customer_id=None,
         partner=Partner.OTHER,
     )
-
-
-async def get_subscription(
-    pool: asyncpg.Pool, sub_id: uuid.UUID, *, owner: uuid.UUID | None
-) -> SubscriptionRow:
-    """A subscription the caller may see (``owner``: a customer sees only its own)."""
-    found = await store.get_subscription(pool, sub_id)
-    if found is None or (owner is not None and found.customer_id != owner):
-        raise NotFound(f"webhook subscription {sub_id} does not exist")
-    return found
-
-
-async def list_subscriptions(
-    pool: asyncpg.Pool, *, owner: uuid.UUID | None
-) -> list[SubscriptionRow]:
-    """The subscriptions the caller may see."""
-    return await store.list_subscriptions(pool, customer_id=owner)
-
-
-async def rotate_secret(
-    pool: asyncpg.Pool, sub_id: uuid.UUID, *, owner: uuid.UUID | None, overlap_s: float
-) -> SubscriptionRow:
-    """A new secret; messages are signed with both for ``overlap_s`` seconds."""
-    await get_subscription(pool, sub_id, owner=owner)
-    rotated = await store.rotate_secret(
-        pool, sub_id, secret=signing.new_secret(), overlap_s=overlap_s
-    )
-    if rotated is None:
-        raise NotFound(f"webhook subscription {sub_id} does not exist")
-    return rotated
-
-
-async def enable(
-    pool: asyncpg.Pool, sub_id: uuid.UUID, *, owner: uuid.UUID | None
-) -> SubscriptionRow:
-    """Re-enable a subscription (after it was disabled for failing)."""
-    await get_subscription(pool, sub_id, owner=owner)
-    enabled = await store.enable(pool, sub_id)
-    if enabled is None:
-        raise NotFound(f"webhook subscription {sub_id} does not exist")
-    return enabled
-
-
-async def delete(pool: asyncpg.Pool, sub_id: uuid.UUID, *, owner: uuid.UUID | None) -> None:
-    """Delete a subscription and its deliveries."""
-    await get_subscription(pool, sub_id, owner=owner)
-    await store.delete_subscription(pool, sub_id)
-
-
-async def deliveries(
-    pool: asyncpg.Pool,
-    sub_id: uuid.UUID,
-    *,
-    owner: uuid.UUID | None,
-    status: str | None,
-    limit: int,
-) -> list[DeliveryRow]:
-    """A subscription's deliveries, newest first."""
-    await get_subscription(pool, sub_id, owner=owner)
-    return await store.list_deliveries(pool, sub_id, status=status, limit=limit)
-
-
-async def delivery(
-    pool: asyncpg.Pool, delivery_id: uuid.UUID, *, owner: uuid.UUID | None
-) -> tuple[DeliveryRow, list[store.AttemptRow]]:
-    """One delivery with its attempts."""
-    found = await store.get_delivery(pool, delivery_id)
-    if found is None:
-        raise NotFound(f"webhook delivery {delivery_id} does not exist")
-    await get_subscription(pool, found[0].subscription_id, owner=owner)
-    return found
-
-
-async def redeliver(
-    pool: asyncpg.Pool, delivery_id: uuid.UUID, *, owner: uuid.UUID | None
-) -> tuple[DeliveryRow, list[store.AttemptRow]]:
-    """Send a delivery again (same ``webhook-id``: receivers that saw it drop it)."""
-    await delivery(pool, delivery_id, owner=owner)
-    await store.redeliver(pool, delivery_id)
-    return await delivery(pool, delivery_id, owner=owner)
 
 
 def message_body(entry: FeedEntry) -> bytes:

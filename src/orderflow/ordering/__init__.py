@@ -3,12 +3,12 @@
 Public face: what other capabilities may use. Everything else in this package is its own.
 """
 
+from orderflow.ordering.feed_json import entry_json
 from orderflow.ordering.feed_store import read_after as read_feed_after
 from orderflow.ordering.feed_store import sequence as sequence_feed
-from orderflow.ordering.placement import decode_cursor, encode_cursor
+from orderflow.ordering.order_queries import decode_cursor, encode_cursor
 from orderflow.ordering.store import get as get_order
 from orderflow.ordering.store import shipping_carrier
-from orderflow.ordering.streams import entry_json
 from orderflow.ordering.transitions import (
     Step,
     act_on_order,

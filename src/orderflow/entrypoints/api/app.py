@@ -44,8 +44,8 @@ from orderflow.kernel.failures import is_transient
 from orderflow.kernel.process import settle_heap
 from orderflow.kernel.redis import create_redis
 from orderflow.observability.metrics import PRODUCT_CACHE, RATE_LIMIT_DECISIONS, start_at_zero
-from orderflow.ordering.placement import PlacementBatcher
-from orderflow.ordering.streams import FeedHub
+from orderflow.ordering.feed_hub import FeedHub
+from orderflow.ordering.placement_batches import PlacementBatcher
 from orderflow.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)

@@ -22,8 +22,8 @@ from orderflow.domain.pricing import PricingStrategy, make_strategy
 from orderflow.kernel.broker_probe import BrokerProbe
 from orderflow.kernel.duties import Duties
 from orderflow.kernel.redis import RedisLink
-from orderflow.ordering.placement import PlacementBatcher
-from orderflow.ordering.streams import FeedHub
+from orderflow.ordering.feed_hub import FeedHub
+from orderflow.ordering.placement_batches import PlacementBatcher
 from orderflow.settings import Settings
 
 

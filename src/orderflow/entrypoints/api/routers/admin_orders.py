@@ -31,7 +31,7 @@ from orderflow.entrypoints.api.schemas import CancelIn, PayIn, ShipIn
 from orderflow.fulfilment import steps as fulfilment
 from orderflow.operations import backoffice, dead_letters, stuck
 from orderflow.operations.redrive import republish_event
-from orderflow.ordering import placement as ordering
+from orderflow.ordering import cancellation
 from orderflow.payments import attempts as payments
 
 router = APIRouter(
@@ -250,7 +250,7 @@ async def cancel(
 ) -> dict[str, str]:
     _confirmed(body.confirm)
     reason = body.reason if body.reason != "customer_request" else "admin"
-    order = await ordering.cancel_order(
+    order = await cancellation.cancel_order(
         state.pool, order_id=order_id, reason=reason, actor=actor(session)
     )
     await _recorded(state, session, order_id, "order.cancel", reason=reason)

@@ -29,7 +29,7 @@ from orderflow.entrypoints.api.schemas import (
 )
 from orderflow.fulfilment import steps as fulfilment
 from orderflow.observability.metrics import ORDERS_PLACED
-from orderflow.ordering import placement as ordering
+from orderflow.ordering import cancellation, order_queries, placement
 from orderflow.payments import attempts as payments
 
 router = APIRouter(
@@ -52,10 +52,10 @@ router = APIRouter(
 async def place_order(
     body: OrderIn, state: State, principal: OrderActor, idem: IdempotencyKey
 ) -> Response:
-    order = await ordering.place_order(
+    order = await placement.place_order(
         state.pool,
         customer_id=_ordering_customer(principal, body.customer_id),
-        lines=[ordering.LineRequest(line.product_id, line.quantity) for line in body.lines],
+        lines=[placement.LineRequest(line.product_id, line.quantity) for line in body.lines],
         payment_token=body.payment_token,
         pricing=state.pricing,
         actor=principal.role.value,
@@ -105,7 +105,7 @@ async def list_orders(
     own = principal.owner
     if own is not None and customer_id not in (None, own):
         return OrderPage(items=[], next_cursor=None)  # another customer's orders: none visible
-    page = await ordering.list_orders(
+    page = await order_queries.list_orders(
         pool,
         customer_id=own or customer_id,
         status=status_,
@@ -125,7 +125,9 @@ async def list_orders(
 
 @router.get("/{order_id}", response_model=OrderOut, summary="One order with its lines and timeline")
 async def get_order(order_id: uuid.UUID, pool: Pool, principal: Reader) -> OrderOut:
-    return OrderOut.of(await ordering.get_order(pool, order_id=order_id, owner=principal.owner))
+    return OrderOut.of(
+        await order_queries.get_order(pool, order_id=order_id, owner=principal.owner)
+    )
 
 
 @router.get(
@@ -140,7 +142,7 @@ async def order_events(
     cursor: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> TimelinePage:
-    page = await ordering.order_timeline(
+    page = await order_queries.order_timeline(
         pool, order_id=order_id, after=cursor, limit=limit, owner=principal.owner
     )
     return TimelinePage(
@@ -166,7 +168,7 @@ async def cancel_order(
     body: CancelIn | None = None,
 ) -> OrderOut:
     reason = body.reason if body else "customer_request"
-    order = await ordering.cancel_order(
+    order = await cancellation.cancel_order(
         pool,
         order_id=order_id,
         reason=reason,

@@ -23,6 +23,7 @@ from orderflow.domain.orders import OrderStatus
 from orderflow.entrypoints.api.deps import AppState, Reader, State
 from orderflow.entrypoints.api.problems import EDGE_RESPONSES, ProblemRoute
 from orderflow.ordering import streams as order_streams
+from orderflow.ordering.feed_json import entry_json
 from orderflow.ordering.streams import StreamFilter
 
 router = APIRouter(
@@ -76,7 +77,7 @@ def _last_event_id(header: str | None, query: int | None) -> int | None:
 
 
 def _frame(entry: FeedEntry) -> bytes:
-    return b"id: %d\ndata: %s\n\n" % (entry.id, orjson.dumps(order_streams.entry_json(entry)))
+    return b"id: %d\ndata: %s\n\n" % (entry.id, orjson.dumps(entry_json(entry)))
 
 
 async def _respond(

@@ -10,13 +10,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
-from orderflow.domain.access import Principal, Role
+from orderflow.domain.access import Role
 from orderflow.domain.errors import Forbidden, InvalidRequest
 from orderflow.domain.webhooks import Partner
 from orderflow.entrypoints.api.deps import OrderActor, Pool
 from orderflow.entrypoints.api.problems import EDGE_RESPONSES, ProblemRoute
-from orderflow.notifications import webhooks
-from orderflow.notifications.webhook_store import AttemptRow, DeliveryRow, SubscriptionRow
+from orderflow.notifications import webhook_subscriptions as webhooks
+from orderflow.notifications.webhook_rows import AttemptRow, DeliveryRow, SubscriptionFacts
 
 router = APIRouter(
     prefix="/api/v1/webhooks", tags=["webhooks"], responses=EDGE_RESPONSES, route_class=ProblemRoute
@@ -46,32 +46,14 @@ class SubscriptionIn(BaseModel):
     )
 
 
-class SubscriptionOut(BaseModel):
-    id: uuid.UUID
-    url: str
-    customer_id: uuid.UUID | None
-    partner: str | None
-    event_types: list[str]
-    description: str
-    enabled: bool
-    disabled_reason: str | None
-    failure_streak: int
-    created_at: datetime
-    previous_secret_until: datetime | None = Field(
-        description="until when the previous secret still signs (a rotation's overlap)"
-    )
-
-    @classmethod
-    def of(cls, row: SubscriptionRow) -> SubscriptionOut:
-        return cls(**{f: getattr(row, f) for f in cls.model_fields})
+# A subscription as its owner sees it: the store's row, less its secrets. (No docstring: it
+# would become the schema's description in the OpenAPI document.)
+class SubscriptionOut(SubscriptionFacts):
+    pass
 
 
 class SubscriptionWithSecret(SubscriptionOut):
     secret: str = Field(description="whsec_...: verify deliveries with it (docs/webhooks.md)")
-
-    @classmethod
-    def of(cls, row: SubscriptionRow) -> SubscriptionWithSecret:
-        return cls(**{f: getattr(row, f) for f in cls.model_fields})
 
 
 class RotateIn(BaseModel):
@@ -85,6 +67,8 @@ DeliveryStatus = Literal["pending", "delivered", "refused"]
 
 
 class DeliveryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: uuid.UUID = Field(description="the webhook-id of every attempt")
     subscription_id: uuid.UUID
     order_id: uuid.UUID
@@ -99,13 +83,15 @@ class DeliveryOut(BaseModel):
 
     @classmethod
     def of(cls, row: DeliveryRow) -> DeliveryOut:
-        values = {f: getattr(row, f) for f in cls.model_fields}
+        shown = cls.model_validate(row)
         if row.status != "pending":
-            values["next_attempt_at"] = None
-        return cls(**values)
+            shown.next_attempt_at = None  # a settled delivery is due never
+        return shown
 
 
 class AttemptOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     attempted_at: datetime
     status_code: int | None
     latency_ms: int
@@ -120,14 +106,8 @@ class DeliveryDetail(DeliveryOut):
     def with_attempts(cls, row: DeliveryRow, attempts: list[AttemptRow]) -> DeliveryDetail:
         return cls(
             **DeliveryOut.of(row).model_dump(),
-            attempts_made=[
-                AttemptOut(**{f: getattr(a, f) for f in AttemptOut.model_fields}) for a in attempts
-            ],
+            attempts_made=[AttemptOut.model_validate(a) for a in attempts],
         )
-
-
-def _owner(principal: Principal) -> uuid.UUID | None:
-    return principal.owner
 
 
 @router.post(
@@ -155,13 +135,13 @@ async def create_subscription(
         customer_id=own or body.customer_id,
         partner=body.partner,
     )
-    return SubscriptionWithSecret.of(row)
+    return SubscriptionWithSecret.model_validate(row)
 
 
 @router.get("/subscriptions", response_model=list[SubscriptionOut], summary="List subscriptions")
 async def list_subscriptions(pool: Pool, principal: OrderActor) -> list[SubscriptionOut]:
-    rows = await webhooks.list_subscriptions(pool, owner=_owner(principal))
-    return [SubscriptionOut.of(r) for r in rows]
+    rows = await webhooks.list_subscriptions(pool, owner=principal.owner)
+    return [SubscriptionOut.model_validate(r) for r in rows]
 
 
 @router.get(
@@ -172,8 +152,8 @@ async def list_subscriptions(pool: Pool, principal: OrderActor) -> list[Subscrip
 async def get_subscription(
     subscription_id: uuid.UUID, pool: Pool, principal: OrderActor
 ) -> SubscriptionWithSecret:
-    row = await webhooks.get_subscription(pool, subscription_id, owner=_owner(principal))
-    return SubscriptionWithSecret.of(row)
+    row = await webhooks.get_subscription(pool, subscription_id, owner=principal.owner)
+    return SubscriptionWithSecret.model_validate(row)
 
 
 @router.post(
@@ -188,9 +168,9 @@ async def rotate_secret(
 ) -> SubscriptionWithSecret:
     overlap = (body or RotateIn()).overlap_s
     row = await webhooks.rotate_secret(
-        pool, subscription_id, owner=_owner(principal), overlap_s=overlap
+        pool, subscription_id, owner=principal.owner, overlap_s=overlap
     )
-    return SubscriptionWithSecret.of(row)
+    return SubscriptionWithSecret.model_validate(row)
 
 
 @router.post(
@@ -201,7 +181,9 @@ async def rotate_secret(
 async def enable_subscription(
     subscription_id: uuid.UUID, pool: Pool, principal: OrderActor
 ) -> SubscriptionOut:
-    return SubscriptionOut.of(await webhooks.enable(pool, subscription_id, owner=_owner(principal)))
+    return SubscriptionOut.model_validate(
+        await webhooks.enable(pool, subscription_id, owner=principal.owner)
+    )
 
 
 @router.delete(
@@ -212,7 +194,7 @@ async def enable_subscription(
 async def delete_subscription(
     subscription_id: uuid.UUID, pool: Pool, principal: OrderActor
 ) -> Response:
-    await webhooks.delete(pool, subscription_id, owner=_owner(principal))
+    await webhooks.delete(pool, subscription_id, owner=principal.owner)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -231,7 +213,7 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[DeliveryOut]:
     rows = await webhooks.deliveries(
-        pool, subscription_id, owner=_owner(principal), status=status_, limit=limit
+        pool, subscription_id, owner=principal.owner, status=status_, limit=limit
     )
     return [DeliveryOut.of(r) for r in rows]
 
@@ -242,7 +224,7 @@ async def list_deliveries(
     summary="One delivery with every attempt (status, latency, response excerpt)",
 )
 async def get_delivery(delivery_id: uuid.UUID, pool: Pool, principal: OrderActor) -> DeliveryDetail:
-    row, attempts = await webhooks.delivery(pool, delivery_id, owner=_owner(principal))
+    row, attempts = await webhooks.delivery(pool, delivery_id, owner=principal.owner)
     return DeliveryDetail.with_attempts(row, attempts)
 
 
@@ -252,5 +234,5 @@ async def get_delivery(delivery_id: uuid.UUID, pool: Pool, principal: OrderActor
     summary="Send a delivery again (same webhook-id)",
 )
 async def redeliver(delivery_id: uuid.UUID, pool: Pool, principal: OrderActor) -> DeliveryDetail:
-    row, attempts = await webhooks.redeliver(pool, delivery_id, owner=_owner(principal))
+    row, attempts = await webhooks.redeliver(pool, delivery_id, owner=principal.owner)
     return DeliveryDetail.with_attempts(row, attempts)
