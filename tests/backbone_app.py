@@ -25,7 +25,6 @@ from pathlib import Path
 import asyncpg
 
 from orderflow.domain.events import OrderDelivered
-from orderflow.entrypoints.relay import Relay
 from orderflow.kernel.database import create_pool
 from orderflow.kernel.handlers import (
     CallFn,
@@ -40,6 +39,7 @@ from orderflow.kernel.handlers import (
     TransientError,
 )
 from orderflow.kernel.process import install_stop_signals, run
+from orderflow.kernel.relay import Relay
 from orderflow.kernel.uow import UnitOfWork
 from orderflow.kernel.worker import Worker
 from orderflow.settings import Settings

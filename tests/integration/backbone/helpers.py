@@ -15,9 +15,9 @@ import aio_pika
 import asyncpg
 
 from orderflow.domain.events import Envelope, OrderDelivered
-from orderflow.entrypoints.relay import Relay
 from orderflow.entrypoints.worker import Worker
 from orderflow.kernel.handlers import Registry
+from orderflow.kernel.relay import Relay
 from orderflow.kernel.topology import Names
 from orderflow.kernel.uow import unit_of_work
 from orderflow.settings import Settings

@@ -26,6 +26,7 @@ from orderflow.entrypoints.api.middleware import (
 )
 from orderflow.entrypoints.api.routers import (
     admin,
+    admin_dead_letters,
     admin_ops,
     admin_orders,
     customers,
@@ -157,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health.router,
         admin.router,
         admin_orders.router,
+        admin_dead_letters.router,
         admin_ops.router,
         docs.router,
         webhooks.router,

@@ -47,7 +47,8 @@ class AppState:
     duties: Duties = field(default_factory=lambda: Duties("api"))  # supervised, for /healthz
     # The back office's health page: (monotonic time, requests, 5xx) as it last looked.
     error_samples: list[tuple[float, float, float]] = field(default_factory=list)
-    # The back office's reads and writes of the dead letters take turns (routers/admin_ops).
+    # The back office's reads and writes of the dead letters take turns
+    # (routers/admin_dead_letters).
     dead_letters_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 

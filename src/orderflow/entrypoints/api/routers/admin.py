@@ -8,8 +8,9 @@ session's CSRF token in ``X-CSRF-Token`` (the login, a token of its own: double 
 
 ``/admin`` is one static page whose script reads JSON under ``/admin/api`` and follows
 ``/admin/stream`` (server-sent events). It builds the DOM with ``textContent`` only and is
-served with a strict Content-Security-Policy. The orders and operations routes live in
-``admin_orders`` and ``admin_ops``; the session dependencies are here.
+served with a strict Content-Security-Policy. The orders, dead-letter and operations routes
+live in ``admin_orders``, ``admin_dead_letters`` and ``admin_ops``; the session dependencies
+are here.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ letters, and records what it did.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -17,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orderflow.access.sessions import Session
 from orderflow.domain.errors import InvalidRequest, NotFound
+from orderflow.domain.model import Order
 from orderflow.domain.orders import OrderStatus
 from orderflow.entrypoints.api.deps import AppState, State
 from orderflow.entrypoints.api.problems import SESSION_RESPONSES, ProblemRoute
@@ -26,7 +29,8 @@ from orderflow.entrypoints.api.routers.admin import (
     StaffAction,
     actor,
 )
-from orderflow.entrypoints.api.routers.admin_ops import letters, record_letters, saga_map
+from orderflow.entrypoints.api.routers.admin_dead_letters import letters, record_letters
+from orderflow.entrypoints.api.routers.admin_ops import saga_map
 from orderflow.entrypoints.api.schemas import CancelIn, PayIn, ShipIn
 from orderflow.fulfilment import steps as fulfilment
 from orderflow.operations import backoffice, dead_letters, stuck
@@ -204,64 +208,78 @@ class PayConfirmed(PayIn):
     confirm: bool
 
 
+async def _staff_action(
+    state: AppState,
+    session: Session,
+    confirm: bool,
+    action: str,
+    act: Callable[[], Awaitable[Order]],
+    **detail: Any,
+) -> dict[str, str]:
+    """A confirmed staff action: ``act``, then recorded as ``action`` with ``detail`` in
+    ``admin_actions``; the answer is the order's new status."""
+    _confirmed(confirm)
+    order = await act()
+    await _recorded(state, session, order.id, action, **detail)
+    return {"status": order.status.value}
+
+
 @router.post("/{order_id}/prepare", summary="Warehouse: packed (staff)")
 async def prepare(
     order_id: uuid.UUID, body: Confirmed, state: State, session: StaffAction
 ) -> dict[str, str]:
-    _confirmed(body.confirm)
-    order = await fulfilment.prepare_order(state.pool, order_id=order_id, actor=actor(session))
-    await _recorded(state, session, order_id, "order.prepare")
-    return {"status": order.status.value}
+    act = partial(fulfilment.prepare_order, state.pool, order_id=order_id, actor=actor(session))
+    return await _staff_action(state, session, body.confirm, "order.prepare", act)
 
 
 @router.post("/{order_id}/ship", summary="Carrier: picked up, with carrier and tracking (staff)")
 async def ship(
     order_id: uuid.UUID, body: ShipConfirmed, state: State, session: StaffAction
 ) -> dict[str, str]:
-    _confirmed(body.confirm)
-    order = await fulfilment.ship_order(
+    carrier, tracking, who = body.carrier, body.tracking_number, actor(session)
+    act = partial(
+        fulfilment.ship_order,
         state.pool,
         order_id=order_id,
-        carrier=body.carrier,
-        tracking=body.tracking_number,
-        actor=actor(session),
+        carrier=carrier,
+        tracking=tracking,
+        actor=who,
     )
-    await _recorded(
-        state, session, order_id, "order.ship", carrier=body.carrier, tracking=body.tracking_number
+    return await _staff_action(
+        state, session, body.confirm, "order.ship", act, carrier=carrier, tracking=tracking
     )
-    return {"status": order.status.value}
 
 
 @router.post("/{order_id}/deliver", summary="Carrier: delivered (staff)")
 async def deliver(
     order_id: uuid.UUID, body: Confirmed, state: State, session: StaffAction
 ) -> dict[str, str]:
-    _confirmed(body.confirm)
-    order = await fulfilment.deliver_order(
-        state.pool, order_id=order_id, carrier="back office", actor=actor(session)
+    act = partial(
+        fulfilment.deliver_order,
+        state.pool,
+        order_id=order_id,
+        carrier="back office",
+        actor=actor(session),
     )
-    await _recorded(state, session, order_id, "order.deliver")
-    return {"status": order.status.value}
+    return await _staff_action(state, session, body.confirm, "order.deliver", act)
 
 
 @router.post("/{order_id}/cancel", summary="Cancel; the refund and stock release follow (admin)")
 async def cancel(
     order_id: uuid.UUID, body: CancelConfirmed, state: State, session: AdminAction
 ) -> dict[str, str]:
-    _confirmed(body.confirm)
     reason = body.reason if body.reason != "customer_request" else "admin"
-    order = await cancellation.cancel_order(
-        state.pool, order_id=order_id, reason=reason, actor=actor(session)
+    who = actor(session)
+    act = partial(
+        cancellation.cancel_order, state.pool, order_id=order_id, reason=reason, actor=who
     )
-    await _recorded(state, session, order_id, "order.cancel", reason=reason)
-    return {"status": order.status.value}
+    return await _staff_action(state, session, body.confirm, "order.cancel", act, reason=reason)
 
 
 @router.post("/{order_id}/pay", summary="Pay again with another payment method (admin)")
 async def pay(
     order_id: uuid.UUID, body: PayConfirmed, state: State, session: AdminAction
 ) -> dict[str, str]:
-    _confirmed(body.confirm)
-    order = await payments.pay_order(state.pool, order_id=order_id, token=body.payment_token)
-    await _recorded(state, session, order_id, "order.pay", payment_token=body.payment_token)
-    return {"status": order.status.value}
+    token = body.payment_token
+    act = partial(payments.pay_order, state.pool, order_id=order_id, token=token)
+    return await _staff_action(state, session, body.confirm, "order.pay", act, payment_token=token)

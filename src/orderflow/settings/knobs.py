@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-from enum import StrEnum
 from functools import lru_cache
 from typing import Literal
 
@@ -11,45 +10,16 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orderflow.domain import sla
-
-
-class Environment(StrEnum):
-    DEVELOPMENT = "development"
-    TEST = "test"
-    PRODUCTION = "production"
-
-
-class PricingName(StrEnum):
-    STANDARD = "standard"
-    TAXED = "taxed"
-    DISCOUNT = "discount"
-
-
-# Route groups of the rate limiter: reads, writes, order actions, failed key look-ups.
-DEFAULT_RATE_LIMITS = {"read": "100/1", "write": "20/1", "orders": "50/1", "auth": "20/1"}
-
-
-@lru_cache(maxsize=64)
-def parse_rate(spec: str) -> tuple[int, float]:
-    """``"100/60"`` -> (100, 60.0): that many requests per that many seconds."""
-    count, sep, seconds = spec.partition("/")
-    try:
-        parsed = int(count), float(seconds)
-    except ValueError:
-        raise ValueError(f"a rate limit is '<requests>/<seconds>', not {spec!r}") from None
-    if not sep or parsed[0] < 1 or parsed[1] <= 0:
-        raise ValueError(f"a rate limit is '<requests>/<seconds>', not {spec!r}")
-    return parsed
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced, safe to log."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+from orderflow.settings.values import (
+    DEFAULT_RATE_LIMITS,
+    Environment,
+    PricingName,
+    one_or_more,
+    over_zero,
+    parse_rate,
+    redact_url,
+    zero_or_more,
+)
 
 
 class Settings(BaseSettings):
@@ -67,9 +37,9 @@ class Settings(BaseSettings):
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     # Set: a webhook subscription for this URL is made when a worker starts (docs/webhooks.md).
     notification_webhook_url: SecretStr | None = None
-    db_pool_min: int = Field(default=2, ge=1)
-    db_pool_max: int = Field(default=20, ge=1)
-    db_command_timeout_s: float = Field(default=10.0, gt=0)
+    db_pool_min: int = one_or_more(2)
+    db_pool_max: int = one_or_more(20)
+    db_command_timeout_s: float = over_zero(10.0)
 
     # Naming, so that test runs and deployments can share a broker without colliding.
     exchange: str = "orderflow.events"
@@ -84,71 +54,69 @@ class Settings(BaseSettings):
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
     pricing_strategy: PricingName = PricingName.STANDARD
     tax_rate_bp: int = Field(default=2000, ge=0, le=10000, description="basis points: 2000 = 20 %")
-    discount_threshold: int = Field(default=10000, ge=0, description="minor units")
+    discount_threshold: int = zero_or_more(10000, "minor units")
     discount_rate_bp: int = Field(default=1000, ge=0, le=10000)
 
     # Saga
-    payment_timeout_s: float = Field(default=5.0, gt=0)
-    payment_slow_delay_s: float = Field(default=1.0, ge=0, description="pm_slow latency")
-    payment_latency_ms: int = Field(default=0, ge=0, description="simulated gateway latency")
+    payment_timeout_s: float = over_zero(5.0)
+    payment_slow_delay_s: float = zero_or_more(1.0, "pm_slow latency")
+    payment_latency_ms: int = zero_or_more(0, "simulated gateway latency")
     payment_failure_rate: float = Field(
         default=0.0, ge=0, le=1, description="share of transient gateway failures"
     )
-    unpaid_order_ttl_s: float = Field(default=1800, gt=0)
-    expiry_sweep_interval_s: float = Field(default=5.0, ge=0, description="0: no sweeper")
-    reconcile_interval_s: float = Field(
-        default=10.0, ge=0, description="how often a worker looks for stuck orders; 0: never"
+    unpaid_order_ttl_s: float = over_zero(1800)
+    expiry_sweep_interval_s: float = zero_or_more(5.0, "0: no sweeper")
+    reconcile_interval_s: float = zero_or_more(
+        10.0, "how often a worker looks for stuck orders; 0: never"
     )
-    reconcile_stall_s: float = Field(
-        default=60.0,
-        gt=0,
-        description="an order unchanged this long (plus the autopilot's delay in its steps) is "
+    reconcile_stall_s: float = over_zero(
+        60.0,
+        "an order unchanged this long (plus the autopilot's delay in its steps) is "
         "re-driven from its last event",
     )
     autopilot: bool = False
-    autopilot_delay_s: float = Field(default=0.0, ge=0)
+    autopilot_delay_s: float = zero_or_more(0.0)
 
     # Event backbone: relay, worker, topology (issue 4)
-    relay_batch_size: int = Field(default=500, ge=1)
-    relay_poll_interval_s: float = Field(default=1.0, gt=0, description="fallback to NOTIFY")
-    relay_publish_timeout_s: float = Field(default=10.0, gt=0)
-    relay_commit_interval_s: float = Field(
-        default=0.1, gt=0, description="how long a relay's marks may wait for their commit"
+    relay_batch_size: int = one_or_more(500)
+    relay_poll_interval_s: float = over_zero(1.0, "fallback to NOTIFY")
+    relay_publish_timeout_s: float = over_zero(10.0)
+    relay_commit_interval_s: float = over_zero(
+        0.1, "how long a relay's marks may wait for their commit"
     )
-    outbox_retention_s: float = Field(default=3 * 86400, ge=0, description="keep published rows")
-    outbox_prune_interval_s: float = Field(default=60.0, gt=0)
-    retry_base_delay_ms: int = Field(default=1000, ge=1, description="first retry; doubles")
-    retry_max_attempts: int = Field(default=5, ge=1, description="deliveries before dead letter")
-    delivery_limit: int = Field(default=20, ge=1, description="broker redeliveries (crashes)")
+    outbox_retention_s: float = zero_or_more(3 * 86400, "keep published rows")
+    outbox_prune_interval_s: float = over_zero(60.0)
+    retry_base_delay_ms: int = one_or_more(1000, "first retry; doubles")
+    retry_max_attempts: int = one_or_more(5, "deliveries before dead letter")
+    delivery_limit: int = one_or_more(20, "broker redeliveries (crashes)")
     # A batch handler applies one batch at a time, of at most its unacked deliveries: under a
     # backlog, its throughput is the prefetch per batch duration (docs/performance.md).
-    worker_prefetch: int = Field(default=256, ge=1)
-    worker_concurrency: int = Field(default=64, ge=1)
-    worker_shutdown_timeout_s: float = Field(default=10.0, gt=0)
-    worker_batch_max: int = Field(
-        default=256, ge=1, description="deliveries a batch handler applies in one transaction"
+    worker_prefetch: int = one_or_more(256)
+    worker_concurrency: int = one_or_more(64)
+    worker_shutdown_timeout_s: float = over_zero(10.0)
+    worker_batch_max: int = one_or_more(
+        256, "deliveries a batch handler applies in one transaction"
     )
-    worker_batch_window_s: float = Field(
-        default=0.0, ge=0, description="how long a batch handler lingers for more deliveries"
+    worker_batch_window_s: float = zero_or_more(
+        0.0, "how long a batch handler lingers for more deliveries"
     )
     # Notifications are 6 of an order's 13 deliveries, and no saga step waits for them: their
     # batches linger for more, so that a quiet system does not pay a statement and an ack for
     # each one (ADR 0019).
-    notifications_batch_window_s: float = Field(
-        default=0.05, ge=0, description="how long the notification handler lingers for more"
+    notifications_batch_window_s: float = zero_or_more(
+        0.05, "how long the notification handler lingers for more"
     )
-    placement_batch_max: int = Field(
-        default=32,
-        ge=1,
-        description="orders an API process stores with one statement when they arrive together "
+    placement_batch_max: int = one_or_more(
+        32,
+        "orders an API process stores with one statement when they arrive together "
         "(natural batching, ADR 0010); 1 stores each order with its own statement",
     )
-    reconnect_max_backoff_s: float = Field(default=5.0, gt=0)
+    reconnect_max_backoff_s: float = over_zero(5.0)
     # AMQP heartbeat: a peer silent for about two of these is dead, and the broker hands its
     # unacked deliveries to the other consumers (a frozen worker held them for minutes at the
     # 60-s default). Only a loop stuck for seconds misses one (docs/events.md).
     rabbitmq_heartbeat_s: int = Field(default=5, ge=1, le=600)
-    broker_check_ttl_s: float = Field(default=2.0, ge=0, description="/readyz cache")
+    broker_check_ttl_s: float = zero_or_more(2.0, "/readyz cache")
     # Quorum waiting rooms keep a retry through a broker restart (ADR 0023); each is a Raft
     # group holding file handles, so test runs sharing one development broker use classic.
     waiting_queue_type: Literal["quorum", "classic"] = Field(
@@ -160,19 +128,13 @@ class Settings(BaseSettings):
     # --- Edge (issue 6): authentication, rate limiting, idempotency keys, product cache ---
     # Every Redis key this process writes starts with this prefix (tests use one per run).
     redis_key_prefix: str = Field(default="orderflow", pattern=r"^[A-Za-z0-9:._-]{1,64}$")
-    redis_timeout_s: float = Field(default=0.25, gt=0, description="connect and socket timeout")
-    redis_max_connections: int = Field(default=64, ge=1)
-    redis_cooldown_s: float = Field(
-        default=1.0, ge=0, description="after a Redis failure, skip Redis for this long"
-    )
-    auth_cache_ttl_s: float = Field(
-        default=5.0, ge=0, description="a revoked key keeps working at most this long"
-    )
-    auth_cache_size: int = Field(default=10_000, ge=1)
-    auth_stale_s: float = Field(
-        default=300.0,
-        ge=0,
-        description="with the database unreachable, a key verified within this long still works",
+    redis_timeout_s: float = over_zero(0.25, "connect and socket timeout")
+    redis_max_connections: int = one_or_more(64)
+    redis_cooldown_s: float = zero_or_more(1.0, "after a Redis failure, skip Redis for this long")
+    auth_cache_ttl_s: float = zero_or_more(5.0, "a revoked key keeps working at most this long")
+    auth_cache_size: int = one_or_more(10_000)
+    auth_stale_s: float = zero_or_more(
+        300.0, "with the database unreachable, a key verified within this long still works"
     )
     # Addresses (or CIDR networks) of the proxies whose X-Forwarded-For / -Proto are believed,
     # comma-separated; empty: none, the peer's address is the client's (docs/security.md).
@@ -182,16 +144,14 @@ class Settings(BaseSettings):
     # GCRA, so a full quota may be spent in a burst. Set some or all as JSON in
     # ORDERFLOW_RATE_LIMITS, e.g. '{"orders": "5000/1"}'.
     rate_limits: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
-    idempotency_ttl_s: float = Field(default=24 * 3600, gt=0)
-    idempotency_wait_s: float = Field(
-        default=5.0, gt=0, description="a duplicate waits this long for the first, then 409"
+    idempotency_ttl_s: float = over_zero(24 * 3600)
+    idempotency_wait_s: float = over_zero(
+        5.0, "a duplicate waits this long for the first, then 409"
     )
-    idempotency_prune_interval_s: float = Field(default=300, gt=0)
-    product_cache_ttl_s: int = Field(default=60, ge=1, description="backstop; writes invalidate")
-    price_cache_ttl_s: float = Field(
-        default=60.0,
-        ge=0,
-        description="per-process copy of products for pricing orders (versions are confirmed)",
+    idempotency_prune_interval_s: float = over_zero(300)
+    product_cache_ttl_s: int = one_or_more(60, "backstop; writes invalidate")
+    price_cache_ttl_s: float = zero_or_more(
+        60.0, "per-process copy of products for pricing orders (versions are confirmed)"
     )
     admin_session_ttl_s: int = Field(
         default=3600, ge=60, description="an idle back-office session ends after this"
@@ -199,59 +159,47 @@ class Settings(BaseSettings):
     admin_session_lifetime_s: int = Field(
         default=12 * 3600, ge=60, description="a back-office session ends after this, in use or not"
     )
-    admin_refresh_s: float = Field(
-        default=2.0, gt=0, description="the dashboard's live feed sends a snapshot this often"
-    )
+    admin_refresh_s: float = over_zero(2.0, "the dashboard's live feed sends a snapshot this often")
     # --- Back office (issue 22): SLA watchdog ---
     # Seconds an order may stay in a status before it is overdue, per status, as JSON in
     # ORDERFLOW_SLA_DEADLINES_S, e.g. '{"reserved": 14400}'; unnamed statuses keep their
     # defaults (domain/sla.py).
     sla_deadlines_s: dict[str, float] = Field(default_factory=sla.deadlines)
-    sla_watch_interval_s: float = Field(
-        default=15.0, ge=0, description="how often the worker marks overdue orders; 0: never"
+    sla_watch_interval_s: float = zero_or_more(
+        15.0, "how often the worker marks overdue orders; 0: never"
     )
-    system_watch_interval_s: float = Field(
-        default=15.0,
-        ge=0,
-        description="how often the worker exports the outbox backlog and orders per status; "
-        "0: never",
+    system_watch_interval_s: float = zero_or_more(
+        15.0,
+        "how often the worker exports the outbox backlog and orders per status; 0: never",
     )
-    audit_interval_s: float = Field(
-        default=300.0,
-        ge=0,
-        description="how often the worker runs the invariant audit and exports its findings; "
-        "0: never",
+    audit_interval_s: float = zero_or_more(
+        300.0,
+        "how often the worker runs the invariant audit and exports its findings; 0: never",
     )
-    audit_grace_s: float = Field(
-        default=300.0,
-        ge=0,
-        description="the periodic audit checks money and stock of orders older than this",
+    audit_grace_s: float = zero_or_more(
+        300.0, "the periodic audit checks money and stock of orders older than this"
     )
 
     # --- Live order streams (server-sent events) and webhooks (issue 23) ---
-    stream_heartbeat_s: float = Field(
-        default=15.0, gt=0, description="an idle stream sends a comment (and re-checks its key)"
+    stream_heartbeat_s: float = over_zero(
+        15.0, "an idle stream sends a comment (and re-checks its key)"
     )
-    stream_max_per_key: int = Field(
-        default=5, ge=1, description="streams one API key may hold open on one API process"
-    )
-    stream_poll_interval_s: float = Field(
-        default=1.0, gt=0, description="the feed is read from PostgreSQL at least this often"
+    stream_max_per_key: int = one_or_more(5, "streams one API key may hold open on one API process")
+    stream_poll_interval_s: float = over_zero(
+        1.0, "the feed is read from PostgreSQL at least this often"
     )
     stream_window: int = Field(
         default=4096, ge=16, description="recent feed entries each API process keeps in memory"
     )
 
-    webhook_timeout_s: float = Field(default=5.0, gt=0, description="one delivery attempt")
-    webhook_retry_base_s: float = Field(
-        default=1.0, gt=0, description="first retry of a failed delivery; doubles"
+    webhook_timeout_s: float = over_zero(5.0, "one delivery attempt")
+    webhook_retry_base_s: float = over_zero(1.0, "first retry of a failed delivery; doubles")
+    webhook_retry_max_s: float = over_zero(3600.0, "longest retry delay")
+    webhook_disable_after: int = one_or_more(
+        20, "failed attempts in a row that disable a subscription"
     )
-    webhook_retry_max_s: float = Field(default=3600.0, gt=0, description="longest retry delay")
-    webhook_disable_after: int = Field(
-        default=20, ge=1, description="failed attempts in a row that disable a subscription"
-    )
-    webhook_poll_interval_s: float = Field(
-        default=1.0, gt=0, description="the delivery duty looks for due deliveries this often"
+    webhook_poll_interval_s: float = over_zero(
+        1.0, "the delivery duty looks for due deliveries this often"
     )
 
     @field_validator("rate_limits")
