@@ -7,6 +7,7 @@ start it; they are never skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -19,7 +20,13 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from orderflow.kernel.database import create_pool, drop_database, ensure_database, with_database
+from orderflow.kernel.database import (
+    create_pool,
+    database_name,
+    drop_database,
+    ensure_database,
+    with_database,
+)
 from orderflow.settings import DEFAULT_RATE_LIMITS, Settings
 
 RUN_ID = uuid.uuid4().hex[:10]
@@ -146,10 +153,24 @@ async def broker_cleanup(settings: Settings) -> AsyncIterator[None]:
     await delete_run_queues(settings.queue_prefix, settings.rabbitmq_url.get_secret_value())
 
 
-@pytest.fixture(scope="session")
-async def database(settings: Settings) -> AsyncIterator[str]:
-    """A fresh database at the head revision, dropped at the end of the run."""
-    dsn = settings.dsn()
+def settings_apart(settings: Settings, suffix: str, **update: object) -> Settings:
+    """This run's settings with a database, an exchange and queues of their own (``suffix``
+    added to their names): a running system must not see the rows other tests write."""
+    dsn = with_database(settings.dsn(), f"{database_name(settings.dsn())}_{suffix}")
+    return settings.model_copy(
+        update={
+            "database_url": SecretStr(dsn),
+            "exchange": f"{settings.exchange}.{suffix}",
+            "queue_prefix": f"{settings.queue_prefix}.{suffix}",
+            **update,
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(dsn: str) -> AsyncIterator[str]:
+    """The database ``dsn`` names, made and migrated to the head revision; dropped afterwards
+    unless ORDERFLOW_KEEP_TEST_DB is set."""
     await ensure_database(dsn)
     await migrate(dsn)
     yield dsn
@@ -157,8 +178,22 @@ async def database(settings: Settings) -> AsyncIterator[str]:
         await drop_database(dsn)
 
 
-@pytest.fixture(scope="session")
-async def pool(settings: Settings, database: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(settings, min_size=1, max_size=10)
+@contextlib.asynccontextmanager
+async def open_pool(settings: Settings, *, max_size: int) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the settings' database, closed afterwards."""
+    pool = await create_pool(settings, min_size=1, max_size=max_size)
     yield pool
     await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def database(settings: Settings) -> AsyncIterator[str]:
+    """A fresh database at the head revision, dropped at the end of the run."""
+    async with fresh_database(settings.dsn()) as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+async def pool(settings: Settings, database: str) -> AsyncIterator[asyncpg.Pool]:
+    async with open_pool(settings, max_size=10) as pool:
+        yield pool

@@ -23,18 +23,10 @@ import asyncpg
 import httpx
 import pytest
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
-from pydantic import SecretStr
 
 from orderflow.domain.access import Role
-from orderflow.kernel.database import (
-    create_pool,
-    database_name,
-    drop_database,
-    ensure_database,
-    with_database,
-)
 from orderflow.settings import Settings
-from tests.conftest import child_env, migrate
+from tests.conftest import child_env, fresh_database, open_pool, settings_apart
 from tests.e2e.conftest import free_port
 from tests.integration.conftest import bearer
 
@@ -56,32 +48,20 @@ expect.set_options(timeout=20_000)
 @pytest.fixture(scope="session")
 def ui_settings(settings: Settings) -> Settings:
     """This run's settings with a database and queues of their own."""
-    dsn = with_database(settings.dsn(), f"{database_name(settings.dsn())}_browser")
-    return settings.model_copy(
-        update={
-            "database_url": SecretStr(dsn),
-            "exchange": f"{settings.exchange}.browser",
-            "queue_prefix": f"{settings.queue_prefix}.browser",
-        }
-    )
+    return settings_apart(settings, "browser")
 
 
 @pytest.fixture(scope="session")
 async def ui_database(ui_settings: Settings) -> AsyncIterator[str]:
-    dsn = ui_settings.dsn()
-    await ensure_database(dsn)
-    await migrate(dsn)
-    yield dsn
-    if not os.environ.get("ORDERFLOW_KEEP_TEST_DB"):
-        await drop_database(dsn)
+    async with fresh_database(ui_settings.dsn()) as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")
 async def pool(ui_settings: Settings, ui_database: str) -> AsyncIterator[asyncpg.Pool]:
     """The browser tests' database (overrides the shared test database here)."""
-    pool = await create_pool(ui_settings, min_size=1, max_size=4)
-    yield pool
-    await pool.close()
+    async with open_pool(ui_settings, max_size=4) as pool:
+        yield pool
 
 
 @pytest.fixture(scope="session")

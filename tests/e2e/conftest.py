@@ -16,18 +16,10 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from orderflow.domain.access import Role
-from orderflow.kernel.database import (
-    create_pool,
-    database_name,
-    drop_database,
-    ensure_database,
-    with_database,
-)
 from orderflow.settings import Settings
-from tests.conftest import child_env, migrate
+from tests.conftest import child_env, fresh_database, open_pool, settings_apart
 from tests.integration.conftest import bearer
 
 AUTOPILOT_DELAY_S = 0.4
@@ -57,33 +49,21 @@ def process_env(settings: Settings) -> dict[str, str]:
 def e2e_settings(settings: Settings) -> Settings:
     """This run's settings with a database and queues of their own: the running system must
     not see (or process) the rows other tests write."""
-    dsn = with_database(settings.dsn(), f"{database_name(settings.dsn())}_e2e")
-    return settings.model_copy(
-        update={
-            "database_url": SecretStr(dsn),
-            "exchange": f"{settings.exchange}.e2e",
-            "queue_prefix": f"{settings.queue_prefix}.e2e",
-            "waiting_queue_type": "quorum",  # as deployed (ADR 0023)
-        }
-    )
+    # Waiting rooms as deployed (ADR 0023).
+    return settings_apart(settings, "e2e", waiting_queue_type="quorum")
 
 
 @pytest.fixture(scope="session")
 async def e2e_database(e2e_settings: Settings) -> AsyncIterator[str]:
-    dsn = e2e_settings.dsn()
-    await ensure_database(dsn)
-    await migrate(dsn)
-    yield dsn
-    if not os.environ.get("ORDERFLOW_KEEP_TEST_DB"):
-        await drop_database(dsn)
+    async with fresh_database(e2e_settings.dsn()) as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")
 async def pool(e2e_settings: Settings, e2e_database: str) -> AsyncIterator[asyncpg.Pool]:
     """The e2e database (overrides the shared test database for these tests)."""
-    pool = await create_pool(e2e_settings, min_size=1, max_size=5)
-    yield pool
-    await pool.close()
+    async with open_pool(e2e_settings, max_size=5) as pool:
+        yield pool
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from orderflow.bench.cpu import (
     read_processes,
 )
 from orderflow.bench.handlers import Totals, deliveries
-from orderflow.bench.lifecycle import ceiling_cost
+from orderflow.bench.lifecycle_figures import ceiling_cost
 from orderflow.bench.markdown import figures_block
 from orderflow.bench.report import compare_table
 

@@ -7,8 +7,8 @@ from typing import Any, cast
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from orderflow.bench.handlers import parse, step_figures
-from orderflow.bench.lifecycle import QueueSampler
 from orderflow.bench.markdown import figures_block
+from orderflow.bench.queue_sampler import QueueSampler
 
 
 def test_the_deepest_queue_of_a_step_is_its_handlers_largest_sample_inside_the_window() -> None:

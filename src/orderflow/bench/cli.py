@@ -6,6 +6,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,27 +48,38 @@ def serve_ceiling(
     )
 
 
-def _execute(
-    *,
-    scenario: Scenario | None,
-    ceiling: bool,
-    concurrency: int,
-    duration: float,
-    warmup: float,
-    workers: int,
-    processes: int,
-    json_path: Path | None,
-    compare: Path | None,
-    database: str | None,
-    keep_db: bool,
-    markdown: Path | None = None,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """How a run loads the system: the ceilings first or not, their clients and seconds, and
+    the servers' and load generators' processes."""
+
+    ceiling: bool
+    concurrency: int
+    duration: float
+    warmup: float
+    workers: int = 2
+    processes: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """The run's database, and where its results go (and what they are compared with)."""
+
+    json_path: Path | None
+    compare: Path | None
+    database: str | None
+    keep_db: bool = False
+    markdown: Path | None = None
+
+
+def _execute(scenario: Scenario | None, shape: Shape, out: Output) -> None:
     from orderflow.bench import report
     from orderflow.bench.ceiling import run_ceiling
 
     console = Console(width=None if sys.stdout.isatty() else 150)
-    run = BenchRun.create(database=database, console=console)
-    run.keep_db, run.server_workers, run.loadgen_processes = keep_db, workers, processes
+    run = BenchRun.create(database=out.database, console=console)
+    run.keep_db = out.keep_db
+    run.server_workers, run.loadgen_processes = shape.workers, shape.processes
 
     async def go() -> dict[str, Any]:
         # SIGTERM stops a run as Ctrl-C does: the servers (in sessions of their own) and the
@@ -78,9 +90,12 @@ def _execute(
         await run.open()
         try:
             figures = None
-            if ceiling:
+            if shape.ceiling:
                 figures = await run_ceiling(
-                    run, concurrency=concurrency, duration_s=duration, warmup_s=warmup
+                    run,
+                    concurrency=shape.concurrency,
+                    duration_s=shape.duration,
+                    warmup_s=shape.warmup,
                 )
             results = await scenario(run, figures) if scenario else []
             return report.document(results, figures, run.postgresql)
@@ -93,16 +108,16 @@ def _execute(
         console.print("stopped by SIGTERM; servers stopped")
         raise typer.Exit(128 + signal.SIGTERM) from None
     report.print_report(console, doc)
-    if json_path is not None:
-        report.write_json(json_path, doc)
-        console.print(f"wrote {json_path}")
-    if markdown is not None:
+    if out.json_path is not None:
+        report.write_json(out.json_path, doc)
+        console.print(f"wrote {out.json_path}")
+    if out.markdown is not None:
         from orderflow.bench.markdown import update_performance_doc
 
-        update_performance_doc(markdown, doc)
-        console.print(f"updated {markdown}")
-    if compare is not None:
-        console.print(report.compare_table(report.load_json(compare), doc))
+        update_performance_doc(out.markdown, doc)
+        console.print(f"updated {out.markdown}")
+    if out.compare is not None:
+        console.print(report.compare_table(report.load_json(out.compare), doc))
     if not doc["ok"]:
         raise typer.Exit(1)
 
@@ -120,19 +135,8 @@ def ceiling(
     keep_db: KeepDb = False,
 ) -> None:
     """Ceilings: minimal insert endpoint, RabbitMQ round trips, PostgreSQL commits."""
-    _execute(
-        scenario=None,
-        ceiling=True,
-        concurrency=concurrency,
-        duration=duration,
-        warmup=warmup,
-        workers=workers,
-        processes=processes,
-        json_path=json_path,
-        compare=compare,
-        database=database,
-        keep_db=keep_db,
-    )
+    shape = Shape(True, concurrency, duration, warmup, workers, processes)
+    _execute(None, shape, Output(json_path, compare, database, keep_db))
 
 
 @bench_app.command()
@@ -166,19 +170,8 @@ def place(
             )
         ]
 
-    _execute(
-        scenario=scenario,
-        ceiling=not no_ceiling,
-        concurrency=concurrency,
-        duration=duration,
-        warmup=warmup,
-        workers=workers,
-        processes=processes,
-        json_path=json_path,
-        compare=compare,
-        database=database,
-        keep_db=keep_db,
-    )
+    shape = Shape(not no_ceiling, concurrency, duration, warmup, workers, processes)
+    _execute(scenario, shape, Output(json_path, compare, database, keep_db))
 
 
 Rates = Annotated[str, typer.Option(help="offered orders/s per step, comma-separated")]
@@ -239,19 +232,9 @@ def lifecycle(
             )
         ]
 
-    _execute(
-        scenario=scenario,
-        ceiling=not no_ceiling,
-        concurrency=32,
-        duration=min(duration, 10.0),
-        warmup=warmup,
-        workers=2,
-        processes=processes,
-        json_path=json_path,
-        compare=compare,
-        database=database,
-        keep_db=keep_db,
-    )
+    # The ceilings of a lifecycle run: 32 clients, at most 10 s a step.
+    shape = Shape(not no_ceiling, 32, min(duration, 10.0), warmup, processes=processes)
+    _execute(scenario, shape, Output(json_path, compare, database, keep_db))
 
 
 @bench_app.command()
@@ -286,17 +269,5 @@ def suite(
             out.append(failed_result("lifecycle", exc))
         return out
 
-    _execute(
-        scenario=scenario,
-        ceiling=True,
-        concurrency=32,
-        duration=step * 2 / 3,
-        warmup=2.0,
-        workers=2,
-        processes=1,
-        json_path=json_path,
-        compare=compare,
-        database=database,
-        keep_db=False,
-        markdown=markdown,
-    )
+    shape = Shape(True, 32, step * 2 / 3, 2.0)
+    _execute(scenario, shape, Output(json_path, compare, database, markdown=markdown))

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from orderflow.bench.cli import bench_app as _bench_app
-from orderflow.entrypoints import keys_cli, sessions_cli
+from orderflow.entrypoints import dead_letters_cli, keys_cli, sessions_cli
 from orderflow.entrypoints.audit import audit as _audit_command
 from orderflow.observability.logging import configure_logging
 from orderflow.settings import get_settings
@@ -17,6 +17,7 @@ from orderflow.settings import get_settings
 app = typer.Typer(help="orderflow: event-driven order processing.", no_args_is_help=True)
 app.add_typer(keys_cli.app, name="keys")
 app.add_typer(sessions_cli.app, name="sessions")
+app.add_typer(dead_letters_cli.app, name="dead-letters")
 
 
 @app.command()
@@ -146,124 +147,6 @@ def up(
         metrics_port=metrics_port,
     )
     raise typer.Exit(asyncio.run(supervise(children)))
-
-
-dead_letters_app = typer.Typer(help="Inspect, replay or discard dead letters.")
-app.add_typer(dead_letters_app, name="dead-letters")
-MessageIds = Annotated[list[str] | None, typer.Argument(help="message ids (event ids)")]
-AllFlag = Annotated[bool, typer.Option("--all", help="every dead letter (that the filters match)")]
-Handler = Annotated[str | None, typer.Option(help="only this handler's")]
-Reason = Annotated[str | None, typer.Option(help="only those whose error contains this")]
-EventType = Annotated[str | None, typer.Option("--event-type", help="only this event type")]
-MinAge = Annotated[float | None, typer.Option("--min-age", help="failed at least this many s ago")]
-MaxAge = Annotated[float | None, typer.Option("--max-age", help="failed at most this many s ago")]
-DryRun = Annotated[bool, typer.Option("--dry-run", help="change nothing; show what it would take")]
-
-
-@dead_letters_app.command("list")
-def dead_letters_list(
-    handler: Handler = None,
-    reason: Reason = None,
-    event_type: EventType = None,
-    min_age: MinAge = None,
-    max_age: MaxAge = None,
-    json_output: Annotated[bool, typer.Option("--json", help="JSON lines")] = False,
-) -> None:
-    """List the dead letters: message id, handler, event type, attempts, last failure, error."""
-    where = _letter_filter(handler, reason, event_type, min_age, max_age)
-    _dead_letters("list", [], every=True, where=where, json_output=json_output)
-
-
-@dead_letters_app.command("replay")
-def dead_letters_replay(
-    ids: MessageIds = None,
-    every: AllFlag = False,
-    handler: Handler = None,
-    reason: Reason = None,
-    event_type: EventType = None,
-    min_age: MinAge = None,
-    max_age: MaxAge = None,
-    dry_run: DryRun = False,
-) -> None:
-    """Send dead letters back to their handler's work queue."""
-    where = _letter_filter(handler, reason, event_type, min_age, max_age)
-    _dead_letters("replay", ids or [], every=every, where=where, dry_run=dry_run)
-
-
-@dead_letters_app.command("discard")
-def dead_letters_discard(
-    ids: MessageIds = None,
-    every: AllFlag = False,
-    why: Annotated[str | None, typer.Option("--why", help="why they are discarded")] = None,
-    handler: Handler = None,
-    reason: Reason = None,
-    event_type: EventType = None,
-    min_age: MinAge = None,
-    max_age: MaxAge = None,
-    dry_run: DryRun = False,
-) -> None:
-    """Delete dead letters for good (say why with --why; recorded)."""
-    if not dry_run and not why:
-        raise typer.BadParameter("say why with --why (it is recorded)")
-    where = _letter_filter(handler, reason, event_type, min_age, max_age)
-    _dead_letters("discard", ids or [], every=every, where=where, dry_run=dry_run, why=why)
-
-
-def _letter_filter(
-    handler: str | None,
-    reason: str | None,
-    event_type: str | None,
-    min_age: float | None,
-    max_age: float | None,
-) -> object:
-    from orderflow.operations.dead_letters import Filter
-
-    return Filter(
-        handler=handler,
-        reason=reason,
-        event_type=event_type,
-        min_age_s=min_age,
-        max_age_s=max_age,
-    )
-
-
-def _dead_letters(
-    action: str,
-    ids: list[str],
-    *,
-    every: bool,
-    where: object,
-    dry_run: bool = False,
-    why: str | None = None,
-    json_output: bool = False,
-) -> None:
-    import orjson
-
-    from orderflow.operations.dead_letters import Filter, process, record
-
-    if action != "list" and not ids and not every:
-        raise typer.BadParameter("name message ids, or --all")
-    assert isinstance(where, Filter)
-    settings = get_settings()
-    configure_logging(settings, process="dead-letters")
-    letters = asyncio.run(
-        process(settings, action=action, ids=ids, every=every, where=where, dry_run=dry_run)
-    )
-    for letter in letters:
-        if json_output:
-            typer.echo(orjson.dumps(letter.as_dict()).decode())
-        else:
-            failed = letter.failed_at.isoformat(timespec="seconds") if letter.failed_at else "-"
-            typer.echo(
-                f"{letter.message_id}  {letter.handler}  {letter.event_type}  "
-                f"attempt {letter.attempt}  {failed}  {letter.error}"
-            )
-    if action != "list" and not dry_run and letters:
-        asyncio.run(record(settings, action=action, letters=letters, why=why))
-    verb = {"list": "dead letters", "replay": "replayed", "discard": "discarded"}[action]
-    if dry_run:
-        verb = f"would be {verb} (dry run: nothing changed)"
-    typer.echo(f"{len(letters)} {verb}", err=json_output)
 
 
 # Commands implemented in their own modules.

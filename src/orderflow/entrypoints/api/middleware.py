@@ -20,6 +20,20 @@ from orderflow.observability.metrics import HTTP_LATENCY, HTTP_REQUESTS
 log = structlog.get_logger(__name__)
 
 
+class _TrackedSend:
+    """``send``, remembering whether the response has started (its headers went out): after
+    that, an error can no longer be answered with a response of its own."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
 class UnhandledErrorMiddleware:
     """The last resort: an exception nothing else handled is logged once, as one record (a
     bounded traceback without local variables: ``observability.logging``), and answered with a
@@ -36,25 +50,18 @@ class UnhandledErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = _TrackedSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         except Exception as exc:
             log.error(
                 "unhandled_error",
                 method=scope.get("method"),
                 path=scope.get("path"),
-                response_started=started,
+                response_started=tracked.started,
                 exc_info=exc,
             )
-            if not started:
+            if not tracked.started:
                 response = problem(
                     500, code="internal-error", detail="an unexpected error occurred; it was logged"
                 )
@@ -151,7 +158,6 @@ class BodyLimitMiddleware:
             )(scope, receive, send)
             return
         seen = 0
-        started = False
 
         async def limited_receive() -> Message:
             nonlocal seen
@@ -162,16 +168,11 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge(self.max_bytes)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = _TrackedSend(send)
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, tracked)
         except BodyTooLarge:
-            if not started:
+            if not tracked.started:
                 await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
