@@ -28,7 +28,8 @@ from orderflow.entrypoints.api.app import create_app
 from orderflow.entrypoints.bootstrap import Deps, build_registry
 from orderflow.kernel.database import create_pool, drop_database, ensure_database, with_database
 from orderflow.observability import metrics
-from orderflow.operations.audit import Check, Violation, run_audit
+from orderflow.operations.audit import run_audit
+from orderflow.operations.invariants import Check, Violation
 from orderflow.operations.watch import audit_invariants, watch_system
 from orderflow.settings import Settings
 from tests.conftest import RUN_ID, migrate

@@ -4,6 +4,7 @@ reconciler), dead letters and the invariant audit.
 Public face: what other packages below the entrypoints may use.
 """
 
-from orderflow.operations.audit import Check, run_audit
+from orderflow.operations.audit import run_audit
+from orderflow.operations.invariants import Check
 
 __all__ = ["Check", "run_audit"]

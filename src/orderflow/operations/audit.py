@@ -30,8 +30,6 @@ from orderflow.operations.invariants import (
     check_product,
 )
 
-__all__ = ["ALL_CHECKS", "AuditReport", "Check", "Violation", "run_audit"]
-
 
 @dataclass
 class AuditReport:

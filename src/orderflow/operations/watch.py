@@ -18,7 +18,8 @@ import structlog
 from orderflow.domain.orders import OrderStatus
 from orderflow.kernel.failures import is_transient
 from orderflow.observability import metrics
-from orderflow.operations.audit import Check, run_audit
+from orderflow.operations.audit import run_audit
+from orderflow.operations.invariants import Check
 from orderflow.operations.monitoring_store import system_figures
 from orderflow.settings import Settings
 
