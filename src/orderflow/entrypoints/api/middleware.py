@@ -34,14 +34,9 @@ class _TrackedSend:
         await self.send(message)
 
 
-class UnhandledErrorMiddleware:
-    """The last resort: an exception nothing else handled is logged once, as one record (a
-    bounded traceback without local variables: ``observability.logging``), and answered with a
-    500 problem if the response has not started.
-
-    It is not re-raised: Starlette's outermost error middleware would answer it again and
-    uvicorn would log the same traceback a second time.
-    """
+class _HttpMiddleware:
+    """An ASGI middleware that acts on HTTP requests (``http``); other scopes (lifespan,
+    websockets) pass through untouched."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -50,6 +45,23 @@ class UnhandledErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one HTTP request."""
+        raise NotImplementedError
+
+
+class UnhandledErrorMiddleware(_HttpMiddleware):
+    """The last resort: an exception nothing else handled is logged once, as one record (a
+    bounded traceback without local variables: ``observability.logging``), and answered with a
+    500 problem if the response has not started.
+
+    It is not re-raised: Starlette's outermost error middleware would answer it again and
+    uvicorn would log the same traceback a second time.
+    """
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         tracked = _TrackedSend(send)
         try:
             await self.app(scope, receive, tracked)
@@ -79,16 +91,10 @@ _SECURITY_HEADERS = (
 _JSON_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 
 
-class SecurityHeadersMiddleware:
+class SecurityHeadersMiddleware(_HttpMiddleware):
     """Adds the security headers to every HTTP response that does not set them itself."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -115,19 +121,16 @@ class BodyTooLarge(HTTPException):
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-class BodyLimitMiddleware:
+class BodyLimitMiddleware(_HttpMiddleware):
     """Refuse bodies over ``max_bytes`` with 413, by Content-Length or while streaming, and
     under ``json_prefix`` a body whose Content-Type is not JSON with 415."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int, json_prefix: str = "/api/") -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
         self.json_prefix = json_prefix
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         length: bytes | None = None
         content_type: bytes | None = None
         chunked = False
@@ -193,20 +196,14 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ORDER_PATH = re.compile(r"/api/v1/orders/([0-9a-f-]{36})")
 
 
-class RequestObservationMiddleware:
+class RequestObservationMiddleware(_HttpMiddleware):
     """Per request: a request id (the caller's ``X-Request-ID`` when well-formed, else a new
     one), returned as a header and bound to every log line of the request; the metrics per
     route template (never per raw path: cardinality); and one ``http_request`` log line with
     route, status, duration, the API key's prefix and the order concerned. Probes and scrapes
     (``OPS_PATHS``) are counted but not logged."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         status = 500
         location = b""
