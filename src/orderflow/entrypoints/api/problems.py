@@ -105,28 +105,31 @@ class ProblemRoute(APIRoute):
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
         implied: dict[int | str, dict[str, Any]] = {}
-        if self.dependant.path_params:
+        if _anywhere(self.dependant, lambda d: bool(d.path_params)):
             implied |= NOT_FOUND_RESPONSES
         if self.body_field is not None:
             implied |= BODY_RESPONSES
             if not self.path.startswith("/api/"):  # the JSON-only rule is the API's
                 implied.pop(415)
-        if self.body_field is not None or _takes_parameters(self.dependant):
+        if self.body_field is not None or _anywhere(self.dependant, _takes_parameters):
             implied |= VALIDATION_RESPONSES
-        if _takes_header(self.dependant, IDEMPOTENCY_HEADER):
+        if _anywhere(self.dependant, _takes_idempotency_key):
             implied |= IDEMPOTENT_RESPONSES
         self.responses = {**implied, **self.responses}  # what the route declares wins
 
 
+def _anywhere(dependant: Dependant, holds: Callable[[Dependant], bool]) -> bool:
+    """Whether ``holds`` for the route's own parameters or for any of its dependencies' (a
+    path parameter may be declared by a dependency)."""
+    return holds(dependant) or any(_anywhere(sub, holds) for sub in dependant.dependencies)
+
+
 def _takes_parameters(dependant: Dependant) -> bool:
-    own = dependant.path_params or dependant.query_params or dependant.header_params
-    return bool(own) or any(_takes_parameters(sub) for sub in dependant.dependencies)
+    return bool(dependant.path_params or dependant.query_params or dependant.header_params)
 
 
-def _takes_header(dependant: Dependant, name: str) -> bool:
-    return any(p.alias == name for p in dependant.header_params) or any(
-        _takes_header(sub, name) for sub in dependant.dependencies
-    )
+def _takes_idempotency_key(dependant: Dependant) -> bool:
+    return any(p.alias == IDEMPOTENCY_HEADER for p in dependant.header_params)
 
 
 def problem(

@@ -4,10 +4,12 @@ sent (docs/webhooks.md). Deliveries themselves are made by the workers, never he
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response, status
+import asyncpg
+from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 from orderflow.domain.access import Role
@@ -144,15 +146,30 @@ async def list_subscriptions(pool: Pool, principal: OrderActor) -> list[Subscrip
     return [SubscriptionOut.model_validate(r) for r in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """The subscription a route acts on, as the caller asks for it (a customer reaches only
+    its own: ``owner``)."""
+
+    pool: asyncpg.Pool
+    id: uuid.UUID
+    owner: uuid.UUID | None
+
+
+def _target(subscription_id: uuid.UUID, pool: Pool, principal: OrderActor) -> _Target:
+    return _Target(pool, subscription_id, principal.owner)
+
+
+Target = Annotated[_Target, Depends(_target)]
+
+
 @router.get(
     "/subscriptions/{subscription_id}",
     response_model=SubscriptionWithSecret,
     summary="One subscription, with its secret",
 )
-async def get_subscription(
-    subscription_id: uuid.UUID, pool: Pool, principal: OrderActor
-) -> SubscriptionWithSecret:
-    row = await webhooks.get_subscription(pool, subscription_id, owner=principal.owner)
+async def get_subscription(sub: Target) -> SubscriptionWithSecret:
+    row = await webhooks.get_subscription(sub.pool, sub.id, owner=sub.owner)
     return SubscriptionWithSecret.model_validate(row)
 
 
@@ -163,13 +180,9 @@ async def get_subscription(
     description="Deliveries are signed with the new and the old secret (two signatures in "
     "`webhook-signature`) until the overlap ends.",
 )
-async def rotate_secret(
-    subscription_id: uuid.UUID, pool: Pool, principal: OrderActor, body: RotateIn | None = None
-) -> SubscriptionWithSecret:
+async def rotate_secret(sub: Target, body: RotateIn | None = None) -> SubscriptionWithSecret:
     overlap = (body or RotateIn()).overlap_s
-    row = await webhooks.rotate_secret(
-        pool, subscription_id, owner=principal.owner, overlap_s=overlap
-    )
+    row = await webhooks.rotate_secret(sub.pool, sub.id, owner=sub.owner, overlap_s=overlap)
     return SubscriptionWithSecret.model_validate(row)
 
 
@@ -178,12 +191,9 @@ async def rotate_secret(
     response_model=SubscriptionOut,
     summary="Re-enable a subscription that was disabled for failing",
 )
-async def enable_subscription(
-    subscription_id: uuid.UUID, pool: Pool, principal: OrderActor
-) -> SubscriptionOut:
-    return SubscriptionOut.model_validate(
-        await webhooks.enable(pool, subscription_id, owner=principal.owner)
-    )
+async def enable_subscription(sub: Target) -> SubscriptionOut:
+    row = await webhooks.enable(sub.pool, sub.id, owner=sub.owner)
+    return SubscriptionOut.model_validate(row)
 
 
 @router.delete(
@@ -191,10 +201,8 @@ async def enable_subscription(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a subscription and its deliveries",
 )
-async def delete_subscription(
-    subscription_id: uuid.UUID, pool: Pool, principal: OrderActor
-) -> Response:
-    await webhooks.delete(pool, subscription_id, owner=principal.owner)
+async def delete_subscription(sub: Target) -> Response:
+    await webhooks.delete(sub.pool, sub.id, owner=sub.owner)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -204,17 +212,13 @@ async def delete_subscription(
     summary="A subscription's deliveries, newest first",
 )
 async def list_deliveries(
-    subscription_id: uuid.UUID,
-    pool: Pool,
-    principal: OrderActor,
+    sub: Target,
     status_: Annotated[
         Literal["pending", "delivered", "refused"] | None, Query(alias="status")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[DeliveryOut]:
-    rows = await webhooks.deliveries(
-        pool, subscription_id, owner=principal.owner, status=status_, limit=limit
-    )
+    rows = await webhooks.deliveries(sub.pool, sub.id, owner=sub.owner, status=status_, limit=limit)
     return [DeliveryOut.of(r) for r in rows]
 
 
@@ -224,8 +228,9 @@ async def list_deliveries(
     summary="One delivery with every attempt (status, latency, response excerpt)",
 )
 async def get_delivery(delivery_id: uuid.UUID, pool: Pool, principal: OrderActor) -> DeliveryDetail:
-    row, attempts = await webhooks.delivery(pool, delivery_id, owner=principal.owner)
-    return DeliveryDetail.with_attempts(row, attempts)
+    return DeliveryDetail.with_attempts(
+        *await webhooks.delivery(pool, delivery_id, owner=principal.owner)
+    )
 
 
 @router.post(
@@ -234,5 +239,6 @@ async def get_delivery(delivery_id: uuid.UUID, pool: Pool, principal: OrderActor
     summary="Send a delivery again (same webhook-id)",
 )
 async def redeliver(delivery_id: uuid.UUID, pool: Pool, principal: OrderActor) -> DeliveryDetail:
-    row, attempts = await webhooks.redeliver(pool, delivery_id, owner=principal.owner)
-    return DeliveryDetail.with_attempts(row, attempts)
+    return DeliveryDetail.with_attempts(
+        *await webhooks.redeliver(pool, delivery_id, owner=principal.owner)
+    )
