@@ -12,6 +12,7 @@ from orderflow.bench.cli import bench_app as _bench_app
 from orderflow.entrypoints import dead_letters_cli, keys_cli, sessions_cli
 from orderflow.entrypoints.audit import audit as _audit_command
 from orderflow.observability.logging import configure_logging
+from orderflow.observability.tracing import configure_tracing
 from orderflow.settings import get_settings
 
 app = typer.Typer(help="orderflow: event-driven order processing.", no_args_is_help=True)
@@ -106,6 +107,7 @@ def relay(metrics_port: MetricsPort = None) -> None:
 
     settings = get_settings()
     configure_logging(settings, process="relay")
+    configure_tracing(settings, process="relay")
     run(run_relay(settings, metrics_port=metrics_port))
 
 
@@ -124,6 +126,7 @@ def worker(
     overrides = {"worker_concurrency": concurrency, "worker_prefetch": prefetch}
     settings = settings.model_copy(update={k: v for k, v in overrides.items() if v})
     configure_logging(settings, process="worker")
+    configure_tracing(settings, process="worker")
     names = [n.strip() for n in handlers.split(",") if n.strip()] if handlers else None
     run(run_worker(settings, handlers=names, metrics_port=metrics_port))
 

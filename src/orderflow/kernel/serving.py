@@ -27,6 +27,7 @@ from uvicorn.config import STARTUP_FAILURE  # exit code of a server that could n
 
 from orderflow.kernel.process import die_with_parent
 from orderflow.observability.logging import configure_logging
+from orderflow.observability.tracing import configure_tracing
 from orderflow.settings import get_settings
 
 log = structlog.get_logger()
@@ -68,6 +69,7 @@ def serve(target: Target, *, workers: int) -> None:
     """Serve ``target`` in ``workers`` processes until SIGTERM or SIGINT."""
     if workers > 1:
         sys.exit(Workers(target, workers).run())
+    configure_tracing(get_settings(), process=target.process)
     server = uvicorn.Server(target.config())
     server.run()
     if not server.started:
@@ -91,6 +93,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 def _worker(target: Target) -> None:  # the body of each worker process
     die_with_parent()
     configure_logging(get_settings(), process=target.process)
+    configure_tracing(get_settings(), process=target.process)
     try:
         sock = listening_socket(target.host, target.port)
     except OSError as exc:

@@ -31,6 +31,7 @@ from orderflow.kernel.process import first_of
 from orderflow.kernel.settling import Settler
 from orderflow.kernel.topology import ATTEMPT, HandlerQueues, Names, declare_topology
 from orderflow.observability import metrics
+from orderflow.observability.tracing import delivery_span, tracing_enabled
 from orderflow.settings import Settings
 
 log = structlog.get_logger("orderflow.kernel.worker")
@@ -55,6 +56,7 @@ class Worker:
         self._stopping = False
         self.settler = Settler(settings, self.names)
         self._batchers: dict[str, Batcher] = {}
+        self.tracing = tracing_enabled()
 
     def bindings(self) -> dict[str, list[str]]:
         """Handler name -> the event types its queue is bound to."""
@@ -183,18 +185,34 @@ class Worker:
             handler=spec.name,
             attempt=attempt,
         ):
-            if unsettled is None:
-                await self._apply(spec, queues, message, delivery)
+            if not self.tracing:
+                await self._dispatch(spec, queues, message, delivery, unsettled)
                 return
-            prepared = None
-            if isinstance(spec, CallStep):
-                prepared = await self._prepare(spec, queues, message, delivery)
-                if prepared is None:
-                    return
-            batcher = self._batchers.get(spec.name)
-            if batcher is None:
-                batcher = self._batchers[spec.name] = Batcher(self, spec, queues)
-            await batcher.submit(Waiting(message, delivery, unsettled, prepared))
+            traceparent = (message.headers or {}).get("traceparent")
+            with delivery_span(spec.name, queues.work, envelope, attempt, traceparent):
+                await self._dispatch(spec, queues, message, delivery, unsettled)
+
+    async def _dispatch(
+        self,
+        spec: Handler,
+        queues: HandlerQueues,
+        message: AbstractIncomingMessage,
+        delivery: Delivery,
+        unsettled: Unsettled | None,
+    ) -> None:
+        """Apply a delivery alone, or hand it (its call answered) to its handler's batches."""
+        if unsettled is None:
+            await self._apply(spec, queues, message, delivery)
+            return
+        prepared = None
+        if isinstance(spec, CallStep):
+            prepared = await self._prepare(spec, queues, message, delivery)
+            if prepared is None:
+                return
+        batcher = self._batchers.get(spec.name)
+        if batcher is None:
+            batcher = self._batchers[spec.name] = Batcher(self, spec, queues)
+        await batcher.submit(Waiting(message, delivery, unsettled, prepared))
 
     async def _apply(
         self,

@@ -25,6 +25,7 @@ from orderflow.domain.orders import OrderStatus, initial_status
 from orderflow.domain.pricing import PricedLine, PricingStrategy
 from orderflow.kernel.outbox import wake_relays
 from orderflow.kernel.uow import unit_of_work
+from orderflow.observability.tracing import current_trace_id
 from orderflow.ordering import order_insert as orders
 from orderflow.ordering.placement_batches import Insert, PlacementBatcher, insert_alone
 
@@ -171,7 +172,9 @@ def _draft(
         currency=currency,
         has_payment_method=payment_token is not None,
     )
-    envelope = ev.Envelope.wrap(placed, order_id=order_id, actor=request.actor)
+    envelope = ev.Envelope.wrap(
+        placed, order_id=order_id, actor=request.actor, correlation_id=current_trace_id()
+    )
     new = orders.NewOrder(
         id=order_id,
         customer_id=request.customer_id,

@@ -16,6 +16,7 @@ from orderflow.domain.orders import OrderStatus, next_status
 from orderflow.kernel import outbox
 from orderflow.kernel.handlers import Delivery, StatementFn
 from orderflow.kernel.uow import UnitOfWork, unit_of_work
+from orderflow.observability.tracing import current_trace_id
 from orderflow.ordering import store as orders
 
 
@@ -48,7 +49,7 @@ async def claim_and_lock_orders(
 def _envelope(order: Order, event: Event, cause: Envelope | None, actor: str) -> Envelope:
     if cause is not None:
         return cause.follow(event, actor=actor)
-    return Envelope.wrap(event, order_id=order.id, actor=actor)
+    return Envelope.wrap(event, order_id=order.id, actor=actor, correlation_id=current_trace_id())
 
 
 def advance(

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     environment: Environment = Environment.DEVELOPMENT
     log_level: str = "INFO"
     log_json: bool | None = None  # None: JSON in production, readable in development
+    # OpenTelemetry: traces go to this OTLP/HTTP collector (e.g. http://otel-collector:4318);
+    # unset, no tracing SDK is installed and spans cost nothing (observability.tracing).
+    otlp_endpoint: str | None = None
 
     # Connections. SecretStr so that a password in a URL is never printed by accident.
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/orderflow")

@@ -38,6 +38,7 @@ from orderflow.entrypoints.api.routers import (
     streams,
     webhooks,
 )
+from orderflow.entrypoints.api.tracing import TracingMiddleware
 from orderflow.kernel import idempotency as idempotency_records
 from orderflow.kernel.broker_probe import BrokerProbe
 from orderflow.kernel.database import create_pool
@@ -168,5 +169,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(EdgeMiddleware)  # outside the body limit: refuse before reading bodies
     app.add_middleware(UnhandledErrorMiddleware)  # inside the metrics: a 500 is counted
     app.add_middleware(SecurityHeadersMiddleware)  # on every answer, errors and 429s included
-    app.add_middleware(RequestObservationMiddleware)  # outermost: sees every answer
+    app.add_middleware(RequestObservationMiddleware)  # sees every answer
+    app.add_middleware(TracingMiddleware)  # outermost: the request's span holds all of it
     return app
