@@ -323,11 +323,11 @@ async def test_notifications_claim_and_record_in_one_statement_once_per_event(
     assert {r["event_id"]: (r["n"], r["claimed"]) for r in rows} == dict.fromkeys(events, (1, True))
 
 
-async def test_status_steps_apply_a_batch_in_one_statement_once(
+async def test_status_steps_apply_each_event_once_and_move_each_order_once(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:
     spec = registry.get("orders.mark_paid")
-    assert isinstance(spec, StatementStep)
+    assert isinstance(spec, TransactionStep)
     ids = await _orders_in(client, pool, "payment_pending", 2)
     a, b = _captured(ids[0]), _captured(ids[1])
     assert await apply_batch(pool, spec, [b, a, b]) == [
@@ -358,15 +358,15 @@ async def test_status_steps_apply_a_batch_in_one_statement_once(
     again = _captured(ids[0])
     assert await apply_batch(pool, spec, [again]) == [Outcome.APPLIED]
     assert await _caused(pool, again) == []
-    # An event about an order that does not exist is refused (to the dead letters) and not
-    # claimed; the batch's other delivery stays applied, so the one-by-one retry finds it
-    # a duplicate.
+    # An event about an order that does not exist is refused (to the dead letters): its batch
+    # rolls back, nothing of it is claimed, and applied one by one (as the worker then does)
+    # the other delivery is applied and that one refused again.
     missing, c = _captured(uuid.uuid4()), _captured(ids[1])
     with pytest.raises(NotFound):
         await apply_batch(pool, spec, [c, missing])
-    claimed = "SELECT count(*) FROM inbox WHERE event_id = $1"
-    assert await pool.fetchval(claimed, missing.envelope.event_id) == 0
-    assert await apply(pool, spec, c) is Outcome.DUPLICATE
+    claimed = "SELECT count(*) FROM inbox WHERE event_id = ANY($1)"
+    assert await pool.fetchval(claimed, [missing.envelope.event_id, c.envelope.event_id]) == 0
+    assert await apply(pool, spec, c) is Outcome.APPLIED
     with pytest.raises(NotFound):
         await apply(pool, spec, missing)
 
@@ -386,7 +386,7 @@ async def test_a_status_step_racing_a_cancel_leaves_the_cancelled_order_alone(
         step = asyncio.create_task(apply(pool, registry.get("orders.mark_paid"), delivery))
         await asyncio.sleep(0.3)
         assert not step.done()
-    # ... then sees the cancelled row, not the pending one its statement started from.
+    # ... then sees the cancelled row, not the pending one it was delivered for.
     assert await step is Outcome.APPLIED
     assert await pool.fetchval("SELECT status FROM orders WHERE id = $1", order_id) == "cancelled"
     assert await _caused(pool, delivery) == []

@@ -1,4 +1,4 @@
-"""Natural batching (``service.batching``): how batches form and how they end, and the keyed
+"""Natural batching (``kernel.batching``): how batches form and how they end, and the keyed
 reads built on it."""
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ async def reconcile_stuck_orders(
     settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event
 ) -> None:
     """Re-drive orders that made no progress for longer than their step allows, every
-    ``reconcile_interval_s``, until ``stop`` (``service.reconcile``).
+    ``reconcile_interval_s``, until ``stop`` (``operations.reconcile``).
 
     Every worker reconciles; a re-drive marks the event it sends again, so the others leave
     that order alone until its allowance has passed once more.

@@ -15,7 +15,7 @@ from orderflow.domain import events as ev
 from orderflow.domain import saga
 from orderflow.domain.model import Order
 from orderflow.domain.orders import OrderStatus as S
-from orderflow.kernel.handlers import Defer, Delivery, Handler, StatementStep, TransactionStep
+from orderflow.kernel.handlers import Defer, Delivery, Handler, TransactionStep
 from orderflow.kernel.uow import UnitOfWork
 from orderflow.ordering import (
     Step,
@@ -24,7 +24,7 @@ from orderflow.ordering import (
     claim_and_lock_orders,
     lock_order,
     shipping_carrier,
-    status_statement,
+    status_step,
 )
 
 AUTOPILOT = "autopilot"
@@ -116,9 +116,11 @@ def autopilot_handlers(*, delay_s: float) -> list[Handler]:
     ``delay_s``."""
     tables = ((saga.AUTOPILOT_WAREHOUSE, WAREHOUSE), (saga.AUTOPILOT_CARRIER, CARRIER))
     if delay_s == 0:
-        # As fast as possible: one statement per batch (``status_statement``).
+        # As fast as possible: in batches.
         return [
-            StatementStep(sub, apply=status_statement(steps, actor=AUTOPILOT))
+            TransactionStep(
+                sub, apply=status_step(steps, actor=AUTOPILOT), claim=claim_and_lock_orders
+            )
             for sub, steps in tables
         ]
     # One delivery at a time: a delayed step defers each first delivery, and a Defer inside

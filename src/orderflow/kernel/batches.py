@@ -96,7 +96,7 @@ class Waiting:
 
 
 class Batcher:
-    """Groups one batch handler's deliveries by natural batching (``service.batching``): one
+    """Groups one batch handler's deliveries by natural batching (``kernel.batching``): one
     batch in flight at a time, and whatever arrives meanwhile forms the next one (up to
     ``worker_batch_max``). An idle handler applies a delivery at once; a busy one commits many
     per transaction. One batch at a time also means two batches of one handler never wait on

@@ -19,8 +19,8 @@ There are three kinds, and a handler is one of them:
   batch's answers in one transaction. A ``call`` that returns None found nothing to do: nothing
   is recorded and no transaction is opened. A retry or redelivery the inbox holds already is
   recognised before the call.
-- ``StatementStep``: a step whose whole effect is rows written from its deliveries (a status
-  move, a notification): one SQL statement claims the deliveries in the inbox and writes its
+- ``StatementStep``: a step whose whole effect is rows written from its deliveries (a
+  notification): one SQL statement claims the deliveries in the inbox and writes its
   rows, outside any explicit transaction; the statement is the transaction.
 
 A batch that fails rolls back and its deliveries are applied one by one, so a failure touches

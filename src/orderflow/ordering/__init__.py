@@ -17,7 +17,7 @@ from orderflow.ordering.transitions import (
     claim_and_lock_orders,
     emit_off_timeline,
     lock_order,
-    status_statement,
+    status_step,
 )
 
 __all__ = [
@@ -35,5 +35,5 @@ __all__ = [
     "read_feed_after",
     "sequence_feed",
     "shipping_carrier",
-    "status_statement",
+    "status_step",
 ]

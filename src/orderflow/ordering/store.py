@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from orderflow.domain.events import Envelope
 from orderflow.domain.model import Order, TimelineEntry
 from orderflow.domain.orders import OrderStatus
-from orderflow.kernel import inbox, uow
+from orderflow.kernel import inbox
 from orderflow.ordering import rows
 
 _LINE_COLUMNS = "line_no, product_id, sku, name, unit_price, quantity, line_total"
@@ -99,89 +97,6 @@ async def lock_claimed(
         if r["id"] is not None
     ]
     return set(records[0]["claimed"] or ()), locked
-
-
-# A batch of status-only steps in one statement, outside any explicit transaction: the inbox
-# claim of the events whose order exists, and for each event claimed now, its order moved
-# from the status the step expects to the next one, with the event that records the move.
-# The update takes the row lock itself; a concurrent change (a cancel) makes it wait, then
-# re-check the expected status on the new row version, so an order that moved meanwhile is
-# left alone and no event is written for it. Locks come in the order every batch takes them:
-# the inbox keys, sorted, all claimed first (the update reads them as one array), then the
-# orders, by id (rows come sorted by order id) (``id = ANY($3)`` keeps the primary key in the
-# plan). At most one step per order per statement (``advance_claimed`` splits the rest).
-_ORDER_EXISTS = """EXISTS (
-    SELECT 1 FROM step s JOIN orders o ON o.id = s.order_id AND o.id = ANY($3::uuid[])
-    WHERE s.cause_id = ids.id
-)"""
-_ADVANCE_CLAIMED = f"""
-WITH step AS (
-    SELECT * FROM unnest($1::uuid[], $3::uuid[], $4::text[], $5::text[])
-        AS s(cause_id, order_id, expected, status)
-), {inbox.claimed_cte(1, where=_ORDER_EXISTS)}, moved AS (
-    UPDATE orders o SET status = s.status, version = o.version + 1, updated_at = now()
-    FROM step s
-    WHERE o.id = s.order_id AND o.id = ANY($3::uuid[]) AND o.status = s.expected
-      AND s.cause_id = ANY((SELECT array_agg(event_id) FROM claimed)::uuid[])
-    RETURNING s.cause_id
-), {uow.event_ctes(6, when="(envelope ->> 'causation_id')::uuid IN (SELECT cause_id FROM moved)")}
-SELECT (SELECT array_agg(event_id) FROM claimed) AS claimed,
-       (SELECT count(*) FROM moved) AS moved,
-       (SELECT array_agg(s.cause_id) FROM step s
-        WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = s.order_id)) AS missing
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class StatusStep:
-    """One delivery's step: move ``order_id`` from ``expected`` to the status ``event``
-    records, if the order is still in ``expected``."""
-
-    cause_id: uuid.UUID  # the event being applied (its inbox key)
-    order_id: uuid.UUID
-    expected: OrderStatus
-    event: Envelope  # caused by ``cause_id``
-    status: OrderStatus
-
-
-@dataclass(frozen=True, slots=True)
-class Advanced:
-    claimed: set[uuid.UUID]  # the events claimed now (the others were applied before)
-    moved: int  # orders that moved (the others had left the expected status)
-    missing: set[uuid.UUID]  # events about an order that does not exist: not claimed
-
-
-async def advance_claimed(
-    pool: asyncpg.Pool, handler: str, steps: Sequence[StatusStep]
-) -> Advanced:
-    """Apply status-only steps for ``handler``, effectively once: one statement (one round
-    trip, no ``BEGIN`` or ``COMMIT``) per batch, or one per step of the same order when a
-    batch holds several."""
-    rounds: list[dict[uuid.UUID, StatusStep]] = []
-    for step in sorted({s.cause_id: s for s in steps}.values(), key=lambda s: s.order_id):
-        free = next((r for r in rounds if step.order_id not in r), None)
-        if free is None:
-            rounds.append(free := {})
-        free[step.order_id] = step
-    claimed: set[uuid.UUID] = set()
-    missing: set[uuid.UUID] = set()
-    moved = 0
-    for batch in rounds:
-        ordered = list(batch.values())
-        row = await pool.fetchrow(
-            _ADVANCE_CLAIMED,
-            [s.cause_id for s in ordered],
-            handler,
-            [s.order_id for s in ordered],
-            [s.expected.value for s in ordered],
-            [s.status.value for s in ordered],
-            *uow.event_args([(s.event, s.status) for s in ordered]),
-        )
-        assert row is not None
-        claimed.update(row["claimed"] or ())
-        missing.update(row["missing"] or ())
-        moved += row["moved"]
-    return Advanced(claimed, moved, missing)
 
 
 async def search(

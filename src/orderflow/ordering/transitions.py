@@ -13,8 +13,7 @@ from orderflow.domain.events import Envelope, Event
 from orderflow.domain.idempotency import IdempotentRequest
 from orderflow.domain.model import Order
 from orderflow.domain.orders import OrderStatus, next_status
-from orderflow.kernel import outbox
-from orderflow.kernel.handlers import Delivery, StatementFn
+from orderflow.kernel.handlers import ApplyFn, Delivery
 from orderflow.kernel.uow import UnitOfWork, unit_of_work
 from orderflow.observability.tracing import current_trace_id
 from orderflow.ordering import store as orders
@@ -119,33 +118,18 @@ class Step:
     event: Callable[[Delivery], Event]
 
 
-def status_statement(steps: Mapping[str, Step], *, actor: str) -> StatementFn:
-    """The statement of a step that only moves orders on (``steps`` by the event type they
-    follow): the inbox claim, the conditional status change and the events it causes, one
-    statement per batch (``store.advance_claimed``, ADR 0017)."""
+def status_step(steps: Mapping[str, Step], *, actor: str) -> ApplyFn:
+    """A step that only moves orders on (``steps`` by the event type they follow): each order
+    still in the status its step expects takes the step's event; an order in any other
+    status is left as it is (a person did it first, or it was cancelled). Its orders are
+    locked by the claim (``claim_and_lock_orders``)."""
 
-    async def move_orders(
-        pool: asyncpg.Pool, handler: str, deliveries: Sequence[Delivery]
-    ) -> set[uuid.UUID]:
-        planned = []
+    async def move_orders(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
         for d in deliveries:
-            step = steps[d.envelope.type]
-            event = step.event(d)
             assert d.envelope.order_id is not None
-            planned.append(
-                orders.StatusStep(
-                    cause_id=d.envelope.event_id,
-                    order_id=d.envelope.order_id,
-                    expected=step.expected,
-                    event=d.envelope.follow(event, actor=actor),
-                    status=next_status(step.expected, event.TYPE),
-                )
-            )
-        done = await orders.advance_claimed(pool, handler, planned)
-        if done.moved:
-            outbox.wake_relays(pool)
-        if done.missing:
-            raise NotFound(f"no order for the events {sorted(map(str, done.missing))}")
-        return done.claimed
+            step = steps[d.envelope.type]
+            order = await lock_order(uow, d.envelope.order_id)
+            if order.status is step.expected:
+                advance(uow, order, step.event(d), actor=actor, cause=d.envelope)
 
     return move_orders

@@ -22,7 +22,6 @@ from orderflow.kernel.handlers import (
     CallStep,
     Delivery,
     Handler,
-    StatementStep,
     TransactionStep,
     TransientError,
 )
@@ -34,7 +33,7 @@ from orderflow.ordering import (
     claim_and_lock_orders,
     emit_off_timeline,
     lock_order,
-    status_statement,
+    status_step,
 )
 from orderflow.payments import store as payments
 from orderflow.payments.attempts import announce_payment, charge_key, refund_key
@@ -237,7 +236,11 @@ def handlers(
             record=record_charges,
             claim=claim_and_lock_orders,
         ),
-        StatementStep(saga.ORDERS_MARK_PAID, apply=status_statement(MARK_PAID, actor="orders")),
+        TransactionStep(
+            saga.ORDERS_MARK_PAID,
+            apply=status_step(MARK_PAID, actor="orders"),
+            claim=claim_and_lock_orders,
+        ),
         CallStep(
             saga.COMPENSATION_REFUND,
             call=partial(call_refund, pool=pool, gateway=gateway, timeout_s=timeout_s),
