@@ -97,13 +97,16 @@ def test_long_running_containers_have_liveness_and_readiness_probes(overlay: str
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_relay_and_worker_liveness_is_healthz_on_their_metrics_port(overlay: str) -> None:
+def test_relay_and_worker_probe_healthz_and_readyz_on_their_metrics_port(overlay: str) -> None:
     # /healthz there fails when the loop is stuck or a duty keeps failing: the kubelet restarts.
+    # /readyz fails while the broker is away: the pod can do no work, but is not restarted.
     deployments = by_kind(render(overlay_path(overlay)), "Deployment")
     for name in ("relay", "worker"):
         (container,) = pod_spec(deployments[name])["containers"]
         probe = container["livenessProbe"]["httpGet"]
         assert (probe["path"], probe["port"]) == ("/healthz", "metrics"), name
+        probe = container["readinessProbe"]["httpGet"]
+        assert (probe["path"], probe["port"]) == ("/readyz", "metrics"), name
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

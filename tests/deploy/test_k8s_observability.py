@@ -56,3 +56,12 @@ def test_alertmanager_runs_with_the_repository_config_and_prometheus_sends_to_it
     assert targets == [f"alertmanager:{port}"]
     jobs = {job["job_name"] for job in prometheus["scrape_configs"]}
     assert "alertmanager" in jobs, "Prometheus watches Alertmanager too"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_processes_are_scraped_whether_or_not_they_are_ready(overlay: str) -> None:
+    # A relay or worker that lost the broker is not ready; dropped from discovery, it would
+    # vanish from Prometheus and fire "process absent" instead of the broker's own alerts.
+    services = by_kind(render(f"overlays/{overlay}"), "Service")
+    for name in ("api-pods", "relay-pods", "worker-pods"):
+        assert services[name]["spec"].get("publishNotReadyAddresses") is True, name

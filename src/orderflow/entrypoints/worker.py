@@ -21,7 +21,12 @@ from orderflow.kernel.broker import connect
 from orderflow.kernel.consumer import Outcome
 from orderflow.kernel.database import create_pool
 from orderflow.kernel.duties import Duties
-from orderflow.kernel.process import install_stop_signals, serve_metrics, settle_heap
+from orderflow.kernel.process import (
+    broker_readiness,
+    install_stop_signals,
+    serve_metrics,
+    settle_heap,
+)
 from orderflow.kernel.redis import create_redis
 from orderflow.kernel.topology import Names, declare_topology
 from orderflow.kernel.worker import Worker
@@ -43,11 +48,14 @@ async def run_worker(
 ) -> None:
     """The ``orderflow worker`` process: the saga handlers, until SIGTERM or SIGINT.
 
-    Its duties (the consumers, the unpaid-order sweeper) are supervised (``service.duties``):
-    restarted after any failure, and reported on ``/healthz`` of the metrics port.
+    Its duties (the consumers, the sweepers, the watches) are supervised (``kernel.duties``):
+    restarted after any failure, and reported on ``/healthz`` of the metrics port; ``/readyz``
+    says whether its consumers are connected to the broker.
     """
     duties = Duties("worker")
-    serve_metrics(metrics_port, process="worker", health=duties.health)
+    worker: Worker | None = None
+    ready = broker_readiness(lambda: worker.connected if worker else None)
+    serve_metrics(metrics_port, process="worker", health=duties.health, ready=ready)
     stop = install_stop_signals()
     pool = await create_pool(settings, process="worker")
     redis = create_redis(settings)

@@ -57,11 +57,15 @@ def serve_metrics(
     *,
     process: str,
     health: Callable[[], dict[str, Any]] | None = None,
+    ready: Callable[[], dict[str, Any]] | None = None,
 ) -> None:
-    """Expose /metrics (``process``'s own metrics: ``metrics.ProcessRegistry``), and /healthz
-    when ``health`` is given, on ``port`` (in a background thread) when one is given.
+    """Expose /metrics (``process``'s own metrics: ``metrics.ProcessRegistry``), /healthz when
+    ``health`` is given and /readyz when ``ready`` is given, on ``port`` (in a background
+    thread) when one is given.
 
-    /healthz answers 200 while ``health()["status"]`` is "ok", 503 otherwise. Being a thread,
+    /healthz answers 200 while ``health()["status"]`` is "ok", 503 otherwise; /readyz answers
+    200 while ``ready()["status"]`` is "ready" (the process can do its work: for the relay and
+    the worker, the broker is connected), 503 otherwise. Being a thread,
     it still answers (503) while the event loop is blocked: that is how a stuck loop is seen
     (``kernel.duties.LoopWatch``); a paused or dead process does not answer at all.
     """
@@ -70,9 +74,11 @@ def serve_metrics(
     metrics_app = make_wsgi_app(ProcessRegistry(process))
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == "/healthz" and health is not None:
-            body = health()
-            status = "200 OK" if body.get("status") == "ok" else "503 Service Unavailable"
+        path = environ.get("PATH_INFO")
+        probe = {"/healthz": (health, "ok"), "/readyz": (ready, "ready")}.get(path or "")
+        if probe is not None and probe[0] is not None:
+            body = probe[0]()
+            status = "200 OK" if body.get("status") == probe[1] else "503 Service Unavailable"
             start_response(status, [("Content-Type", "application/json")])
             return [orjson.dumps(body)]
         return metrics_app(environ, start_response)  # type: ignore[no-any-return]
@@ -81,6 +87,18 @@ def serve_metrics(
         "0.0.0.0", port, app, server_class=_ThreadingServer, handler_class=_QuietHandler
     )
     threading.Thread(target=server.serve_forever, name="ops-http", daemon=True).start()
+
+
+def broker_readiness(connected: Callable[[], asyncio.Event | None]) -> Callable[[], dict[str, Any]]:
+    """The /readyz body of a process that needs the broker to work: ready while the event
+    ``connected()`` returns is set (None: not started yet)."""
+
+    def ready() -> dict[str, Any]:
+        event = connected()
+        up = event is not None and event.is_set()
+        return {"status": "ready" if up else "not_ready", "broker": "up" if up else "down"}
+
+    return ready
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):

@@ -60,6 +60,7 @@ class Relay:
         self._held: dict[int, float] = {}  # unroutable row id -> monotonic time to retry
         self._next_prune = 0.0
         self._window = RelayWindow(pool, settings.relay_commit_interval_s)
+        self.connected = asyncio.Event()  # set while a broker channel is open (/readyz)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set: both duties, supervised; returns once stopped."""
@@ -94,9 +95,13 @@ class Relay:
                     )
                     log.info("relay_connected", exchange=self.names.exchange)
                     backoff.reset()
-                    await self._pump(
-                        exchange, stop, functools.partial(_is_closed, connection, channel)
-                    )
+                    self.connected.set()
+                    try:
+                        await self._pump(
+                            exchange, stop, functools.partial(_is_closed, connection, channel)
+                        )
+                    finally:
+                        self.connected.clear()
             except (BrokerLost, OSError, aio_pika.exceptions.AMQPError) as exc:
                 log.warning("relay_broker_lost", error=repr(exc))
                 await backoff.wait(stop)
