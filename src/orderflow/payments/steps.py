@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from enum import StrEnum
 from functools import partial
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -40,6 +41,7 @@ from orderflow.payments.attempts import announce_payment, charge_key, refund_key
 from orderflow.payments.gateway import ChargeResult, PaymentGateway
 
 ACTOR = "payments"
+T = TypeVar("T")
 
 
 async def initiate_payments(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
@@ -67,17 +69,14 @@ async def call_gateway(
     payment = await payment_of.get(event.payment_id)
     if payment is None or payment.status != "pending":
         return None
-    try:
-        async with asyncio.timeout(timeout_s):
-            result = await gateway.charge(
-                idempotency_key=charge_key(payment.id),
-                token=payment.payment_token,
-                amount=payment.amount,
-                currency=payment.currency,
-                attempt=d.attempt,
-            )
-    except TimeoutError:
-        raise TransientError(f"payment gateway did not answer within {timeout_s} s") from None
+    charge = gateway.charge(
+        idempotency_key=charge_key(payment.id),
+        token=payment.payment_token,
+        amount=payment.amount,
+        currency=payment.currency,
+        attempt=d.attempt,
+    )
+    result = await _within(timeout_s, charge, "charge")
     return payment, result
 
 
@@ -163,16 +162,13 @@ async def call_refund(
     payment = await payments.captured(pool, _order_id(d))
     if payment is None or payment.gateway_reference is None:
         return None
-    try:
-        async with asyncio.timeout(timeout_s):
-            ref = await gateway.refund(
-                idempotency_key=refund_key(payment.id),
-                reference=payment.gateway_reference,
-                amount=payment.amount,
-                currency=payment.currency,
-            )
-    except TimeoutError:
-        raise TransientError("payment gateway did not answer the refund") from None
+    refund = gateway.refund(
+        idempotency_key=refund_key(payment.id),
+        reference=payment.gateway_reference,
+        amount=payment.amount,
+        currency=payment.currency,
+    )
+    ref = await _within(timeout_s, refund, "refund")
     return payment.id, ref
 
 
@@ -249,6 +245,18 @@ def handlers(
             batched=False,
         ),
     ]
+
+
+async def _within(timeout_s: float, call: Coroutine[Any, Any, T], what: str) -> T:
+    """The gateway's answer to ``call``; no answer within ``timeout_s`` is a transient error
+    (the delivery is retried, with the same idempotency key)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await call
+    except TimeoutError:
+        raise TransientError(
+            f"payment gateway did not answer the {what} within {timeout_s} s"
+        ) from None
 
 
 def _order_id(d: Delivery) -> uuid.UUID:
