@@ -9,23 +9,23 @@ and Alertmanager delivers to a webhook receiver served by the test.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 import yaml
+
+from tests.stack.receiver import AlertReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -79,40 +79,6 @@ def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float, every:
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last!r})")
 
 
-class AlertReceiver:
-    """An HTTP server that records what Alertmanager's webhook delivers (alert name, status)."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with receiver._lock:
-                    receiver.received.extend(json.loads(body).get("alerts", []))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("0.0.0.0", 0), Handler)
-        self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def firing(self) -> set[str]:
-        """Names of every alert delivered as firing so far."""
-        with self._lock:
-            return {a["labels"]["alertname"] for a in self.received if a["status"] == "firing"}
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @dataclass
 class Stack:
     """One running Compose project and the ways in."""
@@ -124,6 +90,9 @@ class Stack:
     passwords: dict[str, str]
     receiver: AlertReceiver
     admin_key: str = ""
+    # Since when no alert has been pending or firing, and the receiver's mark at that moment.
+    quiet_since: float = 0.0
+    quiet_mark: int = 0
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
 
     @property
@@ -165,33 +134,6 @@ class Stack:
         response.raise_for_status()
         data = response.json()["data"]
         return list(data["result"]) if data["resultType"] == "vector" else [data]
-
-    def firing_in_prometheus(self) -> set[str]:
-        return {r["metric"]["alertname"] for r in self.query('ALERTS{alertstate="firing"}')}
-
-    def wait_alert(self, name: str, *, timeout: float) -> None:
-        """Wait until ``name`` fires in Prometheus, is held by Alertmanager and was delivered
-        to the test's webhook receiver."""
-        wait_for(
-            f"{name} firing in Prometheus",
-            lambda: name in self.firing_in_prometheus(),
-            timeout=timeout,
-            every=2,
-        )
-        wait_for(
-            f"{name} in Alertmanager", lambda: name in self.in_alertmanager(), timeout=30, every=1
-        )
-        wait_for(
-            f"{name} delivered to the webhook receiver",
-            lambda: name in self.receiver.firing(),
-            timeout=30,
-            every=1,
-        )
-
-    def in_alertmanager(self) -> set[str]:
-        response = self.http.get(self.url("alertmanager", "/api/v2/alerts"))
-        response.raise_for_status()
-        return {a["labels"]["alertname"] for a in response.json()}
 
 
 def prometheus_for_tests(workdir: Path) -> Path:
@@ -288,6 +230,7 @@ def write_stack_files(workdir: Path, receiver: AlertReceiver, extra_env: dict[st
     )
 
 
+@contextmanager
 def start(stack: Stack) -> Iterator[Stack]:
     """Bring the stack up (one worker), yield it, then tear it down with its volumes; the
     containers' logs are kept in the work directory (the path is printed)."""
