@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint fmt bench services tools migrate seed clean docker image stack stack-down
+.PHONY: run test test-fast lint fmt bench chaos services tools migrate seed clean docker image stack stack-down
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -72,6 +72,11 @@ fmt: $(STAMP)
 # docs/bench.json and rewrites the figures block of docs/performance.md.
 bench: $(STAMP) services
 	$(BIN)/orderflow bench suite --json docs/bench.json --markdown docs/performance.md
+
+# The fault suite (a minute, every fault once) on a fresh database of its own: kills the
+# system's processes and restarts RabbitMQ's app, PostgreSQL and Redis (docs/reliability.md).
+chaos: $(STAMP) services
+	$(BIN)/orderflow chaos --duration 60 --json .chaos/last.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -46,20 +46,26 @@ class BenchRun:
 
     @classmethod
     def create(
-        cls, *, database: str | None, console: Console, log_dir: Path | None = None
+        cls,
+        *,
+        database: str | None,
+        console: Console,
+        log_dir: Path | None = None,
+        kind: str = "bench",
     ) -> BenchRun:
-        """Settings for a run: its own database, exchange and queue prefix."""
+        """Settings for a run: its own database, exchange and queue prefix (named for the
+        ``kind`` of run: bench or chaos)."""
         base = get_settings()
         run_id = uuid.uuid4().hex[:8]
-        dsn = with_database(base.dsn(), database or f"orderflow_bench_{run_id}")
+        dsn = with_database(base.dsn(), database or f"orderflow_{kind}_{run_id}")
         settings = base.model_copy(
             update={
                 "database_url": type(base.database_url)(dsn),
-                "exchange": f"orderflow.bench.{run_id}",
-                "queue_prefix": f"orderflow.bench.{run_id}",
+                "exchange": f"orderflow.{kind}.{run_id}",
+                "queue_prefix": f"orderflow.{kind}.{run_id}",
             }
         )
-        return cls(settings, run_id, log_dir or Path(f".bench/{run_id}"), console)
+        return cls(settings, run_id, log_dir or Path(f".{kind}/{run_id}"), console)
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a server subprocess: this run's database and names."""

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from orderflow.bench.chaos.cli import chaos as _chaos_command
 from orderflow.bench.cli import bench_app as _bench_app
 from orderflow.entrypoints import dead_letters_cli, keys_cli, sessions_cli
 from orderflow.entrypoints.audit import audit as _audit_command
@@ -155,6 +156,7 @@ def up(
 # Commands implemented in their own modules.
 app.command("audit")(_audit_command)
 app.add_typer(_bench_app, name="bench")
+app.command("chaos")(_chaos_command)
 
 if __name__ == "__main__":
     app()

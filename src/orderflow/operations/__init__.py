@@ -5,6 +5,6 @@ Public face: what other packages below the entrypoints may use.
 """
 
 from orderflow.operations.audit import run_audit
-from orderflow.operations.invariants import Check
+from orderflow.operations.invariants import ONCE_PER_ORDER, Check
 
-__all__ = ["Check", "run_audit"]
+__all__ = ["ONCE_PER_ORDER", "Check", "run_audit"]

@@ -4,11 +4,9 @@ that never leaves the broker stopped."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import socket
-from pathlib import Path
+
+from orderflow.bench.chaos.services import end_tree
 
 
 async def rabbitmqctl(*args: str, timeout: float = 60.0) -> str:
@@ -32,28 +30,8 @@ async def rabbitmqctl(*args: str, timeout: float = 60.0) -> str:
 
 async def _end(proc: asyncio.subprocess.Process) -> None:
     # `su` inside rabbitmqctl starts the CLI in a session of its own: end every descendant.
-    pids = [proc.pid, *_descendants(proc.pid)]
-    for pid in reversed(pids):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+    end_tree(proc.pid)
     await proc.wait()
-
-
-def _descendants(root: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: list[int] = []
-    frontier = [root]
-    while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, ppid in parents.items() if ppid == parent]
-        found += children
-        frontier += children
-    return found
 
 
 def _amqp_port_answers() -> bool:
