@@ -21,11 +21,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir: Path = tmp_path_factory.mktemp("stack")
     workdir.chmod(0o755)  # the containers read their configuration from here
     faster = {
-        # the worker's watches every 2 s instead of 15, and an order awaiting payment is
-        # overdue after 15 s (the overdue fault); everything else is production's
+        # the worker's watches every 2 s instead of 15, its invariant audit every 5 s instead of
+        # 300, and an order awaiting payment is overdue after 15 s (the overdue fault);
+        # everything else is production's
         "ORDERFLOW_SYSTEM_WATCH_INTERVAL_S": "2",
         "ORDERFLOW_SLA_WATCH_INTERVAL_S": "2",
         "ORDERFLOW_SLA_DEADLINES_S": json.dumps({"awaiting_payment": 15}),
+        "ORDERFLOW_AUDIT_INTERVAL_S": "5",
     }
     with start(write_stack_files(workdir, AlertReceiver(), extra_env=faster)) as running:
         alerting.settle(running)
