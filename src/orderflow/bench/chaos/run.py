@@ -279,6 +279,7 @@ async def run_chaos(run: BenchRun, params: ChaosParams) -> dict[str, Any]:
         per_fault = [await fault_figures(pool, r, calls, chaos.started_at) for r in chaos.records]
         audit = await _retrying(run.audit)
     finally:
+        await load.drain(until=time.time())  # an interrupted run's requests end here
         await client.close()
         await system.stop_all()
     return {
