@@ -93,9 +93,6 @@ def settings() -> Settings:
             "redis_key_prefix": f"orderflow:test:{RUN_ID}",
             # The broker deletes this run's queues once unused for 15 minutes.
             "queue_expires_ms": 15 * 60 * 1000,
-            # Several runs share one development broker with ~900 file handles: classic
-            # waiting rooms here (quorum ones in the e2e system and its broker-restart test).
-            "waiting_queue_type": "classic",
             # Many processes share one PostgreSQL (max_connections 100) during a run.
             "db_pool_max": 5,
             "rate_limits": dict.fromkeys(DEFAULT_RATE_LIMITS, "100000/1"),

@@ -49,8 +49,7 @@ def process_env(settings: Settings) -> dict[str, str]:
 def e2e_settings(settings: Settings) -> Settings:
     """This run's settings with a database and queues of their own: the running system must
     not see (or process) the rows other tests write."""
-    # Waiting rooms as deployed (ADR 0023).
-    return settings_apart(settings, "e2e", waiting_queue_type="quorum")
+    return settings_apart(settings, "e2e")
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-"""A broker restart while retries wait in it loses none of them (ADR 0023): every order whose
-charge was waiting to be retried reaches its terminal state, charged once."""
+"""A broker restart while retries wait loses none of them (ADR 0028: they wait in PostgreSQL,
+not in the broker): every order whose charge was waiting to be retried reaches its terminal
+state, charged once."""
 
 from __future__ import annotations
 
@@ -11,21 +12,23 @@ import asyncpg
 import httpx
 import pytest
 
+from orderflow.kernel import scheduled
 from orderflow.kernel.topology import Names
 from orderflow.settings import Settings
 from tests.e2e.conftest import wait_for_status
 from tests.factories import make_customer, make_product, place_order
 from tests.integration.backbone.broker import rabbitmqctl, start_broker_app
-from tests.integration.backbone.helpers import queue_depth
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stops_services]
 
 ORDERS = 20
 
 
-async def _waiting_retries(settings: Settings) -> int:
-    queues = Names.from_settings(settings).handler("payments.charge")
-    return sum([await queue_depth(settings, name) for _, name in queues.retries])
+async def _waiting_retries(pool: asyncpg.Pool, settings: Settings) -> int:
+    """The charges scheduled for a retry (the system's own database)."""
+    queue = Names.from_settings(settings).handler("payments.charge").work
+    waiting = await scheduled.waiting_by_queue(pool, prefix=queue)
+    return waiting.get(queue, {}).get("retry", 0)
 
 
 async def test_broker_restart_while_retries_wait_leaves_no_order_stuck(
@@ -33,7 +36,7 @@ async def test_broker_restart_while_retries_wait_leaves_no_order_stuck(
 ) -> None:
     product = await make_product(http, price=500, stock=ORDERS)
     customer = await make_customer(http)
-    # pm_flaky fails on attempts 1 and 2: each charge waits in a retry queue twice.
+    # pm_flaky fails on attempts 1 and 2: each charge waits for a retry twice.
     orders = [
         await place_order(
             http, customer_id=customer["id"], lines=[(product["id"], 1)], payment_token="pm_flaky"
@@ -41,7 +44,7 @@ async def test_broker_restart_while_retries_wait_leaves_no_order_stuck(
         for _ in range(ORDERS)
     ]
     deadline = time.monotonic() + 30
-    while await _waiting_retries(e2e_settings) < ORDERS // 2:
+    while await _waiting_retries(pool, e2e_settings) < ORDERS // 2:
         assert time.monotonic() < deadline, "the charges never waited for a retry"
         await asyncio.sleep(0.05)
     try:
@@ -50,8 +53,8 @@ async def test_broker_restart_while_retries_wait_leaves_no_order_stuck(
     finally:
         await start_broker_app()
 
-    # Within the reconciler's allowance: what delivers them is the retries the broker kept,
-    # not a re-drive of orders it lost (tests/integration/test_reconcile.py has those).
+    # Within the reconciler's allowance: what delivers them is the retries PostgreSQL kept,
+    # not a re-drive of orders the broker lost (tests/integration/test_reconcile.py has those).
     within = e2e_settings.reconcile_stall_s * 2 / 3
     restarted = time.monotonic()
     for order in orders:

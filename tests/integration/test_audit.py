@@ -507,7 +507,7 @@ async def test_the_workers_periodic_audit_exports_its_violations_per_check(
     assert gauge(Check.STALE) is None
 
 
-async def test_the_system_watch_exports_the_outbox_backlog_and_orders_per_status(
+async def test_the_system_watch_exports_outbox_backlog_scheduled_retries_and_orders_per_status(
     audit_db: AuditDb,
 ) -> None:
     product = await make_product(audit_db.client, price=500)
@@ -528,13 +528,29 @@ async def test_the_system_watch_exports_the_outbox_backlog_and_orders_per_status
     )
     settings = audit_db.settings.model_copy(update={"system_watch_interval_s": 60.0})
     metrics.OUTBOX_BACKLOG.set(-1)
-
-    await _run_one_round(
-        watch_system,
-        settings,
-        audit_db.pool,
-        lambda: REGISTRY.get_sample_value("orderflow_outbox_backlog") != -1,
+    await audit_db.pool.execute(
+        "INSERT INTO scheduled_deliveries (queue, reason, body, due_at) "
+        "VALUES ('q', 'retry', '{}', now() + interval '1 hour')"
     )
+    waiting = dict(
+        await audit_db.pool.fetch(
+            "SELECT reason, count(*) FROM scheduled_deliveries GROUP BY reason"
+        )
+    )
+
+    try:
+        await _run_one_round(
+            watch_system,
+            settings,
+            audit_db.pool,
+            lambda: REGISTRY.get_sample_value("orderflow_outbox_backlog") != -1,
+        )
+    finally:
+        await audit_db.pool.execute("DELETE FROM scheduled_deliveries WHERE queue = 'q'")
+    for reason in ("retry", "defer"):
+        value = REGISTRY.get_sample_value("orderflow_scheduled_deliveries", {"reason": reason})
+        assert value == waiting.get(reason, 0), reason
+    assert waiting["retry"] >= 1
 
     assert REGISTRY.get_sample_value("orderflow_outbox_backlog") == expected_backlog >= 1
     assert (

@@ -371,12 +371,27 @@ async def test_dead_letters_are_filtered_replayed_after_a_dry_run_discarded_and_
 async def test_the_health_page_shows_queues_outbox_and_processes(
     office: Browser, pool: asyncpg.Pool
 ) -> None:
-    http, _ = office
+    http, settings = office
     await _admin(http, pool)
-    health = (await http.get("/admin/api/health")).json()
+    # Two retries and a deferral wait for this queue in PostgreSQL (ADR 0028).
+    work = Names.from_settings(settings).handler("payments.initiate").work
+    await pool.executemany(
+        "INSERT INTO scheduled_deliveries (queue, reason, body, due_at) "
+        "VALUES ($1, $2, '{}', now() + interval '1 hour')",
+        [(work, "retry"), (work, "retry"), (work, "defer")],
+    )
+    try:
+        health = (await http.get("/admin/api/health")).json()
+    finally:
+        await pool.execute("DELETE FROM scheduled_deliveries WHERE queue = $1", work)
     queues = {q["handler"]: q for q in health["queues"]}
     assert queues["payments.initiate"]["declared"]
     assert queues["payments.initiate"]["consumers"] == 0
+    assert (queues["payments.initiate"]["retrying"], queues["payments.initiate"]["deferred"]) == (
+        2,
+        1,
+    )
+    assert queues["payments.charge"]["retrying"] == 0
     assert health["broker"] == "ok"
     assert health["dead_letters"] is not None
     assert health["outbox"]["backlog"] >= 0

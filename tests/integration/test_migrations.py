@@ -27,6 +27,7 @@ TABLES = {
     "webhook_deliveries",
     "webhook_attempts",
     "webhook_cursor",
+    "scheduled_deliveries",
 }
 
 
@@ -59,13 +60,14 @@ async def test_empty_database_migrates_to_head_and_back_down(settings: Settings)
 async def test_tables_that_churn_are_vacuumed_after_a_fixed_number_of_dead_rows(
     pool: asyncpg.Pool,
 ) -> None:
-    """Orders, outbox rows, payments, stock and idempotency records are updated or deleted
-    all the time: autovacuum must not wait for a fifth of each table to be dead."""
+    """Orders, outbox rows, payments, stock, idempotency records and scheduled deliveries are
+    updated or deleted all the time: autovacuum must not wait for a fifth of each table to be
+    dead."""
     rows = await pool.fetch(
         "SELECT relname, reloptions FROM pg_class WHERE relname = ANY($1::text[])",
-        ["orders", "outbox", "payments", "products", "idempotency_keys"],
+        ["orders", "outbox", "payments", "products", "idempotency_keys", "scheduled_deliveries"],
     )
-    assert len(rows) == 5
+    assert len(rows) == 6
     for row in rows:
         options = dict(option.split("=", 1) for option in row["reloptions"] or [])
         assert options.get("autovacuum_vacuum_scale_factor") == "0", row["relname"]

@@ -20,7 +20,10 @@ from orderflow.kernel.handlers import (
     TransactionStep,
     TransientError,
 )
-from orderflow.kernel.topology import Names, retry_delays_ms
+from orderflow.kernel.scheduled import json_headers
+from orderflow.kernel.settling import retry_delay_s
+from orderflow.kernel.topology import Names
+from orderflow.kernel.waiting_rooms import retry_delays_ms, waiting_rooms
 from orderflow.settings import Settings
 
 
@@ -28,37 +31,38 @@ def _settings(**kw: object) -> Settings:
     return Settings(queue_prefix="of", exchange="ex", **kw)  # type: ignore[arg-type]
 
 
-def test_retry_delays_double_and_allow_one_retry_fewer_than_attempts() -> None:
+def test_retry_delays_double_per_attempt_then_stay_on_the_longest() -> None:
     settings = _settings(retry_base_delay_ms=100, retry_max_attempts=4)
-    assert retry_delays_ms(settings) == [100, 200, 400]
+    assert [retry_delay_s(settings, a) for a in (1, 2, 3, 9)] == [0.1, 0.2, 0.4, 0.4]
+    # One attempt allowed: a retry (never scheduled) would wait the base delay.
+    assert retry_delay_s(_settings(retry_max_attempts=1), 1) == 1.0
 
 
-def test_queue_names_derive_from_prefix_and_handler_and_carry_their_ttl() -> None:
-    names = Names.from_settings(_settings(retry_base_delay_ms=250, retry_max_attempts=3))
-    queues = names.handler("payments")
-    assert queues.work == "of.payments"
-    assert queues.delay == "of.payments.delay.q"
-    assert [q for _, q in queues.retries] == [
+def test_queue_names_derive_from_prefix_and_handler() -> None:
+    names = Names.from_settings(_settings())
+    assert names.handler("payments").work == "of.payments"
+    assert names.dead_letters == "of.dead-letters"
+
+
+def test_the_old_waiting_rooms_are_named_as_they_were_declared() -> None:
+    names = Names.from_settings(_settings())
+    delays = retry_delays_ms(_settings(retry_base_delay_ms=250, retry_max_attempts=3))
+    assert delays == [250, 500]
+    assert waiting_rooms(names, "payments", delays) == [
+        "of.payments.retry.250ms",
+        "of.payments.retry.500ms",
+        "of.payments.delay",
         "of.payments.retry.250ms.q",
         "of.payments.retry.500ms.q",
+        "of.payments.delay.q",
     ]
-    assert names.dead_letters == "of.dead-letters"
-    # Classic waiting rooms (test runs on a shared broker) keep the names of before ADR 0023.
-    classic = Names.from_settings(_settings(retry_max_attempts=2, waiting_queue_type="classic"))
-    assert classic.handler("payments").delay == "of.payments.delay"
-    assert [q for _, q in classic.handler("payments").retries] == ["of.payments.retry.1000ms"]
 
 
-def test_later_attempts_use_longer_retry_queues_then_stay_on_the_longest() -> None:
-    queues = Names.from_settings(_settings(retry_base_delay_ms=100, retry_max_attempts=4)).handler(
-        "h"
+def test_a_scheduled_deliverys_headers_are_kept_as_json_can_keep_them() -> None:
+    kept = json_headers(
+        {"attempt": 2, "trace": "00-ab", "raw": b"caf\xc3\xa9", "ok": True, "nan": float("nan")}
     )
-    assert [queues.retry_for(a) for a in (1, 2, 3, 9)] == [
-        "of.h.retry.100ms.q",
-        "of.h.retry.200ms.q",
-        "of.h.retry.400ms.q",
-        "of.h.retry.400ms.q",
-    ]
+    assert kept == {"attempt": 2, "trace": "00-ab", "raw": "café", "ok": True, "nan": "nan"}
 
 
 def test_handler_is_recovered_from_any_of_its_queue_names() -> None:
@@ -66,7 +70,7 @@ def test_handler_is_recovered_from_any_of_its_queue_names() -> None:
     assert names.handler_of("of.payments") == "payments"
     assert names.handler_of("of.payments.retry.1000ms.q") == "payments"
     assert names.handler_of("of.payments.delay.q") == "payments"
-    # The classic waiting rooms of before ADR 0023, whose dead letters may still be around.
+    # The waiting rooms of before ADR 0028, whose dead letters may still be around.
     assert names.handler_of("of.payments.retry.1000ms") == "payments"
     assert names.handler_of("of.payments.delay") == "payments"
     assert names.handler_of("other.payments") is None

@@ -15,6 +15,7 @@ from orderflow.kernel.process import (
     settle_heap,
 )
 from orderflow.kernel.relay import Relay
+from orderflow.kernel.scheduled import REASONS
 from orderflow.observability import metrics
 from orderflow.settings import Settings
 
@@ -26,6 +27,7 @@ async def run_relay(settings: Settings, *, metrics_port: int | None = None) -> N
     duties = Duties("relay")
     for counter in (metrics.EVENTS_PUBLISHED, metrics.EVENTS_UNROUTABLE):
         metrics.start_at_zero(counter, EVENT_TYPES)
+    metrics.start_at_zero(metrics.SCHEDULED_PUBLISHED, REASONS)
     relay: Relay | None = None
     ready = broker_readiness(lambda: relay.connected if relay else None)
     serve_metrics(metrics_port, process="relay", health=duties.health, ready=ready)

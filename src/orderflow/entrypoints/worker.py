@@ -29,6 +29,7 @@ from orderflow.kernel.process import (
 )
 from orderflow.kernel.redis import create_redis
 from orderflow.kernel.topology import Names, declare_topology
+from orderflow.kernel.waiting_rooms import retire_waiting_rooms
 from orderflow.kernel.worker import Worker
 from orderflow.notifications import webhooks
 from orderflow.observability import metrics
@@ -99,6 +100,7 @@ OUTCOMES: tuple[str, ...] = (
     "invalid",
     "deferred",
     "retried",
+    "requeued",
     "dead_lettered",
 )
 
@@ -114,7 +116,8 @@ def start_counters_at_zero(handlers: Iterable[str]) -> None:
 
 
 async def declare_saga_topology(settings: Settings) -> list[str]:
-    """Declare the exchange and every saga handler's queues (``orderflow migrate``)."""
+    """Declare the exchange and every saga handler's queues, and retire the retry and delay
+    queues of before ADR 0028 (``orderflow migrate``)."""
     steps = saga.subscriptions(autopilot=settings.autopilot)
     connection = await connect(settings, name="orderflow-migrate")
     async with connection:
@@ -122,4 +125,8 @@ async def declare_saga_topology(settings: Settings) -> list[str]:
         bindings = {step.name: list(step.event_types) for step in steps}
         names = Names.from_settings(settings)
         await declare_topology(channel, names, bindings, delivery_limit=settings.delivery_limit)
+        every = [step.name for step in saga.subscriptions(autopilot=True)]
+        retired = await retire_waiting_rooms(connection, names, every, settings)
+    if retired:
+        log.info("waiting_rooms_retired", queues=len(retired))
     return sorted(bindings)

@@ -63,8 +63,8 @@ class PermanentError(Exception):
 
 
 class Defer(Exception):
-    """Not yet: redeliver this message after ``delay_s`` seconds (through the broker's delay
-    queues, never by sleeping). Not a failure: it does not count as an attempt."""
+    """Not yet: redeliver this message after ``delay_s`` seconds (a delivery scheduled in
+    PostgreSQL, never by sleeping). Not a failure: it does not count as an attempt."""
 
     def __init__(self, delay_s: float) -> None:
         super().__init__(f"deferred for {delay_s} s")
@@ -77,7 +77,7 @@ class Delivery:
 
     envelope: Envelope
     event: Event
-    attempt: int = 1  # 1 for the first delivery, counted across retry queues
+    attempt: int = 1  # 1 for the first delivery, counted across scheduled retries
     redelivered: bool = False  # the broker delivered this message before (a worker died)
 
     @property

@@ -6,29 +6,31 @@ The transaction spans batches (a ``RelayWindow``, ADR 0013): a batch's marks tra
 claim, and the window commits every ``relay_commit_interval_s``. A relay that dies anywhere
 before the commit leaves its window's rows unpublished for the next relay: at-least-once, and
 the consumers' inbox removes duplicates. Relays wake on ``NOTIFY orderflow_outbox``, sent by
-the writers after they commit (``outbox.wake_relays``), and poll as a fallback.
+the writers after they commit (``outbox.wake_relays``), and poll as a fallback. Beside the
+outbox, each relay publishes the retries and deferrals scheduled in PostgreSQL once they are
+due (``kernel.scheduled_pump``, ADR 0028).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 from collections.abc import Callable
 
 import aio_pika
 import asyncpg
 import structlog
-from aio_pika.abc import AbstractExchange
+from aio_pika.abc import AbstractChannel, AbstractExchange
 
 from orderflow.kernel import outbox
 from orderflow.kernel.backoff import Backoff
-from orderflow.kernel.broker import connect_with_backoff, outbox_message
+from orderflow.kernel.broker import BrokerLost, outbox_message, publish_until_stopped
 from orderflow.kernel.duties import Duties
 from orderflow.kernel.failures import is_transient
 from orderflow.kernel.process import first_of
 from orderflow.kernel.relay_window import RelayWindow
+from orderflow.kernel.scheduled_pump import ScheduledPump
 from orderflow.kernel.topology import Names
 from orderflow.observability import metrics
 from orderflow.settings import Settings
@@ -38,15 +40,12 @@ log = structlog.get_logger(__name__)
 UNROUTABLE_HOLD_S = 5.0  # how long a returned row waits before the relay tries it again
 
 
-class BrokerLost(Exception):
-    """The broker connection or channel closed under the relay."""
-
-
 class Relay:
     """One relay process's loop; several may run against the same outbox.
 
-    Two duties (``kernel.duties``): the LISTEN connection that wakes the relay
-    (``relay_listener``) and the loop that claims, publishes and marks (``relay_pump``).
+    Three duties (``kernel.duties``): the LISTEN connection that wakes the relay
+    (``relay_listener``), the loop that claims, publishes and marks (``relay_pump``), and the
+    loop that publishes scheduled deliveries when due (``scheduled_pump``).
     """
 
     def __init__(
@@ -63,9 +62,11 @@ class Relay:
         self.connected = asyncio.Event()  # set while a broker channel is open (/readyz)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Relay until ``stop`` is set: both duties, supervised; returns once stopped."""
+        """Relay until ``stop`` is set: its duties, supervised; returns once stopped."""
         self.listen(stop)
         self.duties.supervise("relay_pump", lambda: self.pump(stop))
+        scheduled = ScheduledPump(self.settings, self.pool)
+        self.duties.supervise("scheduled_pump", lambda: scheduled.run(stop))
         try:
             await stop.wait()
         finally:
@@ -78,33 +79,19 @@ class Relay:
 
     async def pump(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set, reconnecting to the broker and the database as needed."""
-        backoff = Backoff(self.settings.reconnect_max_backoff_s)
-        while not stop.is_set():
-            connection = await connect_with_backoff(
-                self.settings, name="orderflow-relay", stop=stop, backoff=backoff
+
+        async def session(channel: AbstractChannel, closed: Callable[[], bool]) -> None:
+            exchange = await channel.declare_exchange(
+                self.names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
             )
-            if connection is None:
-                return
+            log.info("relay_connected", exchange=self.names.exchange)
+            self.connected.set()
             try:
-                async with connection:
-                    channel = await connection.channel(
-                        publisher_confirms=True, on_return_raises=True
-                    )
-                    exchange = await channel.declare_exchange(
-                        self.names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-                    )
-                    log.info("relay_connected", exchange=self.names.exchange)
-                    backoff.reset()
-                    self.connected.set()
-                    try:
-                        await self._pump(
-                            exchange, stop, functools.partial(_is_closed, connection, channel)
-                        )
-                    finally:
-                        self.connected.clear()
-            except (BrokerLost, OSError, aio_pika.exceptions.AMQPError) as exc:
-                log.warning("relay_broker_lost", error=repr(exc))
-                await backoff.wait(stop)
+                await self._pump(exchange, stop, closed)
+            finally:
+                self.connected.clear()
+
+        await publish_until_stopped(self.settings, name="relay", stop=stop, session=session)
 
     async def _pump(
         self, exchange: AbstractExchange, stop: asyncio.Event, closed: Callable[[], bool]
@@ -244,10 +231,3 @@ class Relay:
             finally:
                 conn.terminate()
             self._wake.set()  # whatever was notified while the connection was down
-
-
-def _is_closed(
-    connection: aio_pika.abc.AbstractConnection, channel: aio_pika.abc.AbstractChannel
-) -> bool:
-    # A broker stopping may close the channel before the connection notices.
-    return bool(connection.is_closed or channel.is_closed)

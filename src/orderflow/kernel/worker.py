@@ -2,7 +2,8 @@
 dead letter.
 
 One connection, one consuming channel per handler (bounded prefetch) and one confirming
-channel for the messages the worker itself publishes (retries, delays, dead letters). The
+channel for the messages the worker itself publishes (dead letters; retries and delays are
+scheduled in PostgreSQL, ``kernel.settling``). The
 connection is plain, not "robust": when it drops, the worker reconnects with back-off,
 re-declares its topology and re-registers every consumer itself, so a broker restart never
 leaves a silent worker.
@@ -54,7 +55,7 @@ class Worker:
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
-        self.settler = Settler(settings, self.names)
+        self.settler = Settler(settings, self.names, pool)
         self._batchers: dict[str, Batcher] = {}
         self.tracing = tracing_enabled()
 

@@ -46,10 +46,23 @@ EVENTS_CONSUMED = Counter(
     "orderflow_events_consumed_total", "Deliveries by handler and outcome", ["handler", "outcome"]
 )
 EVENTS_RETRIED = Counter(
-    "orderflow_events_retried_total", "Deliveries sent to a retry queue", ["handler"]
+    "orderflow_events_retried_total", "Deliveries scheduled for a retry", ["handler"]
 )
 EVENTS_DEAD_LETTERED = Counter(
     "orderflow_events_dead_lettered_total", "Deliveries sent to the dead letters", ["handler"]
+)
+# Retries and deferrals scheduled in PostgreSQL (ADR 0028): waiting (the worker's system
+# watch) and published when due (the relay).
+SCHEDULED_WAITING = Gauge(
+    "orderflow_scheduled_deliveries",
+    "Retries and deferrals waiting in PostgreSQL for their time, by reason (every worker "
+    "reports the same figure: aggregate with max)",
+    ["reason"],
+)
+SCHEDULED_PUBLISHED = Counter(
+    "orderflow_scheduled_published_total",
+    "Scheduled deliveries (retries, deferrals) the relay published to their work queue when due",
+    ["reason"],
 )
 HANDLER_SECONDS = Histogram(
     "orderflow_handler_duration_seconds",
@@ -156,7 +169,13 @@ PROCESS_METRICS: dict[str, tuple[Collector, ...]] = {
         DEPENDENCY_UP,
         STREAMS_OPEN,
     ),
-    "relay": (*_COMMON, EVENTS_PUBLISHED, EVENTS_UNROUTABLE, RELAY_BATCH_SECONDS),
+    "relay": (
+        *_COMMON,
+        EVENTS_PUBLISHED,
+        EVENTS_UNROUTABLE,
+        RELAY_BATCH_SECONDS,
+        SCHEDULED_PUBLISHED,
+    ),
     "worker": (
         *_COMMON,
         EVENTS_CONSUMED,
@@ -169,6 +188,7 @@ PROCESS_METRICS: dict[str, tuple[Collector, ...]] = {
         ORDERS_OVERDUE,
         OUTBOX_BACKLOG,
         OUTBOX_OLDEST_AGE,
+        SCHEDULED_WAITING,
         ORDERS_BY_STATUS,
         INVARIANT_VIOLATIONS,
         AUDIT_LAST_RUN,

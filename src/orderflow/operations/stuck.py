@@ -109,7 +109,7 @@ def diagnose(
                 Reason(
                     code="not_applied",
                     text=f"{row['event_type']} was published but {handler} has not applied "
-                    f"it: waiting in {queue} or its retry queue, or the message was lost",
+                    f"it: waiting in {queue} or for a scheduled retry, or the message was lost",
                     since=row["published_at"],
                     remedy="republish",
                     event_id=event_id,

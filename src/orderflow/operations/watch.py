@@ -1,5 +1,6 @@
 """The worker's periodic duties that export what the system holds: the outbox backlog and the
-age of its oldest unpublished event, orders per status, and the invariant audit's findings.
+age of its oldest unpublished event, the retries and deferrals scheduled in PostgreSQL, orders
+per status, and the invariant audit's findings.
 
 Every worker runs them and exports the same figures (aggregate with ``max``); they survive the
 relay being down, which is exactly when the outbox figures matter.
@@ -16,6 +17,7 @@ import asyncpg
 import structlog
 
 from orderflow.domain.orders import OrderStatus
+from orderflow.kernel import scheduled
 from orderflow.kernel.failures import is_transient
 from orderflow.observability import metrics
 from orderflow.operations.audit import run_audit
@@ -51,12 +53,15 @@ async def every(
 
 
 async def watch_system(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
-    """Export the outbox backlog, its oldest event's age and orders per status, until ``stop``."""
+    """Export the outbox backlog, its oldest event's age, the scheduled deliveries waiting and
+    orders per status, until ``stop``."""
 
     async def look() -> None:
         figures = await system_figures(pool)
         metrics.OUTBOX_BACKLOG.set(figures.outbox_backlog)
         metrics.OUTBOX_OLDEST_AGE.set(figures.outbox_oldest_age_s)
+        for reason, waiting in (await scheduled.waiting(pool)).items():
+            metrics.SCHEDULED_WAITING.labels(reason).set(waiting)
         for status in OrderStatus:
             metrics.ORDERS_BY_STATUS.labels(status.value).set(
                 figures.orders_by_status.get(status.value, 0)

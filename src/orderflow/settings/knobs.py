@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
-from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -91,6 +90,17 @@ class Settings(BaseSettings):
     outbox_prune_interval_s: float = over_zero(60.0)
     retry_base_delay_ms: int = one_or_more(1000, "first retry; doubles")
     retry_max_attempts: int = one_or_more(5, "deliveries before dead letter")
+    # Retries and deferrals wait in PostgreSQL (scheduled_deliveries); the relay publishes
+    # them when due (ADR 0028).
+    scheduled_poll_interval_s: float = over_zero(
+        0.2, "how often a relay looks for scheduled deliveries that are due"
+    )
+    scheduled_batch_size: int = one_or_more(100, "scheduled deliveries a relay publishes at once")
+    scheduling_hold_s: float = zero_or_more(
+        30.0,
+        "a worker that cannot store a retry keeps trying this long, holding the message, "
+        "before handing it back to its queue",
+    )
     delivery_limit: int = one_or_more(20, "broker redeliveries (crashes)")
     # A batch handler applies one batch at a time, of at most its unacked deliveries: under a
     # backlog, its throughput is the prefetch per batch duration (docs/performance.md).
@@ -120,11 +130,6 @@ class Settings(BaseSettings):
     # 60-s default). Only a loop stuck for seconds misses one (docs/events.md).
     rabbitmq_heartbeat_s: int = Field(default=5, ge=1, le=600)
     broker_check_ttl_s: float = zero_or_more(2.0, "/readyz cache")
-    # Quorum waiting rooms keep a retry through a broker restart (ADR 0023); each is a Raft
-    # group holding file handles, so test runs sharing one development broker use classic.
-    waiting_queue_type: Literal["quorum", "classic"] = Field(
-        default="quorum", description="retry and delay queues: quorum (at-least-once) or classic"
-    )
     queue_expires_ms: int | None = Field(
         default=None, ge=1000, description="x-expires on every queue; for test runs only"
     )

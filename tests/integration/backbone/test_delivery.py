@@ -116,7 +116,7 @@ async def test_transient_failures_are_retried_with_backoff_and_attempts_recorded
         "SELECT attempt FROM backbone_applied WHERE event_id = $1", event_id
     )
     assert attempt == 3
-    assert elapsed >= 0.1 + 0.2  # the first two retry queues' TTLs
+    assert elapsed >= 0.1 + 0.2  # the first two retries' back-off
     retried = REGISTRY.get_sample_value("orderflow_events_retried_total", {"handler": "alpha"})
     assert (retried or 0) >= 2
 

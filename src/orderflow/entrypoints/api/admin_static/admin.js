@@ -41,7 +41,7 @@ function duration(seconds) {
 }
 
 function table(headers, rows, opts) {
-  const head = h("tr", {}, headers.map((t) => h("th", { scope: "col", class: /^(total|amount|qty|ready|consumers|retrying|spent|connections|attempts|unit|orders)/.test(t) ? "num" : null }, t)));
+  const head = h("tr", {}, headers.map((t) => h("th", { scope: "col", class: /^(total|amount|qty|ready|consumers|retrying|deferred|spent|connections|attempts|unit|orders)/.test(t) ? "num" : null }, t)));
   const body = rows.length ? rows : [h("tr", {}, h("td", { colspan: headers.length, class: "empty" }, (opts && opts.empty) || "nothing here"))];
   return h("div", { class: "scroll" }, h("table", { id: opts && opts.id }, h("thead", {}, head), h("tbody", {}, body)));
 }
@@ -388,9 +388,9 @@ function health(view) {
         h("div", { class: "tile" }, h("span", { class: "label" }, "oldest unpublished"), h("span", { class: "value small" }, duration(d.outbox.age_s))),
         h("a", { class: "tile", href: "#/dead-letters" }, h("span", { class: "label" }, "dead letters"), h("span", { class: "value" }, d.dead_letters === null ? "unknown" : d.dead_letters)),
         errorTile(d.errors)),
-      section("Queues", table(["handler", "queue", "ready", "retrying", "consumers"], d.queues.map((q) =>
+      section("Queues", table(["handler", "queue", "ready", "retrying", "deferred", "consumers"], d.queues.map((q) =>
         h("tr", { class: q.declared && q.consumers === 0 ? "warn-row" : null }, td(q.handler), td(q.queue, "mono small"),
-          td(q.declared ? q.ready : "not declared", "num"), td(q.retrying, "num"), td(q.declared ? q.consumers : "–", "num"))), { id: "queues" })),
+          td(q.declared ? q.ready : "not declared", "num"), td(q.retrying, "num"), td(q.deferred, "num"), td(q.declared ? q.consumers : "–", "num"))), { id: "queues" })),
       section("Processes seen alive (database connections)", table(["process", "instance", "connections", "since", "last active"], d.processes.map((p) =>
         h("tr", {}, td(p.process), td(p.instance, "mono"), td(p.connections, "num"), td(when(p.since)), td(when(p.last_active)))), { id: "processes", empty: "no process connected" })));
   }).catch((e) => toast(e.message, true));

@@ -17,6 +17,7 @@ from orderflow.entrypoints.api.deps import AppState, State
 from orderflow.entrypoints.api.problems import SESSION_RESPONSES, ProblemRoute
 from orderflow.entrypoints.api.routers.admin import BackOffice
 from orderflow.entrypoints.api.routers.admin_dead_letters import letters
+from orderflow.kernel import scheduled
 from orderflow.kernel.topology import Names
 from orderflow.observability import metrics
 from orderflow.operations import stuck
@@ -45,8 +46,6 @@ async def saga_map(state: AppState) -> SagaMap:
     names = Names.from_settings(state.settings)
     queue_of = {spec.name: names.handler(spec.name).work for spec in registry}
     watched = [*queue_of.values(), names.dead_letters]
-    for handler in queue_of:
-        watched += [q for _, q in names.handler(handler).retries]
     stats = await state.broker.queue_stats(watched) if state.broker else dict.fromkeys(watched)
     declared = {h for h, q in queue_of.items() if stats.get(q) is not None}
     bindings = {s.name: list(s.event_types) for s in registry if s.name in declared}
@@ -134,10 +133,12 @@ async def health(state: State, _session: BackOffice) -> dict[str, Any]:
     outbox = await state.pool.fetchrow(_OUTBOX)
     processes = await state.pool.fetch(_PROCESSES)
     names = Names.from_settings(state.settings)
+    # Retries and deferrals wait in PostgreSQL until due (ADR 0028), not in the broker.
+    waiting = await scheduled.waiting_by_queue(state.pool, prefix=names.queue_head)
     queues = []
     for handler, work in saga.queue_of.items():
         stats = saga.stats.get(work)
-        retrying = sum((saga.stats.get(q) or (0, 0))[0] for _, q in names.handler(handler).retries)
+        later = waiting.get(work, {})
         queues.append(
             {
                 "handler": handler,
@@ -145,7 +146,8 @@ async def health(state: State, _session: BackOffice) -> dict[str, Any]:
                 "declared": stats is not None,
                 "ready": stats[0] if stats else None,
                 "consumers": stats[1] if stats else None,
-                "retrying": retrying,
+                "retrying": later.get("retry", 0),
+                "deferred": later.get("defer", 0),
             }
         )
     dead = saga.stats.get(names.dead_letters)
