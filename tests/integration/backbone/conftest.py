@@ -48,7 +48,8 @@ async def _listed(what: str, prefix: str) -> list[str]:
 
 @pytest.fixture
 async def bb_settings(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Settings]:
-    """This test's settings; stale outbox rows of other tests are marked published first."""
+    """This test's settings; stale outbox rows of other tests are marked published first, and
+    the deliveries still scheduled for its queues deleted after."""
     require_service("RabbitMQ", settings.rabbitmq_url.get_secret_value(), 5672)
     n = next(_serial)
     mine = settings.model_copy(
@@ -66,6 +67,10 @@ async def bb_settings(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[S
     await pool.execute("TRUNCATE backbone_applied")
     await pool.execute("UPDATE outbox SET published_at = now() WHERE published_at IS NULL")
     yield mine
+    # Retries still scheduled for this test's queues would wait for ever: no relay serves them.
+    await pool.execute(
+        "DELETE FROM scheduled_deliveries WHERE starts_with(queue, $1)", f"{mine.queue_prefix}."
+    )
     connection = await aio_pika.connect(mine.rabbitmq_url.get_secret_value(), timeout=10)
     async with connection:
         channel = await connection.channel()
