@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
@@ -168,12 +169,16 @@ class Chaos:
         }
 
 
-def failures(calls: list[Call], started_at: float, *, first: int = 20) -> list[dict[str, Any]]:
-    """The first requests that were not answered 2xx: when, what, and what came back."""
+def failures(calls: list[Call], started_at: float, *, each: int = 5) -> list[dict[str, Any]]:
+    """The first few requests of each kind, outcome and status that were not answered 2xx:
+    when, what, and what came back."""
     out = []
+    seen: Counter[tuple[str, Outcome, int | None]] = Counter()
     for call in sorted(calls, key=lambda c: c.sent_at):
-        if call.outcome is Outcome.OK:
+        group = (call.kind, call.outcome, call.status)
+        if call.outcome is Outcome.OK or seen[group] == each:
             continue
+        seen[group] += 1
         problem = (call.body or {}).get("type", "") if call.body else ""
         out.append(
             {
@@ -184,8 +189,6 @@ def failures(calls: list[Call], started_at: float, *, first: int = 20) -> list[d
                 "detail": call.error or str(problem),
             }
         )
-        if len(out) == first:
-            break
     return out
 
 
