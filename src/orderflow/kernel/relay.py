@@ -56,6 +56,7 @@ class Relay:
         self.names = Names.from_settings(settings)
         self.duties = duties or Duties("relay")
         self._wake = asyncio.Event()
+        self._scheduled_wake = asyncio.Event()  # the scheduled pump's: the same NOTIFY
         self._held: dict[int, float] = {}  # unroutable row id -> monotonic time to retry
         self._next_prune = 0.0
         self._window = RelayWindow(pool, settings.relay_commit_interval_s)
@@ -65,7 +66,7 @@ class Relay:
         """Relay until ``stop`` is set: its duties, supervised; returns once stopped."""
         self.listen(stop)
         self.duties.supervise("relay_pump", lambda: self.pump(stop))
-        scheduled = ScheduledPump(self.settings, self.pool)
+        scheduled = ScheduledPump(self.settings, self.pool, wake=self._scheduled_wake)
         self.duties.supervise("scheduled_pump", lambda: scheduled.run(stop))
         try:
             await stop.wait()
@@ -206,6 +207,7 @@ class Relay:
 
         def notified(*_: object) -> None:
             self._wake.set()
+            self._scheduled_wake.set()
 
         backoff = Backoff(self.settings.reconnect_max_backoff_s)
         while not stop.is_set():

@@ -1,6 +1,8 @@
 """The relay's duty that publishes scheduled deliveries (retries, deferrals) once they are due.
 
-Every ``scheduled_poll_interval_s`` (at once again after a full batch) it claims the due rows
+Every ``scheduled_poll_interval_s`` (at once again after a full batch, and when the relay's
+LISTEN connection hears a wake-up: a worker that schedules a delivery due sooner than the next
+poll sends one) it claims the due rows
 of this deployment's queues with ``FOR UPDATE SKIP LOCKED``, publishes each to its work queue
 through the default exchange (persistent, mandatory, with publisher confirms) and deletes the
 confirmed ones in the same transaction. A relay that dies before that commit leaves the rows
@@ -23,6 +25,7 @@ from orderflow.kernel import scheduled
 from orderflow.kernel.backoff import Backoff
 from orderflow.kernel.broker import BrokerLost, persistent_message, publish_until_stopped
 from orderflow.kernel.failures import is_transient
+from orderflow.kernel.process import first_of
 from orderflow.kernel.topology import Names
 from orderflow.observability import metrics
 from orderflow.settings import Settings
@@ -35,10 +38,13 @@ UNROUTABLE_HOLD_S = 5.0
 class ScheduledPump:
     """Publishes this deployment's due scheduled deliveries until stopped."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, *, wake: asyncio.Event | None = None
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.prefix = Names.from_settings(settings).queue_head
+        self.wake = wake or asyncio.Event()  # set: look for due deliveries now
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish due deliveries until ``stop``, reconnecting to the broker as needed."""
@@ -55,6 +61,7 @@ class ScheduledPump:
     ) -> None:
         db_backoff = Backoff(self.settings.reconnect_max_backoff_s)
         while not stop.is_set():
+            self.wake.clear()
             try:
                 claimed = await self.publish_due(exchange)
                 db_backoff.reset()
@@ -69,7 +76,7 @@ class ScheduledPump:
             if claimed < self.settings.scheduled_batch_size:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.settings.scheduled_poll_interval_s):
-                        await stop.wait()
+                        await first_of(stop.wait(), self.wake.wait())
 
     async def publish_due(self, exchange: AbstractExchange) -> int:
         """Claim, publish and delete one batch of due deliveries; how many were claimed."""

@@ -18,7 +18,7 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from orderflow.kernel import scheduled
+from orderflow.kernel import outbox, scheduled
 from orderflow.kernel.backoff import Backoff
 from orderflow.kernel.broker import copy_message, header_int, scheduled_copy
 from orderflow.kernel.failures import is_transient
@@ -123,6 +123,8 @@ class Settler:
         while True:
             try:
                 await scheduled.schedule(self.pool, copy, delay_s=delay_s)
+                if delay_s < self.settings.scheduled_poll_interval_s:
+                    outbox.wake_relays(self.pool)  # due before the relays' next look
                 return True
             except Exception as exc:
                 left = deadline - time.monotonic()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
@@ -26,6 +27,7 @@ from tests.backbone_app import EVENT, make_registry
 from tests.integration.backbone.helpers import (
     all_applied_once,
     applied_counts,
+    emit,
     eventually,
     queue_depth,
     running,
@@ -179,3 +181,20 @@ async def test_a_retry_that_cannot_be_stored_is_neither_acked_nor_lost(
 def _requeued() -> float:
     labels = {"handler": "alpha", "outcome": "requeued"}
     return REGISTRY.get_sample_value("orderflow_events_consumed_total", labels) or 0.0
+
+
+async def test_a_delivery_due_before_the_next_poll_wakes_the_relay(
+    bb_settings: Settings, pool: asyncpg.Pool
+) -> None:
+    # Polls far apart: only the wake-up the worker sends after scheduling makes this fast.
+    settings = bb_settings.model_copy(update={"scheduled_poll_interval_s": 30.0})
+    async with running(settings, pool, make_registry(["alpha"])):
+        await asyncio.sleep(1.0)  # the relay's first look at the table is behind it
+        started = time.monotonic()
+        [event_id] = await emit(pool, ["defer:0"])
+        await eventually(lambda: all_applied_once(pool, "alpha", [event_id]), timeout=5)
+    assert time.monotonic() - started < 5
+    deferred = await pool.fetchval(
+        "SELECT attempt FROM backbone_applied WHERE event_id = $1", event_id
+    )
+    assert deferred == 1
