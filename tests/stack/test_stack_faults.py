@@ -4,13 +4,15 @@ Prometheus through Alertmanager to the test's webhook receiver.
 Runs after test_stack_alerts.py on the same stack (two workers); the same rules apply: each fault
 starts with its alerts resolved and ends with the stack repaired and its orders delivered.
 OrderflowEventLagHigh is raised by the relay's outage (test_stack_alerts.py). Not raised on the
-stack, their promtool tests only (deploy/prometheus/alerts.test.yml): OrderflowApiHighLatencyP99,
-OrderflowQueueDepthGrowing (more than 500 messages waiting) and OrderflowHandlerRetriesHigh.
+stack, their promtool tests only (deploy/prometheus/alerts.test.yml): OrderflowQueueDepthGrowing
+(more than 500 messages waiting) and OrderflowHandlerRetriesHigh.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import httpx
@@ -26,6 +28,7 @@ EXCHANGE = "orderflow.events"
 # payment.initiated has one subscriber: unbound, the relay gets it back from the broker.
 LONELY_EVENT = "payment.initiated"
 ITS_QUEUE = "orderflow.payments.charge"
+SLOW_REQUESTS = 30
 
 
 def test_the_api_gone_pages(stack: Stack, catalogue: dict[str, str]) -> None:
@@ -118,6 +121,28 @@ def test_a_broken_invariant_pages(stack: Stack) -> None:
     finally:
         set_stock(5)
     alerting.wait_resolved(stack, alerts, timeout=60)
+
+
+def test_a_frozen_database_makes_the_api_slow(stack: Stack, catalogue: dict[str, str]) -> None:
+    # More than 1% of the last 5 minutes' requests slower than a second: the p99 says so. The
+    # alert looks back 5 minutes, so it stays on after the repair.
+    alerts = {"OrderflowApiHighLatencyP99"}
+    since = alerting.quiet(stack, alerts)
+    order = place(stack, catalogue)
+    with ThreadPoolExecutor(max_workers=SLOW_REQUESTS) as pool:
+        stack.compose("pause", "postgres")
+        try:
+            asked = [
+                pool.submit(stack.api, "GET", f"/api/v1/orders/{order}")
+                for _ in range(SLOW_REQUESTS)
+            ]
+            time.sleep(3)
+        finally:
+            stack.compose("unpause", "postgres")
+        answers = [future.result().status_code for future in asked]
+    assert answers == [200] * SLOW_REQUESTS, answers  # slow, not failed
+    alerting.wait_fired(stack, alerts, since=since, timeout=60)
+    assert wait_terminal(stack, [order]) == {order: "delivered"}
 
 
 def management(stack: Stack, method: str, path: str) -> httpx.Response:
