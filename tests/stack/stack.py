@@ -187,23 +187,34 @@ def alertmanager_for_tests(workdir: Path, receiver_port: int) -> Path:
     return folder
 
 
+def example_env() -> dict[str, str]:
+    """The variables deploy/compose.env.example sets, every CHANGE-ME a fresh random value: the
+    .env deploy/docker/new-env.sh would write, so a secret added there reaches the stack."""
+    env: dict[str, str] = {}
+    for line in (DEPLOY / "compose.env.example").read_text().splitlines():
+        name, equals, value = line.partition("=")
+        if equals and not line.lstrip().startswith("#"):
+            value = value.strip()
+            env[name.strip()] = secrets.token_hex(12) if value == "CHANGE-ME" else value
+    return env
+
+
 def write_stack_files(workdir: Path, receiver: AlertReceiver, extra_env: dict[str, str]) -> Stack:
     """The env file and the test override for a new project in ``workdir``."""
     ports = {
         name: free_port() for name in ("api", "prometheus", "alertmanager", "rabbitmq", "grafana")
     }
-    passwords = {name: secrets.token_hex(12) for name in ("postgres", "rabbitmq", "redis")}
     env = {
-        "POSTGRES_PASSWORD": passwords["postgres"],
-        "RABBITMQ_PASSWORD": passwords["rabbitmq"],
-        "REDIS_PASSWORD": passwords["redis"],
-        "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(12),
+        **example_env(),
         "API_PORT": str(ports["api"]),
         "PROMETHEUS_PORT": str(ports["prometheus"]),
         "ALERTMANAGER_PORT": str(ports["alertmanager"]),
         "RABBITMQ_MANAGEMENT_PORT": str(ports["rabbitmq"]),
         "GRAFANA_PORT": str(ports["grafana"]),
         "ORDERFLOW_AUTOPILOT": "true",
+    }
+    passwords = {
+        name: env[f"{name.upper()}_PASSWORD"] for name in ("postgres", "rabbitmq", "redis")
     }
     env_file = workdir / "stack.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
