@@ -134,10 +134,10 @@ async def _declare_work(
         return await channel.declare_queue(name, durable=True, arguments=arguments)
     except aio_pika.exceptions.ChannelPreconditionFailed:
         await channel.reopen()
+    legacy = {**arguments, **_LEGACY_AT_LEAST_ONCE_DLX}
+    queue = await channel.declare_queue(name, durable=True, arguments=legacy)
     log.warning("work_queue_keeps_old_arguments", queue=name, see="ADR 0028")
-    return await channel.declare_queue(
-        name, durable=True, arguments={**arguments, **_LEGACY_AT_LEAST_ONCE_DLX}
-    )
+    return queue
 
 
 async def delete_topology(channel: AbstractChannel, names: Names, handlers: Sequence[str]) -> None:
