@@ -91,6 +91,11 @@ def print_report(console: Console, doc: dict[str, Any]) -> None:
             _seconds(f["recover_progress_s"]),
         )
     console.print(faults)
+    recovery = doc["recovery"]
+    console.print(
+        f"recovery after the load: {recovery['waited_s']} s until every order ended, "
+        f"{recovery.get('orders_redriven', 0)} re-drives by the reconciler"
+    )
     if doc["unplanned_exits"]:
         console.print(f"[red]processes that exited on their own: {doc['unplanned_exits']}[/red]")
     audit = doc["audit"]

@@ -273,6 +273,8 @@ async def run_chaos(run: BenchRun, params: ChaosParams) -> dict[str, Any]:
             chaos.done = True
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+        # How much of the recovery was the reconciler's: orders re-driven from their last event.
+        recovery["orders_redriven"] = await asyncio.to_thread(system.log_lines, "order_redriven")
         chaos.say(f"recovered: {recovery}")
         calls = list(load.calls)
         orders = await _retrying(lambda: figures.order_figures(pool, load.accepted()))

@@ -67,7 +67,7 @@ class System:
         """The API's port."""
         return self.role("api").port
 
-    async def start(self, name: str, *, timeout_s: float = 90.0) -> None:
+    async def start(self, name: str, *, timeout_s: float = 180.0) -> None:
         """Start ``name`` and wait until its probe answers 200."""
         role = self.role(name)
         self.incarnations[name] += 1
@@ -80,6 +80,15 @@ class System:
             ready_path=role.ready_path,
             timeout_s=timeout_s,
         )
+
+    def log_lines(self, event: str) -> int:
+        """Lines naming ``event`` in the logs of every process and incarnation."""
+        count = 0
+        for path in self.log_dir.glob("*.log"):
+            with contextlib.suppress(OSError):
+                text = path.read_text(errors="replace")
+                count += sum(event in line for line in text.splitlines())
+        return count
 
     async def start_all(self) -> None:
         """Start every process, the API first."""
