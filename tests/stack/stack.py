@@ -188,14 +188,14 @@ def alertmanager_for_tests(workdir: Path, receiver_port: int) -> Path:
 
 
 def example_env() -> dict[str, str]:
-    """The variables deploy/compose.env.example sets, every CHANGE-ME a fresh random value: the
-    .env deploy/docker/new-env.sh would write, so a secret added there reaches the stack."""
+    """The variables deploy/compose.env.example sets, every CHANGE-ME in them a fresh random
+    value (`sk_CHANGE-ME` too): the .env deploy/docker/new-env.sh would write, so a secret added
+    there reaches the stack."""
     env: dict[str, str] = {}
     for line in (DEPLOY / "compose.env.example").read_text().splitlines():
         name, equals, value = line.partition("=")
         if equals and not line.lstrip().startswith("#"):
-            value = value.strip()
-            env[name.strip()] = secrets.token_hex(12) if value == "CHANGE-ME" else value
+            env[name.strip()] = value.strip().replace("CHANGE-ME", secrets.token_hex(12))
     return env
 
 
