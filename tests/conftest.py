@@ -53,6 +53,12 @@ def require_service(name: str, url: str, default_port: int) -> None:
         )
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _base_settings() -> Settings:
     return Settings(environment="test", log_level="WARNING")
 
@@ -96,6 +102,8 @@ def settings() -> Settings:
             # Many processes share one PostgreSQL (max_connections 100) during a run.
             "db_pool_max": 5,
             "rate_limits": dict.fromkeys(DEFAULT_RATE_LIMITS, "100000/1"),
+            # The payment gateway of this run (tests/integration/conftest.py serves it).
+            "gateway_url": f"http://127.0.0.1:{_free_port()}",
         }
     )
 
@@ -159,6 +167,8 @@ def settings_apart(settings: Settings, suffix: str, **update: object) -> Setting
             "database_url": SecretStr(dsn),
             "exchange": f"{settings.exchange}.{suffix}",
             "queue_prefix": f"{settings.queue_prefix}.{suffix}",
+            # Its ``orderflow up`` starts a payment gateway of its own: on a port of its own.
+            "gateway_url": f"http://127.0.0.1:{_free_port()}",
             **update,
         }
     )

@@ -33,7 +33,9 @@ def free_port() -> int:
 
 
 def process_env(settings: Settings) -> dict[str, str]:
-    """Environment for the system under test: this run's settings, plus e2e tuning."""
+    """Environment for the system under test: this run's settings, plus e2e tuning. A system
+    that runs its own payment gateway (``up``) needs settings with a ``gateway_url`` of its own
+    (``settings_apart`` gives one; ``own_gateway`` for the rest)."""
     return child_env(
         settings,
         ORDERFLOW_PAYMENT_SLOW_DELAY_S="0.2",
@@ -43,6 +45,11 @@ def process_env(settings: Settings) -> dict[str, str]:
         # The tests poll and burst far above a client's fair share; the limiter has its tests.
         ORDERFLOW_RATE_LIMITS='{"read": "100000/1", "write": "10000/1", "orders": "10000/1"}',
     )
+
+
+def own_gateway() -> dict[str, str]:
+    """Environment that points a system at a payment gateway port of its own."""
+    return {"ORDERFLOW_GATEWAY_URL": f"http://127.0.0.1:{free_port()}"}
 
 
 @pytest.fixture(scope="session")

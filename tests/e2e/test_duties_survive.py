@@ -24,7 +24,7 @@ from orderflow.domain.access import Role
 from orderflow.domain.orders import CancelReason
 from orderflow.kernel.database import database_name
 from orderflow.settings import Settings
-from tests.e2e.conftest import free_port, process_env, wait_for_status
+from tests.e2e.conftest import free_port, own_gateway, process_env, wait_for_status
 from tests.e2e.processes import free_port_run, own_database, start, stop, wait_ready
 from tests.factories import make_customer, make_product
 from tests.integration.conftest import bearer
@@ -55,14 +55,18 @@ async def _cut_every_session(pool: asyncpg.Pool, database: str) -> int:
 async def system(settings: Settings, tmp_path: Path) -> AsyncIterator[System]:
     async with own_database(settings, "duties") as dsn:
         port, metrics = free_port(), free_port_run(3)
-        env = process_env(settings) | {
-            "ORDERFLOW_DATABASE_URL": dsn,
-            "ORDERFLOW_EXCHANGE": f"{settings.exchange}.duties",
-            "ORDERFLOW_QUEUE_PREFIX": f"{settings.queue_prefix}.duties",
-            "ORDERFLOW_UNPAID_ORDER_TTL_S": "2",
-            "ORDERFLOW_EXPIRY_SWEEP_INTERVAL_S": "0.5",
-            "ORDERFLOW_RELAY_POLL_INTERVAL_S": "60",  # only a NOTIFY wakes the relay in time
-        }
+        env = (
+            process_env(settings)
+            | own_gateway()
+            | {
+                "ORDERFLOW_DATABASE_URL": dsn,
+                "ORDERFLOW_EXCHANGE": f"{settings.exchange}.duties",
+                "ORDERFLOW_QUEUE_PREFIX": f"{settings.queue_prefix}.duties",
+                "ORDERFLOW_UNPAID_ORDER_TTL_S": "2",
+                "ORDERFLOW_EXPIRY_SWEEP_INTERVAL_S": "0.5",
+                "ORDERFLOW_RELAY_POLL_INTERVAL_S": "60",  # only a NOTIFY wakes the relay in time
+            }
+        )
         log = tmp_path / "up.log"
         args = ["up", "--port", str(port), "--workers", "2", "--metrics-port", str(metrics)]
         proc = start(args, env, log)

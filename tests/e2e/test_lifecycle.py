@@ -58,7 +58,7 @@ async def test_declined_then_paid_again_is_delivered(http: httpx.AsyncClient) ->
     assert (await wait_for_status(http, order["id"], TERMINAL))["status"] == "delivered"
 
 
-async def test_out_of_stock_is_refunded_and_cancelled_with_stock_unchanged(
+async def test_out_of_stock_is_voided_never_captured_and_cancelled_with_stock_unchanged(
     http: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
     product = await make_product(http, price=250, stock=1)
@@ -66,24 +66,32 @@ async def test_out_of_stock_is_refunded_and_cancelled_with_stock_unchanged(
     order = await place_order(http, customer_id=customer["id"], lines=[(product["id"], 3)])
     done = await wait_for_status(http, order["id"], {"cancelled"})
     assert done["cancel_reason"] == "out_of_stock"
-    await _wait_refunded(pool, order["id"])
-    assert await _money(pool, [order["id"]]) == {"charge": 750, "refund": 750}
+    await _wait_released(pool, order["id"])
+    # Authorized, never captured: the authorization was voided.
+    assert await _money(pool, [order["id"]]) == {"authorize": 750, "void": 750}
     assert (await http.get(f"/api/v1/products/{product['id']}")).json()["stock"] == 1
 
 
-async def _wait_refunded(pool: asyncpg.Pool, order_id: str) -> None:
+async def _wait_released(pool: asyncpg.Pool, order_id: str, kinds: str = "void,refund") -> None:
+    """Wait for the order's money to be released: its authorization voided or its capture
+    refunded (``kinds``: which of them may end it)."""
     for _ in range(200):
         if await pool.fetchval(
-            "SELECT count(*) FROM payment_transactions WHERE order_id = $1 AND kind = 'refund'",
+            "SELECT count(*) FROM payment_transactions WHERE order_id = $1 AND kind = ANY($2)",
             uuid.UUID(order_id),
+            kinds.split(","),
         ):
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"order {order_id} was never refunded")
+    raise AssertionError(f"order {order_id} was never voided or refunded")
+
+
+async def _wait_captured(pool: asyncpg.Pool, order_id: str) -> None:
+    await _wait_released(pool, order_id, kinds="capture")
 
 
 @pytest.mark.parametrize("state", ["reserved", "prepared"])
-async def test_cancel_while_in_the_warehouse_refunds_and_releases(
+async def test_cancel_while_in_the_warehouse_releases_the_money_and_the_stock(
     state: str, http: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
     product = await make_product(http, price=600, stock=5)
@@ -92,14 +100,19 @@ async def test_cancel_while_in_the_warehouse_refunds_and_releases(
     await wait_for_status(http, order["id"], {state}, timeout_s=15)
     cancelled = await http.post(f"/api/v1/orders/{order['id']}/cancel")
     assert cancelled.status_code == 200, cancelled.text
-    await _wait_refunded(pool, order["id"])
+    await _wait_released(pool, order["id"])
     for _ in range(200):
         if (await http.get(f"/api/v1/products/{product['id']}")).json()["stock"] == 5:
             break
         await asyncio.sleep(0.05)
     else:
         raise AssertionError("reserved stock was not released")
-    assert await _money(pool, [order["id"]]) == {"charge": 1200, "refund": 1200}
+    money = await _money(pool, [order["id"]])
+    # Voided if the cancel came before the capture, else captured and refunded: nothing kept.
+    assert money in (
+        {"authorize": 1200, "void": 1200},
+        {"authorize": 1200, "capture": 1200, "refund": 1200},
+    )
 
 
 async def test_cancelling_a_shipped_order_is_refused(http: httpx.AsyncClient) -> None:
@@ -130,12 +143,12 @@ async def test_100_concurrent_orders_for_10_units_balance_to_the_unit_and_the_ce
     assert statuses.count("cancelled") == 90
     assert all(f["cancel_reason"] == "out_of_stock" for f in finals if f["status"] == "cancelled")
     assert (await http.get(f"/api/v1/products/{product['id']}")).json()["stock"] == 0
+    delivered = {f["id"] for f in finals if f["status"] == "delivered"}
     for i in ids:
-        if i not in {f["id"] for f in finals if f["status"] == "delivered"}:
-            await _wait_refunded(pool, i)
+        await (_wait_captured(pool, i) if i in delivered else _wait_released(pool, i))
     money = await _money(pool, ids)
-    assert money["charge"] - money["refund"] == 10 * 1999
-    assert money["refund"] == 90 * 1999
+    # The ten that shipped were captured; the ninety short of stock were never charged.
+    assert money == {"authorize": 100 * 1999, "capture": 10 * 1999, "void": 90 * 1999}
 
 
 async def test_unpaid_order_expires_and_is_cancelled(http: httpx.AsyncClient) -> None:

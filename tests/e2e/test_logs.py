@@ -21,7 +21,7 @@ import pytest
 
 from orderflow.domain.access import Role
 from orderflow.settings import Settings
-from tests.e2e.conftest import free_port, process_env
+from tests.e2e.conftest import free_port, own_gateway, process_env
 from tests.e2e.processes import own_database, start, stop, wait_ready
 from tests.factories import make_customer, make_product
 from tests.integration.conftest import bearer
@@ -71,13 +71,17 @@ async def logged_system(
         dsn = _with_password(plain_dsn, DB_PASSWORD)
         log = tmp_path / "up.log"
         port = free_port()
-        env = process_env(settings) | {
-            "ORDERFLOW_DATABASE_URL": dsn,
-            "ORDERFLOW_ENVIRONMENT": mode,
-            "ORDERFLOW_LOG_LEVEL": "INFO",
-            "ORDERFLOW_EXCHANGE": f"{settings.exchange}.logs",
-            "ORDERFLOW_QUEUE_PREFIX": f"{settings.queue_prefix}.logs",
-        }
+        env = (
+            process_env(settings)
+            | own_gateway()
+            | {
+                "ORDERFLOW_DATABASE_URL": dsn,
+                "ORDERFLOW_ENVIRONMENT": mode,
+                "ORDERFLOW_LOG_LEVEL": "INFO",
+                "ORDERFLOW_EXCHANGE": f"{settings.exchange}.logs",
+                "ORDERFLOW_QUEUE_PREFIX": f"{settings.queue_prefix}.logs",
+            }
+        )
         env.pop("ORDERFLOW_LOG_JSON", None)  # the mode decides
         proc = start(["up", "--port", str(port), "--metrics-port", "0"], env, log)
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)

@@ -22,14 +22,16 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 import pytest
 
 from orderflow.domain.access import Role
+from orderflow.entrypoints.api.routers.payment_gateway import PATH as GATEWAY_WEBHOOKS
 from orderflow.settings import Settings
-from tests.e2e.conftest import free_port, process_env
+from tests.e2e.conftest import free_port, own_gateway, process_env
 from tests.e2e.processes import free_port_run, own_database, start, stop, wait_ready
 from tests.factories import make_customer, make_product
 from tests.integration.conftest import bearer
@@ -49,24 +51,31 @@ class Cluster:
 @pytest.fixture
 async def cluster(settings: Settings, tmp_path: Path) -> AsyncIterator[Cluster]:
     async with own_database(settings, "pause") as dsn:
-        env = process_env(settings) | {
-            "ORDERFLOW_DATABASE_URL": dsn,
-            "ORDERFLOW_EXCHANGE": f"{settings.exchange}.pause",
-            "ORDERFLOW_QUEUE_PREFIX": f"{settings.queue_prefix}.pause",
-            "ORDERFLOW_AUTOPILOT": "true",
-            "ORDERFLOW_AUTOPILOT_DELAY_S": "0",
-        }
+        env = (
+            process_env(settings)
+            | own_gateway()
+            | {
+                "ORDERFLOW_DATABASE_URL": dsn,
+                "ORDERFLOW_EXCHANGE": f"{settings.exchange}.pause",
+                "ORDERFLOW_QUEUE_PREFIX": f"{settings.queue_prefix}.pause",
+                "ORDERFLOW_AUTOPILOT": "true",
+                "ORDERFLOW_AUTOPILOT_DELAY_S": "0",
+            }
+        )
         env |= {k: v for k, v in os.environ.items() if k.startswith("PAUSE_TEST_ORDERFLOW_")}
         env |= {k[len("PAUSE_TEST_") :]: v for k, v in env.items() if k.startswith("PAUSE_TEST_")}
         port = free_port()
         api = start(["api", "--port", str(port)], env, tmp_path / "api.log")
+        gateway_port = str(urlsplit(env["ORDERFLOW_GATEWAY_URL"]).port)
+        hooks = {"ORDERFLOW_GATEWAY_WEBHOOK_URL": f"http://127.0.0.1:{port}{GATEWAY_WEBHOOKS}"}
+        gateway = start(["gateway", "--port", gateway_port], env | hooks, tmp_path / "gw.log")
         relay = start(["relay"], env, tmp_path / "relay.log")
         metrics = free_port_run(2)
         workers = [
             start(["worker", "--metrics-port", str(metrics + i)], env, tmp_path / f"worker{i}.log")
             for i in range(2)
         ]
-        everything = [api, relay, *workers]
+        everything = [api, gateway, relay, *workers]
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
         base = f"http://127.0.0.1:{port}"
         try:

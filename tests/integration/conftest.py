@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -14,11 +15,14 @@ from orderflow.access import keys
 from orderflow.catalogue.redis_cache import RedisProductCache
 from orderflow.domain.access import Role
 from orderflow.entrypoints.api.app import create_app
+from orderflow.entrypoints.api.routers.payment_gateway import PATH as GATEWAY_WEBHOOKS
 from orderflow.entrypoints.bootstrap import Deps, build_registry
+from orderflow.gateway.app import create_app as create_gateway_app
 from orderflow.kernel.database import create_pool
 from orderflow.kernel.handlers import Registry
 from orderflow.kernel.redis import create_redis
 from orderflow.settings import Settings
+from tests.http_server import serving
 
 ClientFor = Callable[..., Awaitable[httpx.AsyncClient]]
 
@@ -47,6 +51,21 @@ async def api_transport(
 ) -> AsyncIterator[httpx.AsyncBaseTransport]:
     async with running(create_app(settings)) as transport:
         yield transport
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def payment_gateway(settings: Settings, database: str) -> AsyncIterator[str]:
+    """The payment gateway (``orderflow gateway``'s app) over real HTTP where this run's
+    settings point, on this run's database; its webhooks go to an API served over HTTP too."""
+    async with serving(create_app(settings), lifespan="on") as api:
+        update = {
+            "gateway_webhook_url": f"{api}{GATEWAY_WEBHOOKS}",
+            "payment_slow_delay_s": 0.05,
+        }
+        gateway = create_gateway_app(settings.model_copy(update=update))
+        port = urlsplit(settings.gateway_url).port
+        async with serving(gateway, lifespan="on", port=port) as url:
+            yield url
 
 
 @pytest.fixture(scope="session")

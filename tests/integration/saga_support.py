@@ -3,6 +3,7 @@ moved, and a pool whose statements are logged."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -30,6 +31,17 @@ async def _run(
 ) -> dict[str, Any]:
     await pump(pool, registry, [uuid.UUID(order["id"])])
     return dict((await client.get(f"/api/v1/orders/{order['id']}")).json())
+
+
+async def _settled_by_webhook(pool: asyncpg.Pool, order_id: str, timeout_s: float = 10) -> None:
+    """Wait for the gateway's webhook to settle the order's pending payment."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while await pool.fetchval(
+        "SELECT count(*) FROM payments WHERE order_id = $1 AND status = 'pending'",
+        uuid.UUID(order_id),
+    ):
+        assert asyncio.get_running_loop().time() < deadline, "no webhook settled the payment"
+        await asyncio.sleep(0.05)
 
 
 async def _money(pool: asyncpg.Pool, order_id: str) -> dict[str, int]:

@@ -64,7 +64,8 @@ async def test_tables_that_churn_are_vacuumed_after_a_fixed_number_of_dead_rows(
     updated or deleted all the time: autovacuum must not wait for a fifth of each table to be
     dead."""
     rows = await pool.fetch(
-        "SELECT relname, reloptions FROM pg_class WHERE relname = ANY($1::text[])",
+        "SELECT relname, reloptions FROM pg_class WHERE relname = ANY($1::text[]) "
+        "AND relnamespace = 'public'::regnamespace",
         ["orders", "outbox", "payments", "products", "idempotency_keys", "scheduled_deliveries"],
     )
     assert len(rows) == 6

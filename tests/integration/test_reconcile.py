@@ -91,7 +91,7 @@ async def test_order_whose_next_event_was_lost_is_redriven_to_delivered_applying
     assert moves == 1
 
 
-async def test_cancelled_order_still_holding_a_capture_is_redriven_to_its_refund(
+async def test_cancelled_order_still_holding_an_authorization_is_redriven_to_its_void(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry, reconciling: Settings
 ) -> None:
     order_id = uuid.UUID((await _order(client))["id"])
@@ -107,7 +107,7 @@ async def test_cancelled_order_still_holding_a_capture_is_redriven_to_its_refund
     kinds = await pool.fetch(
         "SELECT kind FROM payment_transactions WHERE order_id = $1 ORDER BY id", order_id
     )
-    assert [r["kind"] for r in kinds] == ["charge", "refund"]
+    assert [r["kind"] for r in kinds] == ["authorize", "void"]
 
 
 async def test_orders_within_their_allowance_or_waiting_for_a_person_are_left_alone(

@@ -43,6 +43,7 @@ from tests.integration.saga_support import (
     _payment_initiated,
     _processed,
     _run,
+    _settled_by_webhook,
     _step_until,
     _stock,
 )
@@ -59,9 +60,13 @@ async def test_paid_order_runs_all_eight_steps_to_delivered(
         client, customer_id=customer["id"], lines=[(product["id"], 2)], payment_token=token
     )
     done = await _run(client, pool, registry, order)
+    if token == "pm_slow":  # the gateway answered "processing": its webhook settles it
+        assert done["status"] == "payment_pending"
+        await _settled_by_webhook(pool, order["id"])
+        done = await _run(client, pool, registry, order)
     assert done["status"] == "delivered"
     assert [t["event"] for t in done["timeline"]] == list(HAPPY_PATH)
-    assert await _money(pool, order["id"]) == {"charge": 2000}
+    assert await _money(pool, order["id"]) == {"authorize": 2000, "capture": 2000}
     assert await _stock(client, product) == 3
 
 
@@ -97,7 +102,7 @@ async def test_declined_then_paid_again_is_delivered(
     assert paid.status_code == 200, paid.text
     done = await _run(client, pool, registry, order)
     assert done["status"] == "delivered"
-    assert await _money(pool, order["id"]) == {"decline": 700, "charge": 700}
+    assert await _money(pool, order["id"]) == {"decline": 700, "authorize": 700, "capture": 700}
 
 
 async def test_order_without_payment_method_waits_then_pays(
@@ -125,10 +130,11 @@ async def test_paying_a_paid_order_is_a_conflict(
         f"/api/v1/orders/{order['id']}/pay", json={"payment_token": "pm_approve"}
     )
     assert again.status_code == 409
-    assert await _money(pool, order["id"]) == {"charge": order["total"]}
+    total = order["total"]
+    assert await _money(pool, order["id"]) == {"authorize": total, "capture": total}
 
 
-async def test_out_of_stock_order_is_refunded_and_cancelled_with_stock_unchanged(
+async def test_out_of_stock_order_is_voided_never_captured_and_cancelled_with_stock_unchanged(
     client: httpx.AsyncClient, pool: asyncpg.Pool, registry: Registry
 ) -> None:
     plenty = await make_product(client, price=100, stock=10)
@@ -142,8 +148,10 @@ async def test_out_of_stock_order_is_refunded_and_cancelled_with_stock_unchanged
     assert done["cancel_reason"] == "out_of_stock"
     events = [t["event"] for t in done["timeline"]]
     assert "inventory.insufficient" in events
-    assert "payment.refunded" in events
-    assert await _money(pool, order["id"]) == {"charge": 800, "refund": 800}
+    assert "payment.voided" in events
+    assert "payment.refunded" not in events
+    # The authorization was released: the customer was never charged.
+    assert await _money(pool, order["id"]) == {"authorize": 800, "void": 800}
     assert (await _stock(client, plenty), await _stock(client, scarce)) == (10, 1)
 
 
@@ -190,13 +198,15 @@ async def test_cancel_at_each_cancellable_state_compensates(
     done = await _run(client, pool, registry, order)
     assert done["status"] == "cancelled"
     money = await _money(pool, order["id"])
-    assert money.get("charge", 0) - money.get("refund", 0) == 0
+    assert money.get("capture", 0) - money.get("refund", 0) == 0  # nothing kept
+    held = money.get("authorize", 0) - money.get("capture", 0) - money.get("void", 0)
+    assert held == 0  # nothing held at the gateway
     assert await _stock(client, product) == 3
-    if status == "payment_pending":  # the charge in flight lands after the cancel: refunded
-        assert money == {"charge": 400, "refund": 400}
+    if status == "payment_pending":  # the authorization in flight lands after the cancel
+        assert money == {"authorize": 400, "void": 400}
         events = [e["event"] for e in done["timeline"]]
         assert "payment.processed" not in events
-        assert events[-2:] == ["payment.processed_after_cancel", "payment.refunded"]
+        assert events[-2:] == ["payment.processed_after_cancel", "payment.voided"]
 
 
 async def test_shipped_order_cannot_be_cancelled(
@@ -225,7 +235,7 @@ async def test_redelivered_events_are_applied_once(
         for spec in registry.subscribers(envelope.type):
             outcome = await apply(pool, spec, Delivery(envelope, envelope.event(), 1))
             assert outcome is not Outcome.APPLIED, (envelope.type, spec.name)
-    assert await _money(pool, order["id"]) == {"charge": 900}
+    assert await _money(pool, order["id"]) == {"authorize": 900, "capture": 900}
     assert await _stock(client, product) == 3
 
 
@@ -428,7 +438,7 @@ async def test_a_charge_delivered_twice_at_once_is_applied_once(
     # The second is a duplicate, or finds the payment settled already before its transaction.
     assert sorted(outcomes)[0] is Outcome.APPLIED
     assert sorted(outcomes)[1] in (Outcome.DUPLICATE, Outcome.NOTHING_TO_DO)
-    assert await _money(pool, order["id"]) == {"charge": 300}
+    assert await _money(pool, order["id"]) == {"authorize": 300}
     assert await _processed(pool, order) == 1
 
 
@@ -448,7 +458,7 @@ async def test_a_charge_whose_payment_was_settled_after_its_gateway_call_records
         await _lock_orders(uow, [delivery.envelope.order_id])
         await spec.record(uow, [(delivery, prepared)])
     assert not uow.wrote_events
-    assert await _money(pool, order["id"]) == {"charge": 400}
+    assert await _money(pool, order["id"]) == {"authorize": 400}
     assert await _processed(pool, order) == 1
 
 
@@ -468,8 +478,8 @@ async def test_charges_share_one_transaction_and_a_copy_among_them_is_recorded_o
     assert all(isinstance(r, Prepared) for r in ready)
     outcomes = await apply_batch(pool, spec, batch, [r for r in ready if isinstance(r, Prepared)])
     assert outcomes == [Outcome.APPLIED, Outcome.APPLIED, Outcome.DUPLICATE]
-    assert await _money(pool, first["id"]) == {"charge": 500}
-    assert await _money(pool, second["id"]) == {"charge": 700}
+    assert await _money(pool, first["id"]) == {"authorize": 500}
+    assert await _money(pool, second["id"]) == {"authorize": 700}
     assert [await _processed(pool, o) for o in (first, second)] == [1, 1]
     transactions = await pool.fetchval(
         "SELECT count(DISTINCT xmin::text) FROM payment_transactions WHERE order_id = ANY($1)",
@@ -572,16 +582,18 @@ async def test_a_reservation_batch_drops_all_its_products_from_the_cache_in_one_
     assert [await _stock(client, p) for p in products] == [4, 3, 2]
 
 
-def test_only_a_capture_on_a_cancelled_order_reaches_compensation(registry: Registry) -> None:
-    # Every order's capture used to be delivered to compensation.refund too, to find the rare
-    # one on a cancelled order: a delivery per order for nothing. That capture has its own
+def test_only_an_authorization_on_a_cancelled_order_reaches_compensation(
+    registry: Registry,
+) -> None:
+    # Every order's authorization used to be delivered to compensation.refund too, to find the
+    # rare one on a cancelled order: a delivery per order for nothing. That one has its own
     # event now, and payment.processed goes to the step that marks the order paid alone.
     assert [s.name for s in registry.subscribers("payment.processed")] == ["orders.mark_paid"]
     assert [s.name for s in registry.subscribers("payment.processed_after_cancel")] == [
         "compensation.refund"
     ]
     deliveries = sum(len(registry.subscribers(event)) for event in HAPPY_PATH)
-    assert deliveries == 13
+    assert deliveries == 14  # inventory.checked also goes to payments.capture
 
 
 def test_only_the_notifications_linger_for_fuller_batches(

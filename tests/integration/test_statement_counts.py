@@ -88,9 +88,9 @@ async def test_a_charge_batch_settles_its_payments_with_one_statement(
     assert len(statements) == 3, statements  # claim and lock, settle, events and statuses
     assert sum("UPDATE payments" in q for q in statements) == 1
     (first, _), (second, _), (third, _) = made
-    assert await _money(pool, first["id"]) == {"charge": 100}
+    assert await _money(pool, first["id"]) == {"authorize": 100}
     assert await _money(pool, second["id"]) == {"decline": 200}
-    assert await _money(pool, third["id"]) == {"charge": 300}
+    assert await _money(pool, third["id"]) == {"authorize": 300}
     assert [await _processed(pool, o) for o in (first, second, third)] == [1, 0, 1]
     statuses = [
         await pool.fetchval("SELECT status FROM orders WHERE id = $1", uuid.UUID(o["id"]))

@@ -104,19 +104,32 @@ def test_traceparent_uses_the_conversation_as_trace_and_the_event_as_span() -> N
     assert traceparent(None, event) is None
 
 
-def test_up_plans_api_relay_and_workers_with_autopilot_settings() -> None:
-    children = plan(port=9000, workers=2, autopilot=True, autopilot_delay_s=1.5, metrics_port=9100)
-    assert [c.name for c in children] == ["api", "relay", "worker.1", "worker.2"]
-    assert children[0].args == ("api", "--port", "9000")
-    assert children[1].args == ("relay", "--metrics-port", "9100")
-    assert children[3].args == ("worker", "--metrics-port", "9102")
-    assert children[2].env == {
+def test_up_plans_gateway_api_relay_and_workers_with_autopilot_settings() -> None:
+    children = plan(
+        port=9000,
+        workers=2,
+        autopilot=True,
+        autopilot_delay_s=1.5,
+        metrics_port=9100,
+        gateway_url="http://127.0.0.1:8123",
+    )
+    assert [c.name for c in children] == ["gateway", "api", "relay", "worker.1", "worker.2"]
+    gateway, api, relay, first, second = children
+    assert gateway.args == ("gateway", "--port", "8123")
+    # Its webhooks go to this API.
+    assert gateway.env == {
+        "ORDERFLOW_GATEWAY_WEBHOOK_URL": "http://127.0.0.1:9000/api/v1/payment-gateway/webhooks"
+    }
+    assert api.args == ("api", "--port", "9000")
+    assert relay.args == ("relay", "--metrics-port", "9100")
+    assert second.args == ("worker", "--metrics-port", "9102")
+    assert first.env == {
         "ORDERFLOW_AUTOPILOT": "true",
         "ORDERFLOW_AUTOPILOT_DELAY_S": "1.5",
     }
     quiet = plan(port=1, workers=1, autopilot=False, autopilot_delay_s=0, metrics_port=0)
-    assert quiet[2].args == ("worker",)
-    assert quiet[2].env["ORDERFLOW_AUTOPILOT"] == "false"
+    assert quiet[3].args == ("worker",)
+    assert quiet[3].env["ORDERFLOW_AUTOPILOT"] == "false"
 
 
 def test_a_batch_is_acked_by_one_frame_only_when_that_acks_nothing_else() -> None:

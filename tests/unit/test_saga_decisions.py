@@ -12,13 +12,14 @@ from orderflow.domain import events as ev
 from orderflow.domain import saga
 from orderflow.domain.orders import TRANSITIONS, OrderStatus, next_status
 from orderflow.fulfilment.steps import CARRIER, WAREHOUSE
+from orderflow.gateway.decisions import Outcome, decide
 from orderflow.inventory.reservation import shortages_of
 from orderflow.inventory.store import Line
 from orderflow.kernel.handlers import Delivery
 from orderflow.notifications.steps import notifications_for
 from orderflow.ordering.transitions import Step
-from orderflow.payments.gateway import ChargeResult
-from orderflow.payments.steps import MARK_PAID, Record, charge_event
+from orderflow.payments.gateway import Authorization, AuthorizationStatus
+from orderflow.payments.steps import MARK_PAID, Record, authorization_event
 from orderflow.payments.store import Payment
 
 S = OrderStatus
@@ -32,20 +33,20 @@ PAYMENT = Payment(
     status="pending",
     gateway_reference=None,
 )
-CAPTURED = ChargeResult(captured=True, reference="ch_1")
-DECLINED = ChargeResult(captured=False, decline_reason="card_declined")
+AUTHORIZED = Authorization(AuthorizationStatus.AUTHORIZED, reference="pi_1")
+DECLINED = Authorization(AuthorizationStatus.DECLINED, "pi_2", decline_reason="card_declined")
 
 
-def test_a_capture_on_a_pending_order_is_payment_processed_on_its_timeline() -> None:
-    event, record = charge_event(S.PAYMENT_PENDING, PAYMENT, CAPTURED)
+def test_an_authorization_of_a_pending_order_is_payment_processed_on_its_timeline() -> None:
+    event, record = authorization_event(S.PAYMENT_PENDING, PAYMENT, AUTHORIZED)
     assert type(event) is ev.PaymentProcessed
     assert (event.payment_id, event.amount, event.currency) == (PAYMENT.id, 1250, "EUR")
-    assert event.gateway_reference == "ch_1"
+    assert event.gateway_reference == "pi_1"
     assert record is Record.ANNOTATE
 
 
-def test_a_capture_on_an_order_cancelled_meanwhile_has_its_own_event_for_compensation() -> None:
-    event, record = charge_event(S.CANCELLED, PAYMENT, CAPTURED)
+def test_an_authorization_of_an_order_cancelled_meanwhile_has_its_own_event_to_void_it() -> None:
+    event, record = authorization_event(S.CANCELLED, PAYMENT, AUTHORIZED)
     assert type(event) is ev.PaymentProcessedAfterCancel
     assert record is Record.ANNOTATE
     assert event.TYPE in saga.COMPENSATION_REFUND.event_types
@@ -53,12 +54,12 @@ def test_a_capture_on_an_order_cancelled_meanwhile_has_its_own_event_for_compens
 
 
 def test_a_decline_moves_a_pending_order_and_only_announces_one_that_moved_on() -> None:
-    event, record = charge_event(S.PAYMENT_PENDING, PAYMENT, DECLINED)
+    event, record = authorization_event(S.PAYMENT_PENDING, PAYMENT, DECLINED)
     assert isinstance(event, ev.PaymentFailed)
     assert event.reason == "card_declined"
     assert record is Record.ADVANCE
     assert next_status(S.PAYMENT_PENDING, event.TYPE) is S.AWAITING_PAYMENT
-    _, record = charge_event(S.CANCELLED, PAYMENT, DECLINED)
+    _, record = authorization_event(S.CANCELLED, PAYMENT, DECLINED)
     assert record is Record.PUBLISH
 
 
@@ -111,9 +112,35 @@ def test_every_event_type_reaches_some_step_and_step_names_are_unique(autopilot:
     assert subscribed <= set(ev.EVENT_TYPES)
 
 
-def test_a_delivered_order_costs_thirteen_deliveries() -> None:
+def test_a_delivered_order_costs_fourteen_deliveries() -> None:
+    # The eight events, each to its step and to notifications where someone is told, plus
+    # the capture that inventory.checked triggers.
     steps = saga.subscriptions(autopilot=True)
-    assert sum(1 for t in ev.HAPPY_PATH for s in steps if t in s.event_types) == 13
+    assert sum(1 for t in ev.HAPPY_PATH for s in steps if t in s.event_types) == 14
+
+
+def test_the_payment_is_captured_once_stock_is_reserved_and_released_on_cancellation() -> None:
+    assert saga.PAYMENTS_CAPTURE.event_types == (ev.InventoryChecked.TYPE,)
+    assert ev.OrderCancelled.TYPE in saga.COMPENSATION_REFUND.event_types
+    assert ev.InventoryInsufficient.TYPE not in saga.PAYMENTS_CAPTURE.event_types
+
+
+@pytest.mark.parametrize(
+    ("token", "failures", "outcome"),
+    [
+        ("pm_approve", 0, Outcome.AUTHORIZE),
+        ("pm_decline", 0, Outcome.DECLINE),
+        ("pm_unknown", 0, Outcome.DECLINE),
+        ("pm_flaky", 0, Outcome.UNAVAILABLE),
+        ("pm_flaky", 1, Outcome.UNAVAILABLE),
+        ("pm_flaky", 2, Outcome.AUTHORIZE),
+        ("pm_slow", 0, Outcome.LATER),
+    ],
+)
+def test_the_gateway_decides_by_token_and_by_the_failures_under_one_key(
+    token: str, failures: int, outcome: Outcome
+) -> None:
+    assert decide(token, failures_so_far=failures) is outcome
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.live import Live
 
 from orderflow.access import create_key
+from orderflow.bench.servers import free_port
 from orderflow.domain.access import Role
 from orderflow.kernel.database import create_pool, drop_database, ensure_database, with_database
 from orderflow.operations import Check, run_audit
@@ -63,6 +64,8 @@ class BenchRun:
                 "database_url": type(base.database_url)(dsn),
                 "exchange": f"orderflow.{kind}.{run_id}",
                 "queue_prefix": f"orderflow.{kind}.{run_id}",
+                # ``orderflow up`` starts the run's payment gateway: on a port of its own.
+                "gateway_url": f"http://127.0.0.1:{free_port()}",
             }
         )
         return cls(settings, run_id, log_dir or Path(f".{kind}/{run_id}"), console)
@@ -75,6 +78,7 @@ class BenchRun:
             "ORDERFLOW_DATABASE_URL": s.dsn(),
             "ORDERFLOW_EXCHANGE": s.exchange,
             "ORDERFLOW_QUEUE_PREFIX": s.queue_prefix,
+            "ORDERFLOW_GATEWAY_URL": s.gateway_url,
             "ORDERFLOW_LOG_LEVEL": "WARNING",
             "ORDERFLOW_ENVIRONMENT": "development",
             "ORDERFLOW_REDIS_KEY_PREFIX": f"orderflow:bench:{s.queue_prefix.rsplit('.', 1)[-1]}",

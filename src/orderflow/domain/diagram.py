@@ -7,7 +7,8 @@ from orderflow.domain.orders import TERMINAL, TRANSITIONS, OrderStatus, initial_
 
 # Events that annotate the timeline without moving the order, and what triggers them.
 COMPENSATIONS = (
-    ("payment.processed_after_cancel", "a capture on a cancelled order", "payment.refunded"),
+    ("payment.processed_after_cancel", "an authorization on a cancelled order", "payment.voided"),
+    ("order.cancelled", "after an authorization", "payment.voided"),
     ("order.cancelled", "after a capture", "payment.refunded"),
     ("order.cancelled", "after a reservation", "inventory.released"),
     ("order.paid", "when a line cannot be reserved", "inventory.insufficient, order.cancelled"),

@@ -64,13 +64,13 @@ class _Capture(Event):
 
 
 class PaymentProcessed(_Capture):
-    """The gateway captured the charge."""
+    """The gateway authorized the charge; it is captured once the stock is reserved."""
 
     TYPE = "payment.processed"
 
 
 class PaymentProcessedAfterCancel(_Capture):
-    """The gateway captured the charge of an order cancelled meanwhile; it is refunded."""
+    """The gateway authorized the charge of an order cancelled meanwhile; it is voided."""
 
     TYPE = "payment.processed_after_cancel"
 
@@ -168,6 +168,17 @@ class PaymentRefunded(Event):
     reason: str
 
 
+class PaymentVoided(Event):
+    """The authorization of a cancelled order was released before any capture: the customer
+    was never charged."""
+
+    TYPE = "payment.voided"
+    payment_id: uuid.UUID
+    amount: int = Field(ge=0)
+    currency: str
+    reason: str
+
+
 EVENT_TYPES: Final[dict[str, type[Event]]] = {
     cls.TYPE: cls
     for cls in (
@@ -185,6 +196,7 @@ EVENT_TYPES: Final[dict[str, type[Event]]] = {
         OrderDelivered,
         OrderCancelled,
         PaymentRefunded,
+        PaymentVoided,
     )
 }
 

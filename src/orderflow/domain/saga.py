@@ -36,6 +36,7 @@ RECIPIENTS: Final = MappingProxyType(
         ev.OrderDelivered.TYPE: (("customer", "Your order was delivered"),),
         ev.OrderCancelled.TYPE: (("customer", "Your order was cancelled"),),
         ev.PaymentRefunded.TYPE: (("customer", "Your payment was refunded"),),
+        ev.PaymentVoided.TYPE: (("customer", "Your payment was released: nothing was charged"),),
         ev.InventoryReleased.TYPE: (("warehouse", "Reserved stock returned to the shelf"),),
     }
 )
@@ -43,7 +44,10 @@ RECIPIENTS: Final = MappingProxyType(
 PAYMENTS_INITIATE: Final = Subscription("payments.initiate", (ev.OrderPlaced.TYPE,))
 PAYMENTS_CHARGE: Final = Subscription("payments.charge", (ev.PaymentInitiated.TYPE,))
 ORDERS_MARK_PAID: Final = Subscription("orders.mark_paid", (ev.PaymentProcessed.TYPE,))
-# A capture recorded on an order already cancelled has its own event (ADR 0016).
+# The authorization is captured once the stock is reserved (ADR 0029).
+PAYMENTS_CAPTURE: Final = Subscription("payments.capture", (ev.InventoryChecked.TYPE,))
+# An authorization recorded on an order already cancelled has its own event (ADR 0016); the
+# step voids an authorization, or refunds a capture.
 COMPENSATION_REFUND: Final = Subscription(
     "compensation.refund", (ev.OrderCancelled.TYPE, ev.PaymentProcessedAfterCancel.TYPE)
 )
@@ -60,6 +64,7 @@ CORE: Final = (
     PAYMENTS_INITIATE,
     PAYMENTS_CHARGE,
     ORDERS_MARK_PAID,
+    PAYMENTS_CAPTURE,
     COMPENSATION_REFUND,
     INVENTORY_RESERVE,
     COMPENSATION_RELEASE,

@@ -19,6 +19,8 @@ from enum import StrEnum
 from typing import Final
 
 SECRET_PREFIX: Final = "whsec_"  # noqa: S105 (a prefix, not a secret)
+# Where the payment gateway posts its webhooks on the API.
+GATEWAY_WEBHOOKS_PATH: Final = "/api/v1/payment-gateway/webhooks"
 
 
 class Partner(StrEnum):
@@ -60,3 +62,27 @@ def headers(
             signature(s, message_id, timestamp, body) for s in secrets_in_force
         ),
     }
+
+
+def verify(
+    secret: str,
+    message_id: str,
+    timestamp: str,
+    signatures: str,
+    body: bytes,
+    *,
+    now: float,
+    tolerance_s: float = 300,
+) -> str | None:
+    """None when one of ``signatures`` (the ``webhook-signature`` header) signs the message
+    under ``secret`` and its timestamp is within ``tolerance_s`` of ``now``; else why not."""
+    try:
+        sent = int(timestamp)
+    except ValueError:
+        return "webhook-timestamp is not a Unix time"
+    if abs(now - sent) > tolerance_s:
+        return "webhook-timestamp is too far from now"
+    expected = signature(secret, message_id, sent, body)
+    if any(hmac.compare_digest(expected, given) for given in signatures.split()):
+        return None
+    return "no valid signature"

@@ -14,17 +14,8 @@ from orderflow.notifications import steps as notifications
 from orderflow.notifications.senders import LogSender, NotificationSender
 from orderflow.payments import steps as payments
 from orderflow.payments.gateway import PaymentGateway
-from orderflow.payments.simulator import SimulatedGateway
+from orderflow.payments.provider import HttpGateway
 from orderflow.settings import Settings
-
-
-def simulated_gateway(settings: Settings) -> SimulatedGateway:
-    """The payment simulator configured by the settings."""
-    return SimulatedGateway(
-        slow_delay_s=settings.payment_slow_delay_s,
-        latency_s=settings.payment_latency_ms / 1000,
-        failure_rate=settings.payment_failure_rate,
-    )
 
 
 @dataclass
@@ -41,7 +32,9 @@ class Deps:
 def build_registry(deps: Deps) -> Registry:
     """Every saga handler bound to ``deps``; the autopilot's when the settings enable it."""
     settings = deps.settings
-    gateway = deps.gateway or simulated_gateway(settings)
+    # The gateway's HTTP client opens on first use: a registry built only to list its
+    # handlers opens nothing. A process that runs them passes its own (and closes it).
+    gateway = deps.gateway or HttpGateway.from_settings(settings)
     specs = [
         *payments.handlers(
             deps.pool,

@@ -133,6 +133,27 @@ def worker(
 
 
 @app.command()
+def gateway(
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port")] = None,
+) -> None:
+    """Run the payment gateway simulator: its HTTP API, ledger and webhooks to the API."""
+    import uvicorn
+
+    from orderflow.gateway.app import create_app
+
+    settings = get_settings()
+    configure_logging(settings, process="gateway")
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.gateway_host,
+        port=port or settings.gateway_port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+@app.command()
 def up(
     port: Annotated[int, typer.Option(help="API port")] = 8000,
     autopilot_delay: Annotated[float, typer.Option(min=0, help="autopilot step delay, s")] = 0.0,
@@ -140,10 +161,12 @@ def up(
     workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
     metrics_port: Annotated[int, typer.Option(help="relay's; workers' follow; 0: off")] = 9100,
 ) -> None:
-    """Development: migrate, then run api, relay and workers until Ctrl-C."""
+    """Development: migrate, then run api, relay, workers and the payment gateway until
+    Ctrl-C."""
     from orderflow.entrypoints.supervisor import plan, supervise
 
     children = plan(
+        gateway_url=get_settings().gateway_url,
         port=port,
         workers=workers,
         autopilot=autopilot,

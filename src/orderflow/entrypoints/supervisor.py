@@ -1,10 +1,10 @@
 """``orderflow up``: the development supervisor.
 
-Runs the migrations, then the api, the relay and N workers as child processes, each in its
-own process group, their output prefixed line by line. Ctrl-C or SIGTERM stops them all; if
-one dies, the rest are stopped and the supervisor exits non-zero. Children also get SIGTERM
-from the kernel if the supervisor itself is killed (Linux ``PR_SET_PDEATHSIG``), so nothing
-is left orphaned.
+Runs the migrations, then the payment gateway, the api, the relay and N workers as child
+processes, each in its own process group, their output prefixed line by line. Ctrl-C or
+SIGTERM stops them all; if one dies, the rest are stopped and the supervisor exits non-zero.
+Children also get SIGTERM from the kernel if the supervisor itself is killed (Linux
+``PR_SET_PDEATHSIG``), so nothing is left orphaned.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
+from orderflow.domain.webhooks import GATEWAY_WEBHOOKS_PATH
 from orderflow.kernel.process import die_with_parent, first_of, install_stop_signals
 
 GRACE_S = 10.0
@@ -31,10 +33,24 @@ class ChildSpec:
 
 
 def plan(
-    *, port: int, workers: int, autopilot: bool, autopilot_delay_s: float, metrics_port: int
+    *,
+    port: int,
+    workers: int,
+    autopilot: bool,
+    autopilot_delay_s: float,
+    metrics_port: int,
+    gateway_url: str = "http://127.0.0.1:8090",
 ) -> list[ChildSpec]:
-    """The children ``orderflow up`` starts."""
+    """The children ``orderflow up`` starts. The gateway listens where the workers are told
+    to reach it (``gateway_url``) and sends its webhooks to this API."""
+    gateway_port = urlsplit(gateway_url).port or 80
+    webhooks = f"http://127.0.0.1:{port}{GATEWAY_WEBHOOKS_PATH}"
     children = [
+        ChildSpec(
+            "gateway",
+            ("gateway", "--port", str(gateway_port)),
+            {"ORDERFLOW_GATEWAY_WEBHOOK_URL": webhooks},
+        ),
         ChildSpec("api", ("api", "--port", str(port))),
         ChildSpec("relay", ("relay", *_metrics(metrics_port, 0))),
     ]

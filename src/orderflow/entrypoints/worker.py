@@ -34,6 +34,7 @@ from orderflow.kernel.worker import Worker
 from orderflow.notifications import webhooks
 from orderflow.observability import metrics
 from orderflow.operations.watch import audit_invariants, watch_system
+from orderflow.payments.provider import HttpGateway
 from orderflow.settings import Settings
 
 __all__ = ["Worker", "declare_saga_topology", "run_worker", "start_counters_at_zero"]
@@ -61,9 +62,10 @@ async def run_worker(
     pool = await create_pool(settings, process="worker")
     redis = create_redis(settings)
     http = httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False)
+    gateway = HttpGateway.from_settings(settings)
     try:
         cache = RedisProductCache(redis, ttl_s=settings.product_cache_ttl_s)
-        deps = Deps(settings=settings, pool=pool, cache=cache)
+        deps = Deps(settings=settings, pool=pool, cache=cache, gateway=gateway)
         if settings.notification_webhook_url is not None:
             await webhooks.adopt_notification_url(
                 pool, settings.notification_webhook_url.get_secret_value()
@@ -91,6 +93,7 @@ async def run_worker(
         await pool.close()
         await redis.close()
         await http.aclose()
+        await gateway.aclose()
     log.info("worker_stopped")
 
 

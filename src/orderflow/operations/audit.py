@@ -54,7 +54,7 @@ _ORDER_PAGE = """
 SELECT o.id, o.status, o.total, o.payment_token IS NOT NULL AS has_token,
        o.created_at < now() - $3::interval AS settled,
        o.updated_at < now() - $3::interval - $4::interval AS unpaid_overdue,
-       tl.events, tl.statuses, pt.charged, pt.refunded,
+       tl.events, tl.statuses, pt.charged, pt.refunded, pt.held,
        l.products AS line_products, l.quantities AS line_quantities,
        m.products AS move_products, m.kinds AS move_kinds, m.quantities AS move_quantities
 FROM orders o
@@ -64,8 +64,13 @@ LEFT JOIN LATERAL (
     FROM order_timeline WHERE order_id = o.id
 ) tl ON true
 LEFT JOIN LATERAL (
-    SELECT coalesce(sum(amount) FILTER (WHERE kind = 'charge'), 0)::bigint AS charged,
-           coalesce(sum(amount) FILTER (WHERE kind = 'refund'), 0)::bigint AS refunded
+    SELECT coalesce(sum(amount) FILTER (WHERE kind IN ('charge', 'capture')), 0)::bigint
+               AS charged,
+           coalesce(sum(amount) FILTER (WHERE kind = 'refund'), 0)::bigint AS refunded,
+           -- authorizations neither captured nor voided: money held at the gateway
+           (coalesce(sum(amount) FILTER (WHERE kind = 'authorize'), 0)
+            - coalesce(sum(amount) FILTER (WHERE kind IN ('capture', 'void')), 0))::bigint
+               AS held
     FROM payment_transactions WHERE order_id = o.id
 ) pt ON true
 LEFT JOIN LATERAL (

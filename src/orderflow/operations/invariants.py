@@ -40,6 +40,7 @@ INFORMATIONAL: frozenset[str] = frozenset(
         "payment.processed_after_cancel",
         "inventory.insufficient",
         "payment.refunded",
+        "payment.voided",
         "inventory.released",
     }
 )
@@ -118,7 +119,9 @@ def check_order(row: Mapping[str, Any]) -> list[Violation]:
     found += check_timeline(
         oid, status, row["has_token"], row["events"] or [], row["statuses"] or []
     )
-    found += _check_money(oid, status, settled, row["total"], row["charged"], row["refunded"])
+    found += _check_money(
+        oid, status, settled, row["total"], row["charged"], row["refunded"], row.get("held") or 0
+    )
     lines = dict(zip(row["line_products"] or [], row["line_quantities"] or [], strict=True))
     moves = list(
         zip(
@@ -190,7 +193,13 @@ def check_timeline(
 
 
 def _check_money(
-    oid: uuid.UUID, status: OrderStatus, settled: bool, total: int, charged: int, refunded: int
+    oid: uuid.UUID,
+    status: OrderStatus,
+    settled: bool,
+    total: int,
+    charged: int,
+    refunded: int,
+    held: int = 0,
 ) -> list[Violation]:
     kept = charged - refunded
     if refunded > charged:
@@ -201,6 +210,8 @@ def _check_money(
         why = f"delivered, total {total}, but kept {kept} (charged {charged}, refunded {refunded})"
     elif settled and status is S.CANCELLED and kept != 0:
         why = f"cancelled but kept {kept} (charged {charged}, refunded {refunded})"
+    elif settled and status is S.CANCELLED and held:
+        why = f"cancelled but an authorization of {held} is still held at the gateway"
     else:
         return []
     return [Violation(Check.MONEY, why, order_id=oid)]

@@ -1,5 +1,5 @@
 """Payment attempts: start one for an order (the saga, or a customer paying again), and the
-idempotency keys of their charges and refunds at the gateway."""
+idempotency keys of their operations at the gateway."""
 
 from __future__ import annotations
 
@@ -16,14 +16,10 @@ from orderflow.ordering import act_on_order, advance
 from orderflow.payments import store as payments
 
 
-def charge_key(payment_id: uuid.UUID) -> str:
-    """Idempotency key of the (single) charge of a payment attempt."""
-    return f"charge:{payment_id}"
-
-
-def refund_key(payment_id: uuid.UUID) -> str:
-    """Idempotency key of the (single) refund of a payment."""
-    return f"refund:{payment_id}"
+def gateway_key(operation: str, payment_id: uuid.UUID) -> str:
+    """Idempotency key of a payment attempt's (single) ``operation`` at the gateway:
+    authorize, capture, void or refund."""
+    return f"{operation}:{payment_id}"
 
 
 async def start_payment(

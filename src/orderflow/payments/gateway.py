@@ -1,35 +1,55 @@
-"""The payment gateway port: what the payment steps need from a provider (the simulator
-implements it)."""
+"""The payment gateway port: what the payment steps need from a provider. The payment is
+authorized first (``payment.initiated``), captured once stock is reserved
+(``inventory.checked``), and voided if the order is cancelled before the capture, refunded
+after it. ``HttpGateway`` (``payments.provider``) reaches ``orderflow gateway`` over HTTP."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 
-@dataclass(frozen=True, slots=True)
-class ChargeResult:
-    """The gateway's answer to a charge: captured with a reference, or declined with a reason."""
+class AuthorizationStatus(StrEnum):
+    AUTHORIZED = "authorized"
+    DECLINED = "declined"
+    PENDING = "pending"  # the provider answers later, by webhook
 
-    captured: bool
-    reference: str = ""
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    """The gateway's answer to an authorization: its reference (the payment intent), and a
+    decline's reason."""
+
+    status: AuthorizationStatus
+    reference: str
     decline_reason: str = ""
 
 
 class PaymentGateway(Protocol):
-    """A payment provider. Calls carry an idempotency key: repeating one never charges twice.
+    """A payment provider. Writes carry an idempotency key: repeating one never moves money
+    twice. Transient trouble (timeouts, the provider down) raises ``TransientError``."""
 
-    Transient trouble (timeouts, the provider being down) raises ``TransientError``.
-    """
-
-    async def charge(
-        self, *, idempotency_key: str, token: str, amount: int, currency: str, attempt: int
-    ) -> ChargeResult:
-        """Capture ``amount`` with the payment method ``token``."""
+    async def authorize(
+        self,
+        *,
+        idempotency_key: str,
+        token: str,
+        amount: int,
+        currency: str,
+        metadata: dict[str, str],
+    ) -> Authorization:
+        """Authorize ``amount`` with the payment method ``token``."""
         ...
 
-    async def refund(
-        self, *, idempotency_key: str, reference: str, amount: int, currency: str
-    ) -> str:
-        """Return ``amount`` of the capture ``reference``; returns the refund's reference."""
+    async def capture(self, *, idempotency_key: str, reference: str) -> bool:
+        """Capture an authorization; False when it can no longer be captured (voided)."""
+        ...
+
+    async def void(self, *, idempotency_key: str, reference: str) -> bool:
+        """Release an authorization; False when it was captured meanwhile (refund it)."""
+        ...
+
+    async def refund(self, *, idempotency_key: str, reference: str) -> str:
+        """Refund a capture in full; returns the refund's reference."""
         ...

@@ -1,17 +1,14 @@
-"""The payment steps of the saga: start the payment of a placed order, charge it at the gateway,
-mark the order paid, refund a cancelled order's capture.
-
-Each step is a named function; ``handlers`` binds them to the gateway and the pool.
+"""The payment steps of the saga: start the payment of a placed order, authorize it at the
+gateway, mark the order paid. Capturing after the reservation and releasing a cancelled order's
+money are in ``payments.money``; ``handlers`` binds them all to the gateway and the pool.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from enum import StrEnum
 from functools import partial
-from typing import Any, TypeVar
 
 import asyncpg
 
@@ -19,13 +16,7 @@ from orderflow.domain import events as ev
 from orderflow.domain import saga
 from orderflow.domain.orders import OrderStatus as S
 from orderflow.kernel.batching import Lookup
-from orderflow.kernel.handlers import (
-    CallStep,
-    Delivery,
-    Handler,
-    TransactionStep,
-    TransientError,
-)
+from orderflow.kernel.handlers import CallStep, Delivery, Handler, TransactionStep
 from orderflow.kernel.uow import UnitOfWork
 from orderflow.ordering import (
     Step,
@@ -36,12 +27,14 @@ from orderflow.ordering import (
     lock_order,
     status_step,
 )
+from orderflow.payments import money
 from orderflow.payments import store as payments
-from orderflow.payments.attempts import announce_payment, charge_key, refund_key
-from orderflow.payments.gateway import ChargeResult, PaymentGateway
+from orderflow.payments.attempts import announce_payment, gateway_key
+from orderflow.payments.calls import order_id_of as _order_id
+from orderflow.payments.calls import within
+from orderflow.payments.gateway import Authorization, AuthorizationStatus, PaymentGateway
 
 ACTOR = "payments"
-T = TypeVar("T")
 
 
 async def initiate_payments(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
@@ -55,149 +48,109 @@ async def initiate_payments(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> 
             announce_payment(uow, order, opened.get(order.id), actor=ACTOR, cause=d.envelope)
 
 
-async def call_gateway(
+async def call_authorize(
     d: Delivery,
     *,
     gateway: PaymentGateway,
     payment_of: Lookup[uuid.UUID, payments.Payment],
     timeout_s: float,
-) -> tuple[payments.Payment, ChargeResult] | None:
-    """payment.initiated, outside any transaction: charge the payment, with a timeout,
-    idempotently; None when it is no longer pending."""
+) -> tuple[payments.Payment, Authorization] | None:
+    """payment.initiated, outside any transaction: authorize the payment, with a timeout,
+    idempotently; None when it is no longer pending, or when the gateway answers later (its
+    webhook settles the payment: ``payments.webhooks``)."""
     event = d.event
     assert isinstance(event, ev.PaymentInitiated)
     payment = await payment_of.get(event.payment_id)
     if payment is None or payment.status != "pending":
         return None
-    charge = gateway.charge(
-        idempotency_key=charge_key(payment.id),
+    authorize = gateway.authorize(
+        idempotency_key=gateway_key("authorize", payment.id),
         token=payment.payment_token,
         amount=payment.amount,
         currency=payment.currency,
-        attempt=d.attempt,
+        metadata={"order_id": str(payment.order_id), "payment_id": str(payment.id)},
     )
-    result = await _within(timeout_s, charge, "charge")
-    return payment, result
+    answer = await within(timeout_s, authorize, "authorization")
+    if answer.status is AuthorizationStatus.PENDING:
+        return None
+    return payment, answer
 
 
 class Record(StrEnum):
-    """How a charge's event is recorded on its order."""
+    """How an authorization's event is recorded on its order."""
 
     ADVANCE = "advance"  # it moves the order (a decline of a pending order)
-    ANNOTATE = "annotate"  # on the timeline, the status unchanged (a capture)
+    ANNOTATE = "annotate"  # on the timeline, the status unchanged (an authorization)
     PUBLISH = "publish"  # through the outbox only (a decline the order no longer waits for)
 
 
-def charge_event(
-    status: S, payment: payments.Payment, result: ChargeResult
+def authorization_event(
+    status: S, payment: payments.Payment, answer: Authorization
 ) -> tuple[ev.Event, Record]:
-    """The event a settled charge makes, given its order's status, and how it is recorded.
-
-    A capture on an order cancelled meanwhile has its own event, which compensation refunds
-    (ADR 0016); a cancellation after this commit finds the capture and refunds it itself.
-    """
-    if result.captured:
-        capture = ev.PaymentProcessedAfterCancel if status is S.CANCELLED else ev.PaymentProcessed
-        processed = capture(
+    """The event a settled authorization makes, given its order's status, and how it is
+    recorded. An authorization on an order cancelled meanwhile has its own event, which
+    compensation voids (ADR 0016); a cancellation after this commit finds it and voids it."""
+    if answer.status is AuthorizationStatus.AUTHORIZED:
+        kind = ev.PaymentProcessedAfterCancel if status is S.CANCELLED else ev.PaymentProcessed
+        processed = kind(
             payment_id=payment.id,
             amount=payment.amount,
             currency=payment.currency,
-            gateway_reference=result.reference,
+            gateway_reference=answer.reference,
         )
         return processed, Record.ANNOTATE
-    failed = ev.PaymentFailed(payment_id=payment.id, reason=result.decline_reason)
+    failed = ev.PaymentFailed(payment_id=payment.id, reason=answer.decline_reason)
     return failed, Record.ADVANCE if status is S.PAYMENT_PENDING else Record.PUBLISH
 
 
-def _settlement(payment: payments.Payment, result: ChargeResult) -> payments.Settlement:
-    if result.captured:
-        return payments.Settlement(
-            payment,
-            status="captured",
-            kind="charge",
-            idempotency_key=charge_key(payment.id),
-            reference=result.reference,
-        )
+def _settlement(payment: payments.Payment, answer: Authorization) -> payments.Settlement:
+    authorized = answer.status is AuthorizationStatus.AUTHORIZED
     return payments.Settlement(
         payment,
-        status="declined",
-        kind="decline",
-        idempotency_key=charge_key(payment.id),
-        reference=None,
-        detail=result.decline_reason,
+        status="authorized" if authorized else "declined",
+        kind="authorize" if authorized else "decline",
+        idempotency_key=gateway_key("authorize", payment.id),
+        reference=answer.reference,
+        detail=answer.decline_reason,
     )
 
 
-async def record_charges(uow: UnitOfWork, answered: Sequence[tuple[Delivery, object]]) -> None:
-    """payment.initiated: settle every payment still pending with one statement, then announce
-    each one settled, in delivery order, from its locked order. A payment settled meanwhile
-    (a concurrent delivery) gets no event; a second answer for one payment is dropped."""
-    planned: dict[uuid.UUID, tuple[Delivery, payments.Payment, ChargeResult]] = {}
-    for d, answer in answered:
-        assert isinstance(answer, tuple)
-        payment, result = answer
-        planned.setdefault(payment.id, (d, payment, result))
+Answered = tuple[uuid.UUID, payments.Payment, Authorization, ev.Envelope | None]
+
+
+async def settle_authorizations(uow: UnitOfWork, answered: Sequence[Answered]) -> None:
+    """Settle every payment still pending with one statement, then announce each one settled,
+    in order, from its locked order. A payment settled meanwhile (a concurrent delivery, or
+    the gateway's webhook) gets no event; a second answer for one payment is dropped."""
+    planned: dict[uuid.UUID, Answered] = {}
+    for item in answered:
+        planned.setdefault(item[1].id, item)
     settled = await payments.settle_many(
-        uow.conn, [_settlement(payment, result) for _, payment, result in planned.values()]
+        uow.conn, [_settlement(payment, answer) for _, payment, answer, _ in planned.values()]
     )
-    for d, payment, result in planned.values():
+    for order_id, payment, answer, cause in planned.values():
         if payment.id not in settled:
             continue
-        order = await lock_order(uow, _order_id(d))  # locked by the claim: no query
-        event, record = charge_event(order.status, payment, result)
+        order = await lock_order(uow, order_id)
+        event, record = authorization_event(order.status, payment, answer)
         if record is Record.ADVANCE:
-            advance(uow, order, event, actor=ACTOR, cause=d.envelope)
+            advance(uow, order, event, actor=ACTOR, cause=cause)
         elif record is Record.ANNOTATE:
-            annotate(uow, order, event, actor=ACTOR, cause=d.envelope)
+            annotate(uow, order, event, actor=ACTOR, cause=cause)
         else:
-            emit_off_timeline(uow, order, event, actor=ACTOR, cause=d.envelope)
+            emit_off_timeline(uow, order, event, actor=ACTOR, cause=cause)
 
 
-async def call_refund(
-    d: Delivery, *, pool: asyncpg.Pool, gateway: PaymentGateway, timeout_s: float
-) -> tuple[uuid.UUID, str] | None:
-    """order.cancelled / payment.processed_after_cancel, outside any transaction: refund the
-    order's capture, idempotently; None when there is none. Both events are about a cancelled
-    order, and cancelled is terminal, so the order's status needs no read."""
-    payment = await payments.captured(pool, _order_id(d))
-    if payment is None or payment.gateway_reference is None:
-        return None
-    refund = gateway.refund(
-        idempotency_key=refund_key(payment.id),
-        reference=payment.gateway_reference,
-        amount=payment.amount,
-        currency=payment.currency,
-    )
-    ref = await _within(timeout_s, refund, "refund")
-    return payment.id, ref
-
-
-async def record_refunds(uow: UnitOfWork, answered: Sequence[tuple[Delivery, object]]) -> None:
-    """Record the refunds of cancelled orders and announce them (once per payment)."""
+async def record_authorizations(
+    uow: UnitOfWork, answered: Sequence[tuple[Delivery, object]]
+) -> None:
+    """payment.initiated: settle the gateway's answers (``settle_authorizations``)."""
+    items: list[Answered] = []
     for d, answer in answered:
         assert isinstance(answer, tuple)
-        payment_id, reference = answer
-        order = await lock_order(uow, _order_id(d))
-        payment = await payments.get(uow.conn, payment_id, lock=True)
-        if payment is None or payment.status != "captured":
-            continue
-        await payments.settle(
-            uow.conn,
-            payments.Settlement(
-                payment,
-                status="refunded",
-                kind="refund",
-                idempotency_key=refund_key(payment.id),
-                reference=reference,
-            ),
-        )
-        refunded = ev.PaymentRefunded(
-            payment_id=payment.id,
-            amount=payment.amount,
-            currency=payment.currency,
-            reason=order.cancel_reason or "cancelled",
-        )
-        annotate(uow, order, refunded, actor="compensation", cause=d.envelope)
+        payment, authorization = answer
+        items.append((_order_id(d), payment, authorization, d.envelope))
+    await settle_authorizations(uow, items)
 
 
 def order_paid(d: Delivery) -> ev.Event:
@@ -214,7 +167,7 @@ def handlers(
     pool: asyncpg.Pool, gateway: PaymentGateway, *, timeout_s: float, read_batch_max: int = 256
 ) -> list[Handler]:
     """The payment steps, bound to ``gateway``; ``pool`` serves their reads before a
-    transaction opens. The charge's reads of its payment are batched: the calls of many
+    transaction opens. The authorization's reads of its payment are batched: the calls of many
     deliveries run at once under load, and each read would otherwise be a round trip of its
     own (``Lookup``)."""
 
@@ -222,14 +175,15 @@ def handlers(
         return await payments.get_many(pool, ids)
 
     payment_of = Lookup(fetch_payments, max_batch=read_batch_max)
+    call = partial(call_authorize, gateway=gateway, payment_of=payment_of, timeout_s=timeout_s)
     return [
         TransactionStep(
             saga.PAYMENTS_INITIATE, apply=initiate_payments, claim=claim_and_lock_orders
         ),
         CallStep(
             saga.PAYMENTS_CHARGE,
-            call=partial(call_gateway, gateway=gateway, payment_of=payment_of, timeout_s=timeout_s),
-            record=record_charges,
+            call=call,
+            record=record_authorizations,
             claim=claim_and_lock_orders,
         ),
         TransactionStep(
@@ -238,27 +192,16 @@ def handlers(
             claim=claim_and_lock_orders,
         ),
         CallStep(
+            saga.PAYMENTS_CAPTURE,
+            call=partial(money.call_capture, pool=pool, gateway=gateway, timeout_s=timeout_s),
+            record=money.record_captures,
+            claim=claim_and_lock_orders,
+        ),
+        CallStep(
             saga.COMPENSATION_REFUND,
-            call=partial(call_refund, pool=pool, gateway=gateway, timeout_s=timeout_s),
-            record=record_refunds,
+            call=partial(money.call_release, pool=pool, gateway=gateway, timeout_s=timeout_s),
+            record=money.record_releases,
             claim=claim_and_lock_orders,
             batched=False,
         ),
     ]
-
-
-async def _within(timeout_s: float, call: Coroutine[Any, Any, T], what: str) -> T:
-    """The gateway's answer to ``call``; no answer within ``timeout_s`` is a transient error
-    (the delivery is retried, with the same idempotency key)."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await call
-    except TimeoutError:
-        raise TransientError(
-            f"payment gateway did not answer the {what} within {timeout_s} s"
-        ) from None
-
-
-def _order_id(d: Delivery) -> uuid.UUID:
-    assert d.envelope.order_id is not None
-    return d.envelope.order_id

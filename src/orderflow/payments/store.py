@@ -98,13 +98,14 @@ async def get_many(
     return {row["id"]: Payment(**dict(row)) for row in rows}
 
 
-async def captured(
+async def holding(
     conn: asyncpg.Connection | asyncpg.Pool, order_id: uuid.UUID, *, lock: bool = False
 ) -> Payment | None:
-    """The order's captured (not yet refunded) payment, if any."""
+    """The order's payment that holds money at the gateway (authorized, or captured and not
+    refunded), if any."""
     row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM payments WHERE order_id = $1 AND status = 'captured'"
-        + (" FOR NO KEY UPDATE" if lock else ""),
+        f"SELECT {_COLUMNS} FROM payments WHERE order_id = $1 "
+        "AND status IN ('authorized', 'captured')" + (" FOR NO KEY UPDATE" if lock else ""),
         order_id,
     )
     return Payment(**dict(row)) if row else None
@@ -129,7 +130,7 @@ WITH s AS (
         AS s(id, expected, status, kind, idempotency_key, reference, detail)
 ), p AS (
     UPDATE payments p SET status = s.status,
-           gateway_reference = coalesce(s.reference, p.gateway_reference), updated_at = now()
+           gateway_reference = coalesce(p.gateway_reference, s.reference), updated_at = now()
     FROM s
     WHERE p.id = s.id AND p.id = ANY($1::uuid[]) AND p.status = s.expected
     RETURNING p.id, p.order_id, p.amount, p.currency

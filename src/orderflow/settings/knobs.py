@@ -61,7 +61,22 @@ class Settings(BaseSettings):
 
     # Saga
     payment_timeout_s: float = over_zero(5.0)
-    payment_slow_delay_s: float = zero_or_more(1.0, "pm_slow latency")
+    # The payment gateway (``orderflow gateway``, a provider simulator reached over HTTP).
+    # Clients: where it answers, and the API key it wants.
+    gateway_url: str = "http://127.0.0.1:8090"
+    gateway_api_key: SecretStr = SecretStr("sk_test_orderflow")
+    # Its webhooks to the API, signed per Standard Webhooks with this whsec_ secret.
+    gateway_webhook_secret: SecretStr = SecretStr(
+        "whsec_b3JkZXJmbG93LWRldmVsb3BtZW50LXdlYmhvb2stc2VjcmV0IQ=="
+    )
+    # The gateway process itself: where it listens, its own database (default: the app's,
+    # in a schema of its own), where it sends webhooks, how long it keeps idempotency keys.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=8090, ge=1, le=65535)
+    gateway_database_url: SecretStr | None = None
+    gateway_webhook_url: str = "http://127.0.0.1:8000/api/v1/payment-gateway/webhooks"
+    gateway_key_ttl_s: float = over_zero(86400.0, "idempotency keys are kept this long")
+    payment_slow_delay_s: float = zero_or_more(1.0, "pm_slow: the outcome comes by webhook")
     payment_latency_ms: int = zero_or_more(0, "simulated gateway latency")
     payment_failure_rate: float = Field(
         default=0.0, ge=0, le=1, description="share of transient gateway failures"

@@ -62,7 +62,10 @@ def _start_up(settings: Settings, port: int) -> subprocess.Popen[bytes]:
             "2",
         ],
         cwd=REPO,
-        env=process_env(settings),
+        # ``up`` starts a payment gateway: on a port of its own, not this run's.
+        env=process_env(
+            settings.model_copy(update={"gateway_url": f"http://127.0.0.1:{_free_port()}"})
+        ),
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
@@ -85,13 +88,13 @@ def _wait_gone(pids: list[int], timeout: float = 15) -> None:
         time.sleep(0.1)
 
 
-def test_up_runs_api_relay_and_workers_and_stops_them_all_on_sigterm(
+def test_up_runs_gateway_api_relay_and_workers_and_stops_them_all_on_sigterm(
     bb_settings: Settings,
 ) -> None:
     proc = _start_up(bb_settings, _free_port())
     try:
         children = _children(proc.pid)
-        assert len(children) == 4  # api, relay, two workers
+        assert len(children) == 5  # the payment gateway, api, relay, two workers
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
         _wait_gone(children)

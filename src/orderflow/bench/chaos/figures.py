@@ -2,8 +2,9 @@
 accepted orders lost or not terminal, effects duplicated, and when the system moved again after
 each fault.
 
-An effect that happened twice shows in the rows it left: a second charge or refund of one
-order (``payment_transactions``), a second stock movement of one kind for one order and
+An effect that happened twice shows in the rows it left: a second authorization, capture,
+void or refund of one order (``payment_transactions``, and the gateway's own ledger, which
+must match it one to one), a second stock movement of one kind for one order and
 product, a second notification to one recipient of one event of an order, a second timeline
 entry for an event an order sees once. The inbox's key (event, handler) makes a second inbox
 row impossible, so the figures count the effects themselves.
@@ -35,6 +36,36 @@ SELECT coalesce(sum(n - 1), 0)::bigint FROM (
     SELECT count(*) AS n FROM payment_transactions WHERE kind = $1
     GROUP BY order_id HAVING count(*) > 1
 ) x
+"""
+# The gateway's own ledger (its schema in the run's database): a second money movement of one
+# kind for one order there is a double charge a customer would see, whatever our rows say.
+_GATEWAY_TWICE = """
+SELECT coalesce(sum(n - 1), 0)::bigint FROM (
+    SELECT count(*) AS n FROM gateway.ledger l JOIN gateway.intents i ON i.id = l.intent_id
+    WHERE l.kind = $1 GROUP BY i.metadata->>'order_id' HAVING count(*) > 1
+) x
+"""
+# Orders whose movements at the gateway and in payment_transactions differ, kind by kind
+# (authorize, capture, void, refund): the two ledgers must match one to one.
+_LEDGERS_DIFFER = """
+WITH theirs AS (
+    SELECT (i.metadata->>'order_id')::uuid AS order_id, l.kind, count(*) AS n
+    FROM gateway.ledger l JOIN gateway.intents i ON i.id = l.intent_id
+    WHERE l.kind IN ('authorize', 'capture', 'void', 'refund')
+    GROUP BY 1, 2
+), ours AS (
+    SELECT order_id, kind, count(*) AS n FROM payment_transactions
+    WHERE kind IN ('authorize', 'capture', 'void', 'refund') GROUP BY 1, 2
+)
+SELECT count(DISTINCT coalesce(t.order_id, o.order_id)) FROM theirs t
+FULL JOIN ours o ON o.order_id = t.order_id AND o.kind = t.kind
+WHERE t.n IS DISTINCT FROM o.n
+"""
+_CAPTURED_SHORT = """
+SELECT count(DISTINCT t.order_id) FROM order_timeline t
+JOIN gateway.intents i ON i.metadata->>'order_id' = t.order_id::text
+JOIN gateway.ledger l ON l.intent_id = i.id AND l.kind = 'capture'
+WHERE t.event_type = 'inventory.insufficient'
 """
 _STOCK_TWICE = """
 SELECT coalesce(sum(n - 1), 0)::bigint FROM (
@@ -98,8 +129,14 @@ async def duplicate_figures(pool: asyncpg.Pool) -> dict[str, Any]:
     once = sorted(ONCE_PER_ORDER)
     applied_twice = {r["event_type"]: r["extra"] for r in await pool.fetch(_APPLIED_TWICE, once)}
     return {
-        "charges": int(await pool.fetchval(_PAYMENT_TWICE, "charge")),
+        "authorizations": int(await pool.fetchval(_PAYMENT_TWICE, "authorize")),
+        "charges": int(await pool.fetchval(_PAYMENT_TWICE, "capture")),
         "refunds": int(await pool.fetchval(_PAYMENT_TWICE, "refund")),
+        "voids": int(await pool.fetchval(_PAYMENT_TWICE, "void")),
+        "gateway_captures": int(await pool.fetchval(_GATEWAY_TWICE, "capture")),
+        "gateway_refunds": int(await pool.fetchval(_GATEWAY_TWICE, "refund")),
+        "ledgers_differ": int(await pool.fetchval(_LEDGERS_DIFFER)),
+        "captured_short_of_stock": int(await pool.fetchval(_CAPTURED_SHORT)),
         "stock_movements": int(await pool.fetchval(_STOCK_TWICE)),
         "notifications": int(await pool.fetchval(_NOTIFIED_TWICE, once)),
         "events_applied_twice": sum(applied_twice.values()),

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -26,6 +27,7 @@ from orderflow.bench.chaos.system import System, plan
 from orderflow.bench.place import make_catalogue
 from orderflow.bench.runner import BenchRun
 from orderflow.bench.servers import orderflow_command
+from orderflow.domain.webhooks import GATEWAY_WEBHOOKS_PATH as GATEWAY_WEBHOOKS
 
 T = TypeVar("T")
 
@@ -241,7 +243,10 @@ async def run_chaos(run: BenchRun, params: ChaosParams) -> dict[str, Any]:
     )
     env = system_env(run, params)
     await _declare_topology(env)
-    system = System(plan(workers=params.workers), env, run.log_dir)
+    roles = plan(workers=params.workers, gateway_port=urlsplit(run.settings.gateway_url).port)
+    api = next(r for r in roles if r.name == "api")
+    env["ORDERFLOW_GATEWAY_WEBHOOK_URL"] = f"http://127.0.0.1:{api.port}{GATEWAY_WEBHOOKS}"
+    system = System(roles, env, run.log_dir)
     client = Client(
         f"http://127.0.0.1:{system.api_port}", run.auth, timeout_s=params.request_timeout_s
     )

@@ -29,11 +29,14 @@ class Role:
     ready_path: str = "/readyz"
 
 
-def plan(*, workers: int) -> list[Role]:
-    """The processes ``orderflow chaos`` runs: api, relay, ``workers`` workers."""
+def plan(*, workers: int, gateway_port: int | None = None) -> list[Role]:
+    """The processes ``orderflow chaos`` runs: the payment gateway (on ``gateway_port``, where
+    the workers are told to reach it), api, relay, ``workers`` workers."""
     api = free_port()
     metrics = free_ports(workers + 1)
+    gateway = gateway_port or free_port()
     roles = [
+        Role("gateway", ("gateway", "--port", str(gateway)), gateway, "/healthz"),
         Role("api", ("api", "--port", str(api)), api, "/healthz"),
         Role("relay", ("relay", "--metrics-port", str(metrics)), metrics),
     ]

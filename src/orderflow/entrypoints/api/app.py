@@ -34,6 +34,7 @@ from orderflow.entrypoints.api.routers import (
     events,
     health,
     orders,
+    payment_gateway,
     products,
     streams,
     webhooks,
@@ -163,6 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin_ops.router,
         docs.router,
         webhooks.router,
+        payment_gateway.router,
     ):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orderflow.access.ratelimit import Decision
 from orderflow.domain.access import key_prefix
+from orderflow.domain.webhooks import GATEWAY_WEBHOOKS_PATH
 from orderflow.entrypoints.api.deps import AppState
 from orderflow.entrypoints.api.problems import problem
 from orderflow.observability.metrics import RATE_LIMIT_DECISIONS
@@ -23,6 +24,9 @@ log = structlog.get_logger(__name__)
 
 # Operators' endpoints: never authenticated, never limited (probes must not be throttled).
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Authenticated by their signature instead of a key, and not limited per address: the payment
+# gateway's webhooks (``routers.payment_gateway``).
+SIGNED_PATHS = frozenset({GATEWAY_WEBHOOKS_PATH})
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -48,7 +52,7 @@ class EdgeMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPS_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPS_PATHS | SIGNED_PATHS:
             await self.app(scope, receive, send)
             return
         state: AppState = scope["app"].state.orderflow
