@@ -51,6 +51,9 @@ MUST_CONNECT = [
     ("rabbitmq", "rabbitmq", 25672),
     ("rabbitmq", "rabbitmq", 4369),
     ("worker", "internet", 443),  # webhook deliveries
+    ("worker", "gateway", 8090),  # payment steps
+    ("gateway", "postgres", 5432),  # its ledger
+    ("gateway", "api", 8000),  # its webhooks
     ("alertmanager", "internet", 443),  # receivers
 ]
 
@@ -73,7 +76,21 @@ MUST_NOT_CONNECT = [
     ("redis", "postgres", 5432),
     ("postgres", "internet", 443),
     ("keda", "postgres", 5432),
+    ("ingress-controller", "gateway", 8090),
+    ("api", "gateway", 8090),
+    ("relay", "gateway", 8090),
+    ("prometheus", "gateway", 8090),
+    ("gateway", "rabbitmq", 5672),
+    ("gateway", "redis", 6379),
+    ("gateway", "internet", 443),
+    ("gateway", "worker", 9102),
 ]
+
+# Every port a pod of the system listens on, and the internet's.
+PORTS = (
+    *(53, 80, 443, 3000, 4369, 5432, 5672, 6379, 8000, 8090),
+    *(9090, 9093, 9101, 9102, 15672, 15692, 25672),
+)
 
 
 def selects(selector: Manifest, labels: dict[str, str]) -> bool:
@@ -193,10 +210,34 @@ def test_backing_services_accept_only_app_pods_and_their_own_tools(overlay: str)
     assert app_pods == {"api", "relay", "worker", "migrate"}
     policies = list(by_kind(manifests, "NetworkPolicy").values())
     ends = peers(manifests)
+    tools = {"postgres": {"gateway"}, "rabbitmq": {"keda", "rabbitmq"}, "redis": set()}
     for backend, port in (("postgres", 5432), ("redis", 6379), ("rabbitmq", 5672)):
         allowed = {n for n, p in ends.items() if connects(policies, p, ends[backend], port)}
-        expected = app_pods | ({"keda", "rabbitmq"} if backend == "rabbitmq" else set())
+        expected = app_pods | tools[backend]
         assert allowed == expected, f"{backend}: {sorted(allowed)}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_worker_reaches_the_gateway_and_it_reaches_only_its_ledger_and_the_api(
+    overlay: str,
+) -> None:
+    manifests = render(f"overlays/{overlay}")
+    policies = list(by_kind(manifests, "NetworkPolicy").values())
+    ends = peers(manifests)
+    callers = {
+        (name, port)
+        for name, peer in ends.items()
+        for port in PORTS
+        if name != "gateway" and connects(policies, peer, ends["gateway"], port)
+    }
+    assert callers == {("worker", 8090)}
+    reached = {
+        (name, port)
+        for name, peer in ends.items()
+        for port in PORTS
+        if name not in ("gateway", "dns") and connects(policies, ends["gateway"], peer, port)
+    }
+    assert reached == {("postgres", 5432), ("api", 8000)}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
