@@ -26,6 +26,7 @@ from orderflow.entrypoints.api.routers.payment_gateway import PATH
 from orderflow.kernel.batching import Lookup
 from orderflow.kernel.handlers import CallStep, Registry
 from orderflow.kernel.uow import unit_of_work
+from orderflow.operations import Check, audit_gateway_ledger
 from orderflow.payments import store
 from orderflow.payments.gateway import Authorization, AuthorizationStatus
 from orderflow.payments.provider import HttpGateway
@@ -339,3 +340,31 @@ async def test_an_order_short_of_stock_is_authorized_then_voided_and_never_captu
     assert done["status"] == "cancelled"
     assert await _ledger(gateway_http, order["id"]) == ["authorize", "void"]
     assert await _money(pool, order["id"]) == {"authorize": 600 * 5, "void": 600 * 5}
+
+
+async def test_the_audit_finds_our_payments_and_the_gateways_ledger_equal_and_names_a_gap(
+    client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    registry: Registry,
+    gateway_http: httpx.AsyncClient,
+) -> None:
+    product = await make_product(client, price=450, stock=2)
+    customer = await make_customer(client)
+    orders = [
+        await place_order(
+            client, customer_id=customer["id"], lines=[(product["id"], n)], payment_token=token
+        )
+        for n, token in ((1, "pm_approve"), (5, "pm_approve"), (1, "pm_flaky"))
+    ]
+    for order in orders:
+        await _run(client, pool, registry, order)
+    ids = [uuid.UUID(o["id"]) for o in orders]
+    assert await audit_gateway_ledger(pool, gateway_http, only=ids) == []
+    # A capture the gateway made that our rows do not show (lost on its way back).
+    await pool.execute(
+        "DELETE FROM payment_transactions WHERE order_id = $1 AND kind = 'capture'", ids[0]
+    )
+    found = await audit_gateway_ledger(pool, gateway_http, only=ids)
+    assert [(v.check, v.order_id, v.detail) for v in found] == [
+        (Check.GATEWAY_LEDGER, ids[0], "capture: gateway 1, ours 0")
+    ]

@@ -31,6 +31,8 @@ class Check(StrEnum):
     NEGATIVE_STOCK = "negative_stock"
     RESERVATION = "reservation"  # the stock an order holds does not match its status and lines
     MONEY = "money"  # charges minus refunds do not match what the order should have paid
+    # the gateway's own ledger and our payments differ (``orderflow audit --gateway``)
+    GATEWAY_LEDGER = "gateway_ledger"
 
 
 # Timeline events that record something without moving the order.

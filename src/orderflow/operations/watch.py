@@ -28,8 +28,9 @@ from orderflow.settings import Settings
 log = structlog.get_logger(__name__)
 
 # The audit's stale-order check is the SLA watchdog's business (orderflow_orders_overdue): an
-# order waiting for the warehouse is late, not an invariant broken.
-AUDITED: tuple[Check, ...] = tuple(c for c in Check if c is not Check.STALE)
+# order waiting for the warehouse is late, not an invariant broken. The gateway's ledger is read
+# over its API by ``orderflow audit --gateway`` only.
+AUDITED: tuple[Check, ...] = tuple(c for c in Check if c not in {Check.STALE, Check.GATEWAY_LEDGER})
 
 
 async def every(
