@@ -1,7 +1,8 @@
 """``orderflow chaos`` end to end: a one-minute run with every fault once (the system's
-processes killed, RabbitMQ's app stopped, PostgreSQL and Redis restarted) loses no accepted
-order, duplicates no effect, leaves every order terminal and the audit clean, and leaves every
-shared service running. It stops the machine's services: ``-m 'not stops_services'`` skips it.
+processes, the payment gateway's included, killed, RabbitMQ's app stopped, PostgreSQL and Redis
+restarted) loses no accepted order, duplicates no effect in the database or at the gateway,
+leaves every order terminal and the audit clean, and leaves every shared service running. It
+stops the machine's services: ``-m 'not stops_services'`` skips it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from orderflow.settings import Settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.stops_services]
 
-EVERY_FAULT = {"kill-api", "kill-relay", "kill-worker", "broker", "postgresql", "redis"}
+EVERY_FAULT = {
+    "kill-api",
+    "kill-gateway",
+    "kill-relay",
+    "kill-worker",
+    "broker",
+    "postgresql",
+    "redis",
+}
 
 
 def _answers(port: int) -> bool:
@@ -54,6 +63,9 @@ def test_a_minute_of_chaos_with_every_fault_loses_and_duplicates_nothing(
     assert doc["requests"]["pay"]["ok"] > 0  # declined, then paid again
     assert doc["orders"]["by_status"].get("cancelled", 0) > 0
     assert doc["invariants"] == dict.fromkeys(doc["invariants"], 0), doc["invariants"]
+    # The gateway's own ledger was read: it authorized, captured, voided (short of stock) and
+    # refunded (cancelled once paid), each movement once and matching our payments.
+    assert {"authorize", "capture", "void", "refund"} <= set(doc["gateway"]["movements"])
     assert doc["audit"]["ok"], doc["audit"]
     assert doc["recovery"]["open_orders"] == 0
     # Every fault was followed by orders placed and moving again.

@@ -18,6 +18,13 @@ def _figures(**overrides: Any) -> dict[str, Any]:
             "notifications": 0,
             "events_applied_twice": 0,
         },
+        "gateway": {
+            "captures_twice": 0,
+            "refunds_twice": 0,
+            "voids_twice": 0,
+            "ledgers_differ": 0,
+            "captured_short_of_stock": 0,
+        },
         "faults": [{"fault": "broker", "error": ""}],
         "audit": {"ok": True},
     }
@@ -50,6 +57,11 @@ def test_one_duplicated_charge_breaks_the_run() -> None:
     doc = document(_figures(duplicates__charges=1))
     assert not doc["ok"]
     assert doc["broken"] == ["duplicates.charges"]
+
+
+def test_a_second_capture_in_the_gateway_ledger_breaks_the_run() -> None:
+    doc = document(_figures(gateway__captures_twice=1))
+    assert doc["broken"] == ["gateway.captures_twice"]
 
 
 def test_a_lost_order_an_unclean_audit_and_a_failed_fault_are_each_named() -> None:

@@ -5,7 +5,7 @@ Public face: what other packages below the entrypoints may use.
 """
 
 from orderflow.operations.audit import run_audit
-from orderflow.operations.gateway_ledger import audit_gateway_ledger
+from orderflow.operations.gateway_ledger import audit_gateway_ledger, gateway_counts
 from orderflow.operations.invariants import ONCE_PER_ORDER, Check
 
-__all__ = ["ONCE_PER_ORDER", "Check", "audit_gateway_ledger", "run_audit"]
+__all__ = ["ONCE_PER_ORDER", "Check", "audit_gateway_ledger", "gateway_counts", "run_audit"]

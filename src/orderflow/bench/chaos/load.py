@@ -3,8 +3,9 @@ with an Idempotency-Key, in a mix that walks every branch of the saga.
 
 Most orders pay at once (``pm_approve``, ``pm_flaky``, ``pm_slow``); some are declined and then
 paid again or cancelled by their customer; some are cancelled shortly after they are placed
-(a refund once paid); some ask for more of a scarce product than is left (cancelled, short of
-stock). A placement left without an answer (indeterminate) is replayed with its key once the
+(the authorization voided), some once they are captured and before they ship (refunded); some
+ask for more of a scarce product than is left (cancelled short of stock, the authorization
+voided). A placement left without an answer (indeterminate) is replayed with its key once the
 faults are over: the replay says whether the order exists, and creates it if it did not.
 """
 
@@ -33,8 +34,10 @@ MIX: tuple[tuple[int, str, str], ...] = (
     (5, "pm_slow", ""),
     (10, DECLINED, "pay_again"),
     (10, DECLINED, "cancel"),
-    (15, "pm_approve", "cancel"),
+    (8, "pm_approve", "cancel"),
+    (7, "pm_approve", "cancel_charged"),
 )
+CHARGED = frozenset({"reserved", "prepared"})  # captured, not shipped: a cancel refunds
 SCARCE_SHARE = 0.1  # orders that also ask for two units of a scarce product
 
 
@@ -168,16 +171,33 @@ class Load:
         if p.plan.then == "cancel" and not p.plan.declined:
             await asyncio.sleep(self._rng.uniform(0.2, 2.0))
             await self._act(p, "cancel", None)
+        elif p.plan.then == "cancel_charged":
+            await self._cancel_charged(p)
         elif p.plan.then:
             await self._after_decline(p)
+
+    async def _status(self, p: Placement) -> str | None:
+        """The order's status as its customer reads it; None without an answer."""
+        read = await self._send(p, Request("read", "GET", f"{ORDERS}/{p.order_id}"))
+        return (read.body or {}).get("status") if read.outcome is Outcome.OK else None
+
+    async def _cancel_charged(self, p: Placement) -> None:
+        """Cancel the order once it is captured and before it ships (a refund)."""
+        while time.time() < self.followups_until:
+            status = await self._status(p)
+            if status in TERMINAL or status == "shipped":
+                return
+            if status in CHARGED:
+                await self._act(p, "cancel", None)
+                return
+            await asyncio.sleep(0.1)
 
     async def _after_decline(self, p: Placement) -> None:
         """Wait until the order awaits payment again, then pay again or cancel it."""
         body = {"payment_token": "pm_approve"} if p.plan.then == "pay_again" else None
         kind = "pay" if p.plan.then == "pay_again" else "cancel"
         while time.time() < self.followups_until:
-            read = await self._send(p, Request("read", "GET", f"{ORDERS}/{p.order_id}"))
-            status = (read.body or {}).get("status") if read.outcome is Outcome.OK else None
+            status = await self._status(p)
             if status in TERMINAL:
                 return
             if status == "awaiting_payment" and await self._act(p, kind, body):

@@ -19,13 +19,14 @@ INVARIANTS: tuple[tuple[str, str, str], ...] = (
     ("duplicates", "charges", "second captures of one order (payment_transactions)"),
     ("duplicates", "refunds", "second refunds of one order"),
     ("duplicates", "voids", "second voids of one order"),
-    ("duplicates", "gateway_captures", "second captures of one order at the gateway (its ledger)"),
-    ("duplicates", "gateway_refunds", "second refunds of one order at the gateway"),
-    ("duplicates", "ledgers_differ", "orders whose gateway ledger and payments differ"),
-    ("duplicates", "captured_short_of_stock", "orders short of stock captured at the gateway"),
     ("duplicates", "stock_movements", "second stock movements of one kind, order and product"),
     ("duplicates", "notifications", "second notifications per (order, event, recipient)"),
     ("duplicates", "events_applied_twice", "once-per-order events on a timeline twice"),
+    ("gateway", "captures_twice", "second captures of one order in the gateway's own ledger"),
+    ("gateway", "refunds_twice", "second refunds of one order in the gateway's ledger"),
+    ("gateway", "voids_twice", "second voids of one order in the gateway's ledger"),
+    ("gateway", "ledgers_differ", "orders whose gateway movements differ from our payments"),
+    ("gateway", "captured_short_of_stock", "orders short of stock captured at the gateway"),
 )
 
 

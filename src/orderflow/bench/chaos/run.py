@@ -17,11 +17,13 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
+import httpx
 
 from orderflow.bench.chaos import faults as fault_kinds
 from orderflow.bench.chaos import figures, services
 from orderflow.bench.chaos.client import Call, Client, Outcome
 from orderflow.bench.chaos.faults import FaultRecord, Timing
+from orderflow.bench.chaos.gateway import gateway_figures
 from orderflow.bench.chaos.load import Load, plans
 from orderflow.bench.chaos.system import System, plan
 from orderflow.bench.place import make_catalogue
@@ -87,7 +89,7 @@ async def _retrying(read: Callable[[], Awaitable[T]], *, attempts: int = 30) -> 
     for _ in range(attempts - 1):
         try:
             return await read()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, httpx.HTTPError):
             await asyncio.sleep(1.0)
     return await read()
 
@@ -286,6 +288,15 @@ async def run_chaos(run: BenchRun, params: ChaosParams) -> dict[str, Any]:
         orders["unresolved_placements"] = len(load.unresolved())
         orders["accepted_by_replay"] = sum(p.accepted_by == "replay" for p in load.placements)
         duplicates = await _retrying(lambda: figures.duplicate_figures(pool))
+        short = await _retrying(lambda: figures.short_of_stock(pool))
+        gateway = await _retrying(
+            lambda: gateway_figures(
+                pool,
+                base_url=run.settings.gateway_url,
+                api_key=run.settings.gateway_api_key.get_secret_value(),
+                short_of_stock=short,
+            )
+        )
         per_fault = [await fault_figures(pool, r, calls, chaos.started_at) for r in chaos.records]
         audit = await _retrying(run.audit)
     finally:
@@ -301,6 +312,7 @@ async def run_chaos(run: BenchRun, params: ChaosParams) -> dict[str, Any]:
         "first_failures": failures(calls, chaos.started_at),
         "orders": orders,
         "duplicates": duplicates,
+        "gateway": gateway,
         "faults": per_fault,
         "unplanned_exits": chaos.unplanned_exits,
         "recovery": recovery,

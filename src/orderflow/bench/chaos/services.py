@@ -110,7 +110,7 @@ async def broker_start_app() -> None:
     """``start_app`` and wait for the boot; a node that is gone is started afresh."""
     try:
         await command("rabbitmqctl", "start_app")
-        await command("rabbitmqctl", "await_startup", timeout_s=120)
+        await broker_await_startup()
     except ServiceError:
         if answers(5672):
             raise
@@ -122,7 +122,21 @@ async def broker_restart_node() -> None:
     with contextlib.suppress(ServiceError):
         await command("rabbitmqctl", "stop", timeout_s=120)
     await command("rabbitmq-server", "-detached")
-    await command("rabbitmqctl", "await_startup", timeout_s=180)
+    await broker_await_startup()
+
+
+async def broker_await_startup(*, timeout_s: float = 180.0) -> None:
+    """``rabbitmqctl await_startup`` until it succeeds: a node just started with ``-detached``
+    is not reachable at once, and ``await_startup`` fails rather than waits for it."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            await command("rabbitmqctl", "await_startup", timeout_s=timeout_s)
+            return
+        except ServiceError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(2.0)
 
 
 async def broker_dead_lettering_works() -> bool:
