@@ -102,6 +102,7 @@ class Load:
         self.followups_until = float("inf")  # wall clock; set when the run knows its end
         self._rng = random.Random(seed)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.not_sent = 0  # placements skipped because the client fell a second behind
         self._unanswered = 0  # placements waiting for their own answer
         self._all_answered = asyncio.Event()
         self._all_answered.set()
@@ -143,6 +144,10 @@ class Load:
             if time.time() + (due - time.monotonic()) >= self.until:
                 return
             await asyncio.sleep(max(0.0, due - time.monotonic()))
+            if time.monotonic() - due > 1.0:  # the client fell behind: no catching up in bursts
+                self.not_sent += 1
+                n += 1
+                continue
             placement = Placement(self.plans[n % len(self.plans)], str(uuid.uuid4()))
             self.placements.append(placement)
             self._unanswered += 1

@@ -308,6 +308,7 @@ async def run_chaos(run: BenchRun, params: ChaosParams) -> dict[str, Any]:
         "run_id": run.run_id,
         "started_at": chaos.started_at,
         "placed": len(load.placements),
+        "not_sent": load.not_sent,
         "requests": placement_figures(calls),
         "first_failures": failures(calls, chaos.started_at),
         "orders": orders,

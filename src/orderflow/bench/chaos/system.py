@@ -21,12 +21,16 @@ from orderflow.bench.servers import Server, free_port, free_ports, orderflow_com
 @dataclass(frozen=True, slots=True)
 class Role:
     """One process of the system: its name, its ``orderflow`` arguments, the port of its probe
-    (the API's own port; the metrics port of the relay and the workers)."""
+    (the API's and the gateway's own port; the metrics port of the relay and the workers).
+
+    The probe is ``/healthz`` (the process is up and its duties run), not ``/readyz``: a worker
+    restarted under a backlog reports ready only once every consumer is set up, which took
+    minutes in a long run while its first consumers were already busy."""
 
     name: str
     args: tuple[str, ...]
     port: int
-    ready_path: str = "/readyz"
+    ready_path: str = "/healthz"
 
 
 def plan(*, workers: int, gateway_port: int | None = None) -> list[Role]:
