@@ -156,17 +156,13 @@ async def remember(
     )
 
 
-async def count_failure(conn: asyncpg.Connection, key: str) -> int:
-    """Count one more transient failure under ``key``; the failures before this one."""
-    before = await conn.fetchval(
-        "SELECT failures FROM gateway.transient_failures WHERE key = $1", key
-    )
+async def count_failure(conn: asyncpg.Connection, key: str) -> None:
+    """Count one more transient failure under ``key``."""
     await conn.execute(
         "INSERT INTO gateway.transient_failures (key, failures) VALUES ($1, 1) "
         "ON CONFLICT (key) DO UPDATE SET failures = gateway.transient_failures.failures + 1",
         key,
     )
-    return int(before or 0)
 
 
 async def failures(conn: asyncpg.Connection, key: str) -> int:
